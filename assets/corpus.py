@@ -1,0 +1,130 @@
+"""Corpus group: which clip shards exist, and the shards themselves."""
+
+
+import json
+
+from dagster import (
+    AssetExecutionContext,
+    BackfillPolicy,
+    DataVersion,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from assets.common import file_version, md_table
+from assets.partitions import clip_partitions
+from resources.sources import ClipSource
+from resources.storage import ArtifactStore
+
+PARTITIONS_PER_RUN = 1
+"""One partition per run by default: per-partition metadata and retries, and many machines can
+share a backfill. Raise it (pipelines.settings) to amortise process start-up on one machine."""
+
+
+@asset(group_name="corpus", code_version="1")
+def clip_shard_plan(
+    context: AssetExecutionContext, clip_source: ClipSource, store: ArtifactStore
+) -> MaterializeResult:
+    """Which shards the source holds; registers one `clip_shards` partition per shard."""
+    plan = clip_source.plan()
+    for key, entry in plan.items():
+        path = store.path("plan", f"{key}.json")
+        data = json.dumps(entry, sort_keys=True).encode()
+        if not path.exists() or path.read_bytes() != data:
+            store.write_bytes(path, data)
+    existing = set(context.instance.get_dynamic_partitions(clip_partitions.name))
+    new = [k for k in plan if k not in existing]
+    if new:
+        context.instance.add_dynamic_partitions(clip_partitions.name, new)
+    return MaterializeResult(metadata={
+        "source": clip_source.source,
+        "partitions": len(plan),
+        "new_partitions": len(new),
+        "first_partitions": md_table([{"partition": k, **{
+            f: v for f, v in e.items() if f != "sources"}} for k, e in plan.items()]),
+    })
+
+
+def build_shard(partition: str, clip_source: ClipSource, store: ArtifactStore) -> dict:
+    """Write clips/{partition}.tar, its rejects and its clip index; return counts for metadata."""
+    import pandas as pd
+
+    from model_code import corpus, shards
+
+    plan_path = store.path("plan", f"{partition}.json")
+    if not plan_path.exists():
+        raise FileNotFoundError(
+            f"no plan for partition {partition!r}: materialize clip_shard_plan first"
+        )
+    entry = json.loads(plan_path.read_text())
+    if entry["kind"] == "embedded":
+        specs = corpus.split_specs("corpus", clip_source.corpus_config(), entry["start"], entry["stop"])
+        clips, rejects, inputs = shards.embedded_clips(specs), [], len(specs)
+    else:
+        sources = [shards.VideoSource(**s) for s in entry["sources"]]
+        clips, rejects = shards.ingest(sources, clip_source.ingest_config())
+        inputs = len(sources)
+    shard = store.shard(partition)
+    shards.write_shard(shard, clips)
+    index = pd.DataFrame([{
+        "key": c.key, "partition": partition, "source": c.meta["source"],
+        "start": c.meta["start"], "end": c.meta["end"], "fps": c.meta["fps"],
+        "alt_text": c.meta.get("alt_text", ""), "ground_truth": c.meta.get("ground_truth"),
+        "attributes": json.dumps(c.meta["attributes"]) if "attributes" in c.meta else None,
+    } for c in clips], columns=["key", "partition", "source", "start", "end", "fps", "alt_text",
+                                "ground_truth", "attributes"])
+    store.write_parquet(store.path("clip_index", f"{partition}.parquet"), index)
+    store.write_bytes(store.path("rejects", f"{partition}.parquet"), shards.rejects_bytes(
+        [{**r, "partition": partition} for r in rejects]))
+    used = {c.meta["source"] for c in clips}
+    unused = {r.get("source", r["key"]) for r in rejects} - used
+    if len(used) + len(unused) != inputs:  # counts in = inputs used + inputs rejected, always
+        raise RuntimeError(f"{partition}: {inputs} inputs but {len(used)} used + {len(unused)} rejected")
+    return {
+        "partition": partition,
+        "inputs": inputs,
+        "clips": len(clips),
+        "rejects": len(rejects),
+        "inputs_used": len(used),
+        "inputs_rejected": len(unused),
+        "seconds": float((index["end"] - index["start"]).sum()) if len(index) else 0.0,
+        "shard": str(shard),
+        "version": file_version(shard),
+        "samples": index.head(5)[["key", "alt_text", "start", "end"]].to_dict("records"),
+        "reject_samples": rejects[:5],
+    }
+
+
+@asset(
+    group_name="corpus",
+    partitions_def=clip_partitions,
+    deps=[clip_shard_plan],
+    code_version="1",
+    backfill_policy=BackfillPolicy.multi_run(PARTITIONS_PER_RUN),
+)
+def clip_shards(
+    context: AssetExecutionContext, clip_source: ClipSource, store: ArtifactStore
+) -> MaterializeResult:
+    """One webdataset shard of clips (`{key}.mp4` + `{key}.json`) per partition; every input
+    that cannot be used is recorded in rejects/{partition}.parquet with its reason."""
+    reports = [build_shard(p, clip_source, store) for p in context.partition_keys]
+    for r in reports:
+        context.log.info(f"{r['partition']}: {r['clips']} clips, {r['rejects']} rejects")
+    one = reports[0] if len(reports) == 1 else None
+    return MaterializeResult(
+        metadata={
+            "partitions": len(reports),
+            "clips": sum(r["clips"] for r in reports),
+            "rejects": sum(r["rejects"] for r in reports),
+            "inputs": sum(r["inputs"] for r in reports),
+            "inputs_used": sum(r["inputs_used"] for r in reports),
+            "inputs_rejected": sum(r["inputs_rejected"] for r in reports),
+            "clip_seconds": sum(r["seconds"] for r in reports),
+            "shard": MetadataValue.path(one["shard"]) if one else ", ".join(
+                r["shard"] for r in reports),
+            "samples": md_table([s for r in reports for s in r["samples"]], 5),
+            "reject_reasons": md_table([x for r in reports for x in r["reject_samples"]], 5),
+        },
+        data_version=DataVersion(one["version"]) if one else None,
+    )

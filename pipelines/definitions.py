@@ -1,0 +1,40 @@
+"""The one `Definitions` that `dagster dev` and `dagster asset materialize` load."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
+
+from assets import corpus
+from resources.catalog import Catalog
+from resources.sources import ClipSource
+from resources.storage import ArtifactStore
+from resources.tracking import MlflowTracking
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_root() -> str:
+    """The artifact root: $VIDISTILL_DATA_ROOT, else data/ in the project (git-ignored)."""
+    return os.environ.get("VIDISTILL_DATA_ROOT") or str(PROJECT_ROOT / "data")
+
+
+def make_resources(root: str | None = None) -> dict:
+    root = root or data_root()
+    return {
+        "store": ArtifactStore(root=root),
+        "catalog": Catalog(root=root),
+        "clip_source": ClipSource(),
+        "tracking": MlflowTracking(root=root),
+    }
+
+
+ASSET_MODULES = [corpus]
+
+defs = Definitions(
+    assets=load_assets_from_modules(ASSET_MODULES),
+    asset_checks=load_asset_checks_from_modules(ASSET_MODULES),
+    resources=make_resources(),
+)
