@@ -1,0 +1,76 @@
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from model_code import corpus, shards
+
+
+def _clips(n: int) -> list[shards.Clip]:
+    return shards.embedded_clips(corpus.split_specs("corpus", corpus.CorpusConfig(), 0, n))
+
+
+def test_rewriting_a_shard_is_byte_identical(tmp_path):
+    clips = _clips(4)
+    a, b = tmp_path / "a.tar", tmp_path / "b.tar"
+    shards.write_shard(a, clips)
+    shards.write_shard(b, _clips(4))
+    assert a.read_bytes() == b.read_bytes()
+    keys = [k for k, _, _ in shards.iter_shard(a, 4)]
+    assert keys == [c.key for c in clips]
+
+
+def test_bad_members_become_rejects_not_failures(tmp_path):
+    good = _clips(3)
+    path = tmp_path / "mixed.tar"
+    with tarfile.open(path, "w") as tar:
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+        add(f"{good[0].key}.mp4", good[0].mp4)
+        add(f"{good[0].key}.json", json.dumps(good[0].meta).encode())
+        add("corrupt.mp4", b"\x00\x00\x00 ftypisom" + os.urandom(3000))
+        add("corrupt.json", json.dumps({**good[1].meta, "key": "corrupt"}).encode())
+        add("../evil.mp4", good[2].mp4)
+        add("../evil.json", json.dumps(good[2].meta).encode())
+        add("nojson.mp4", good[2].mp4)
+    rejects = []
+    out = list(shards.iter_shard(path, 8, on_reject=rejects.append))
+    assert [k for k, _, _ in out] == [good[0].key]
+    reasons = {r["key"]: r["reason"] for r in rejects}
+    assert "corrupt" in reasons and "nojson" in reasons
+    assert any("unsafe" in r for r in reasons.values())
+    with pytest.raises(ValueError, match="unsafe"):
+        shards.write_shard(tmp_path / "x.tar", [shards.Clip("/etc/passwd", b"", {})])
+
+
+def test_a_write_killed_midway_leaves_no_partial_shard(tmp_path):
+    target = tmp_path / "clips" / "p.tar"
+    script = f"""
+import itertools, time
+from model_code import corpus, shards
+clips = shards.embedded_clips(corpus.split_specs("corpus", corpus.CorpusConfig(), 0, 2))
+def slow():
+    for c in itertools.cycle(clips):
+        yield shards.Clip(c.key + str(time.time_ns()), c.mp4, c.meta)
+        time.sleep(0.01)
+shards.write_shard({str(target)!r}, slow())
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=os.getcwd())
+    import time
+
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(target.parent.glob(".p.tar.*")):
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not target.exists()
+    assert [p.name for p in target.parent.iterdir() if not p.name.startswith(".")] == []
