@@ -22,27 +22,27 @@ PARTITIONS_PER_RUN = 1
 share a backfill. Raise it (pipelines.settings) to amortise process start-up on one machine."""
 
 
-@asset(group_name="corpus", code_version="1")
-def clip_shard_plan(
-    context: AssetExecutionContext, clip_source: ClipSource, store: ArtifactStore
-) -> MaterializeResult:
-    """Which shards the source holds; registers one `clip_shards` partition per shard."""
-    plan = clip_source.plan()
-    for key, entry in plan.items():
-        path = store.path("plan", f"{key}.json")
-        data = json.dumps(entry, sort_keys=True).encode()
-        if not path.exists() or path.read_bytes() != data:
-            store.write_bytes(path, data)
-    existing = set(context.instance.get_dynamic_partitions(clip_partitions.name))
+def register_new_partitions(instance, plan: dict) -> list[str]:
+    """Add a `clip_shards` partition for every shard of the plan not registered yet."""
+    existing = set(instance.get_dynamic_partitions(clip_partitions.name))
     new = [k for k in plan if k not in existing]
     if new:
-        context.instance.add_dynamic_partitions(clip_partitions.name, new)
+        instance.add_dynamic_partitions(clip_partitions.name, new)
+    return new
+
+
+@asset(group_name="corpus", code_version="1")
+def clip_shard_plan(context: AssetExecutionContext, clip_source: ClipSource) -> MaterializeResult:
+    """Which shards the source holds; registers one `clip_shards` partition per shard, so a
+    backfill of them all is one click in the UI."""
+    plan = clip_source.plan()
+    new = register_new_partitions(context.instance, plan)
     return MaterializeResult(metadata={
         "source": clip_source.source,
         "partitions": len(plan),
         "new_partitions": len(new),
-        "first_partitions": md_table([{"partition": k, **{
-            f: v for f, v in e.items() if f != "sources"}} for k, e in plan.items()]),
+        "plan": md_table([{"partition": k, **{f: v if f != "sources" else len(v)
+                                              for f, v in e.items()}} for k, e in plan.items()]),
     })
 
 
@@ -52,12 +52,10 @@ def build_shard(partition: str, clip_source: ClipSource, store: ArtifactStore) -
 
     from model_code import corpus, shards
 
-    plan_path = store.path("plan", f"{partition}.json")
-    if not plan_path.exists():
-        raise FileNotFoundError(
-            f"no plan for partition {partition!r}: materialize clip_shard_plan first"
-        )
-    entry = json.loads(plan_path.read_text())
+    plan = clip_source.plan()
+    if partition not in plan:
+        raise KeyError(f"partition {partition!r} is not in the source {clip_source.source!r}")
+    entry = plan[partition]
     if entry["kind"] == "embedded":
         specs = corpus.split_specs("corpus", clip_source.corpus_config(), entry["start"], entry["stop"])
         clips, rejects, inputs = shards.embedded_clips(specs), [], len(specs)

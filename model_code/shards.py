@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from model_code import corpus, video
 
@@ -292,3 +293,89 @@ def rejects_bytes(rejects: list[Reject]) -> bytes:
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
     return buf.getvalue()
+
+
+def load_clips(
+    path: str | Path | list[str | Path], num_frames: int
+) -> tuple[list[str], np.ndarray, list[dict], list[Reject]]:
+    """A whole shard (or several) in memory: keys, frames [N, T, H, W, 3], metas, rejects.
+    For the small supervised sets; the large corpus is streamed with iter_shard."""
+    rejects: list[Reject] = []
+    rows = list(iter_shard(path, num_frames, on_reject=rejects.append, split_by_worker=False))
+    if not rows:
+        raise ValueError(f"no usable clips in {path} ({len(rejects)} rejects)")
+    keys, frames, metas = zip(*rows)
+    return list(keys), np.stack(frames), list(metas), rejects
+
+
+def _identity(batch):
+    return batch
+
+
+class _BatchStream(torch.utils.data.IterableDataset):
+    """Worker side of ClipBatches: decode and batch; rejects ride along with each batch."""
+
+    def __init__(self, paths: list[str], num_frames: int, batch_size: int):
+        self.paths, self.num_frames, self.batch_size = paths, num_frames, batch_size
+
+    def __iter__(self):
+        rejects: list[Reject] = []
+        keys, frames = [], []
+        for key, f, _ in iter_shard(self.paths, self.num_frames, on_reject=rejects.append):
+            keys.append(key)
+            frames.append(f)
+            if len(keys) == self.batch_size:
+                yield keys, np.stack(frames), rejects
+                keys, frames, rejects = [], [], []
+        if keys or rejects:
+            yield keys, np.stack(frames) if frames else None, rejects
+
+
+class ClipBatches:
+    """Batches of (keys, frames [B, T, H, W, 3]) from shards, decoded in DataLoader worker
+    processes while the caller's model works. Rejects travel in the same stream (workers
+    cannot append to the parent's lists) and are collected in `self.rejects`."""
+
+    def __init__(self, paths: list[str | Path], num_frames: int, batch_size: int, num_workers: int = 1):
+        self.paths = [str(p) for p in paths]
+        self.num_frames, self.batch_size, self.num_workers = num_frames, batch_size, num_workers
+        self.rejects: list[Reject] = []
+
+    def __iter__(self) -> Iterator[tuple[list[str], np.ndarray]]:
+        workers = min(self.num_workers, len(self.paths))
+        loader = torch.utils.data.DataLoader(
+            _BatchStream(self.paths, self.num_frames, self.batch_size), batch_size=None,
+            num_workers=workers, multiprocessing_context="spawn" if workers else None,
+            collate_fn=_identity,
+        )
+        for keys, frames, rejects in loader:
+            self.rejects.extend(rejects)
+            if keys:
+                yield keys, frames
+
+
+_FRAMES_CACHE: dict[tuple, dict[str, np.ndarray]] = {}
+
+
+def frames_by_key(paths: list[str | Path], num_frames: int, threads: int = 2) -> dict[str, np.ndarray]:
+    """key -> frames [T, H, W, 3] for every usable clip of the shards, decoded once per process
+    (ffmpeg subprocesses in `threads` threads) and cached while the shard files are unchanged:
+    training makes many passes, and several dual encoders read the same shards."""
+    import webdataset as wds
+
+    stamp = tuple((str(p), Path(p).stat().st_mtime_ns) for p in paths)
+    cache_key = (stamp, num_frames)
+    if cache_key not in _FRAMES_CACHE:
+        rejects: list[Reject] = []
+        pipeline = wds.DataPipeline(wds.SimpleShardList([str(p) for p in paths]),
+                                    wds.tarfile_to_samples())
+        samples = list(_safe_samples(pipeline, rejects.append))
+
+        def decode(s: dict):
+            return list(_decoded([s], num_frames, rejects.append))
+
+        with ThreadPoolExecutor(threads) as pool:
+            decoded = [row for rows in pool.map(decode, samples) for row in rows]
+        _FRAMES_CACHE.clear()  # keep one corpus in memory, not every version of it
+        _FRAMES_CACHE[cache_key] = {key: frames for key, frames, _ in decoded}
+    return _FRAMES_CACHE[cache_key]

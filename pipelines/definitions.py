@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
-from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
+from dagster import BetaWarning, PreviewWarning
 
-from assets import corpus
+warnings.filterwarnings("ignore", category=BetaWarning)
+warnings.filterwarnings("ignore", category=PreviewWarning)
+
+from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules  # noqa: E402
+
+from assets import adaptation, captions, corpus, retrieval
+from pipelines.sensors import new_clip_shards
 from resources.catalog import Catalog
 from resources.sources import ClipSource
 from resources.storage import ArtifactStore
@@ -31,10 +38,11 @@ def make_resources(root: str | None = None) -> dict:
     }
 
 
-ASSET_MODULES = [corpus]
+ASSET_MODULES = [corpus, adaptation, captions, retrieval]
 
 defs = Definitions(
     assets=load_assets_from_modules(ASSET_MODULES),
     asset_checks=load_asset_checks_from_modules(ASSET_MODULES),
+    sensors=[new_clip_shards],
     resources=make_resources(),
 )

@@ -1,0 +1,185 @@
+"""Captions group: pseudo-caption every clip shard with the video VLM (DESIGN.md, step 2), and
+the paper's per-frame baseline with the image VLM."""
+
+import json
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    BackfillPolicy,
+    Config,
+    DataVersion,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from pydantic import Field
+
+from assets.adaptation import image_vlm, video_vlm
+from assets.common import file_version, md_table
+from assets.corpus import PARTITIONS_PER_RUN, clip_shards
+from assets.partitions import clip_partitions
+from resources.catalog import Catalog
+from resources.storage import ArtifactStore
+
+CAPTION_COLUMNS = ["key", "caption", "captioner_version", "prompt", "partition", "generation"]
+
+
+class CaptioningConfig(Config):
+    batch_size: int = 32
+    num_workers: int = Field(default=1, description="DataLoader processes decoding clips")
+    max_new_tokens: int = 24
+    do_sample: bool = False
+    num_beams: int = 1
+    temperature: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    max_degenerate_rate: float = Field(default=0.05, description="quality check threshold")
+    max_duplicate_rate: float = Field(default=0.9, description="quality check threshold")
+    min_vocab_size: int = 5
+
+
+def caption_quality(captions: list[str], config: CaptioningConfig) -> AssetCheckResult:
+    """Fail loudly on empty or degenerate captions, near-total duplication or a tiny vocabulary."""
+    from model_code.caption_metrics import caption_statistics
+
+    stats = caption_statistics(captions)
+    failures = []
+    if not captions:
+        failures.append("no captions")
+    if stats["degenerate_rate"] > config.max_degenerate_rate:
+        failures.append(f"degenerate_rate {stats['degenerate_rate']:.2f} > {config.max_degenerate_rate}")
+    if stats["empty_rate"] > 0:
+        failures.append(f"empty_rate {stats['empty_rate']:.2f} > 0")
+    if len(captions) > 10 and stats["duplicate_rate"] > config.max_duplicate_rate:
+        failures.append(f"duplicate_rate {stats['duplicate_rate']:.2f} > {config.max_duplicate_rate}")
+    if len(captions) > 10 and stats["vocab_size"] < config.min_vocab_size:
+        failures.append(f"vocab_size {stats['vocab_size']} < {config.min_vocab_size}")
+    return AssetCheckResult(
+        passed=not failures,
+        severity=AssetCheckSeverity.ERROR,
+        description="; ".join(failures) or "captions look healthy",
+        metadata={k: float(v) for k, v in stats.items()},
+    )
+
+
+def caption_partitions(
+    context: AssetExecutionContext, checkpoint: str, frame_mode: str, config: CaptioningConfig,
+    store: ArtifactStore,
+) -> MaterializeResult:
+    """Caption each partition of the run with one checkpoint; one Parquet file per partition
+    per captioner version, replaced atomically; undecodable clips become rejects."""
+    import pandas as pd
+
+    from model_code import shards
+    from model_code.captioning import caption_batches
+    from model_code.lineage import read_lineage
+    from model_code.vlm import VideoVLM
+
+    folder = store.checkpoint(checkpoint)
+    version = f"{checkpoint}-{read_lineage(folder)['version']}"
+    vlm = VideoVLM.from_pretrained(folder, device=config.device)
+    generation = {"max_new_tokens": config.max_new_tokens, "do_sample": config.do_sample,
+                  "num_beams": config.num_beams, "temperature": config.temperature,
+                  "seed": config.seed}
+    all_captions, samples, total_rejects = [], [], 0
+    for partition in context.partition_keys:
+        batches = shards.ClipBatches([store.shard(partition)], vlm.num_frames, config.batch_size,
+                                     config.num_workers)
+        if frame_mode == "middle":  # the per-frame baseline: one still frame, as the image VLM knows
+            batches_in = ((k, f[:, f.shape[1] // 2 : f.shape[1] // 2 + 1].repeat(f.shape[1], 1))
+                          for k, f in batches)
+        else:
+            batches_in = iter(batches)
+        rows = [{"key": key, "caption": caption, "captioner_version": version,
+                 "prompt": vlm.prompt, "partition": partition,
+                 "generation": json.dumps(generation, sort_keys=True)}
+                for key, caption in caption_batches(vlm, batches_in, **generation)]
+        df = pd.DataFrame(rows, columns=CAPTION_COLUMNS)
+        store.write_parquet(store.captions(version, partition), df)
+        store.write_bytes(store.path("caption_rejects", version, f"{partition}.parquet"),
+                          shards.rejects_bytes([{**r, "source": partition} for r in batches.rejects]))
+        total_rejects += len(batches.rejects)
+        all_captions += df["caption"].tolist()
+        samples += rows[:3]
+        context.log.info(f"{partition}: {len(df)} captions, {len(batches.rejects)} rejects")
+    index = _clip_index(store, context.partition_keys)
+    sample_rows = [{"key": r["key"], "alt_text": index.get(r["key"], ""), "caption": r["caption"]}
+                   for r in samples[:8]]
+    one = context.partition_keys[0] if len(context.partition_keys) == 1 else None
+    return MaterializeResult(
+        metadata={"captioner_version": version, "captions": len(all_captions),
+                  "rejects": total_rejects, "samples": md_table(sample_rows, 8),
+                  "path": MetadataValue.path(str(store.captions(version, one or "*")))},
+        check_results=[caption_quality(all_captions, config)],
+        data_version=DataVersion(file_version(store.captions(version, one))) if one else None,
+    )
+
+
+def _clip_index(store: ArtifactStore, partitions: list[str]) -> dict[str, str]:
+    import pandas as pd
+
+    out = {}
+    for p in partitions:
+        path = store.path("clip_index", f"{p}.parquet")
+        if path.exists():
+            df = pd.read_parquet(path, columns=["key", "alt_text"])
+            out.update(zip(df["key"], df["alt_text"]))
+    return out
+
+
+@asset(
+    group_name="captions",
+    partitions_def=clip_partitions,
+    deps=[clip_shards, video_vlm],
+    code_version="1",
+    pool="gpu",
+    backfill_policy=BackfillPolicy.multi_run(PARTITIONS_PER_RUN),
+    check_specs=[AssetCheckSpec("caption_quality", asset="pseudo_captions", blocking=True)],
+)
+def pseudo_captions(
+    context: AssetExecutionContext, config: CaptioningConfig, store: ArtifactStore
+) -> MaterializeResult:
+    """The video VLM's caption of every clip of the shard: the distilled training signal."""
+    return caption_partitions(context, "video_vlm", "clip", config, store)
+
+
+@asset(
+    group_name="captions",
+    partitions_def=clip_partitions,
+    deps=[clip_shards, image_vlm],
+    code_version="1",
+    pool="gpu",
+    backfill_policy=BackfillPolicy.multi_run(PARTITIONS_PER_RUN),
+    check_specs=[AssetCheckSpec("caption_quality", asset="frame_captions", blocking=True)],
+)
+def frame_captions(
+    context: AssetExecutionContext, config: CaptioningConfig, store: ArtifactStore
+) -> MaterializeResult:
+    """The image VLM's caption of each clip's middle frame: the paper's per-frame baseline."""
+    return caption_partitions(context, "image_vlm", "middle", config, store)
+
+
+@asset(group_name="captions", deps=[clip_shards, frame_captions, pseudo_captions], code_version="1")
+def caption_statistics(context: AssetExecutionContext, catalog: Catalog, store: ArtifactStore) -> MaterializeResult:
+    """Alt-text vs frame captions vs pseudo-captions: length, distinct n-grams, how often they
+    mention motion — the paper's caption-statistics comparison, over the whole catalog."""
+    from model_code.caption_metrics import caption_statistics as stats_of
+    from model_code.lineage import read_lineage
+
+    rows = []
+    alt = catalog.query("SELECT alt_text FROM clips")["alt_text"].tolist()
+    rows.append({"source": "alt_text", "version": "-", **stats_of(alt)})
+    for name, asset_name in (("frame_captions", "image_vlm"), ("pseudo_captions", "video_vlm")):
+        version = f"{asset_name}-{read_lineage(store.checkpoint(asset_name))['version']}"
+        captions = catalog.query("SELECT caption FROM captions WHERE captioner_version = ?",
+                                 [version])["caption"].tolist()
+        rows.append({"source": name, "version": version, **stats_of(captions)})
+    counts = catalog.query(
+        "SELECT captioner_version, count(*) AS captions, count(DISTINCT partition) AS partitions "
+        "FROM captions GROUP BY 1 ORDER BY 1").to_dict("records")
+    store.write_bytes(store.path("caption_statistics.json"), json.dumps(rows, indent=1).encode())
+    return MaterializeResult(metadata={"comparison": md_table(rows), "by_version": md_table(counts, 20),
+                                       "clips": len(alt)})

@@ -1,0 +1,242 @@
+"""Retrieval group: dual encoders trained on each caption source, their benchmark scores, and
+the ablation table that compares them (DESIGN.md, steps 3 and 4)."""
+
+import json
+import time
+
+from dagster import (
+    AllPartitionMapping,
+    AssetDep,
+    AssetExecutionContext,
+    Config,
+    DataVersion,
+    MaterializeResult,
+    MetadataValue,
+    SpecificPartitionsPartitionMapping,
+    asset,
+)
+from pydantic import Field
+
+from assets.captions import frame_captions, pseudo_captions
+from assets.common import checkpoint_result, file_version, md_table
+from assets.corpus import clip_shards
+from assets.partitions import CAPTION_SOURCES, caption_source_partitions
+from resources.catalog import Catalog
+from resources.sources import ClipSource
+from resources.storage import ArtifactStore
+from resources.tracking import MlflowTracking
+
+SCORE_COLUMNS = ["t2v_R1", "t2v_R5", "t2v_R10", "t2v_MedR", "t2v_MeanR",
+                 "v2t_R1", "v2t_R5", "v2t_R10", "v2t_MedR", "v2t_MeanR"]
+
+
+class RetrievalBenchmarkConfig(Config):
+    annotations: str = Field(default="", description="MSR-VTT annotation JSON; empty = the "
+                             "embedded held-out set")
+    videos_dir: str = ""
+    test_list: str = Field(default="", description="1k-A style list (txt of ids or "
+                           "MSRVTT_JSFUSION_test.csv)")
+    clips: int = 200
+
+
+@asset(group_name="retrieval", code_version="1")
+def retrieval_benchmark(
+    context: AssetExecutionContext, config: RetrievalBenchmarkConfig, clip_source: ClipSource,
+    store: ArtifactStore,
+) -> MaterializeResult:
+    """Held-out clips with reference captions in the MSR-VTT layout, plus zero-shot classes
+    (on the embedded corpus: motion and shape)."""
+    from model_code import annotations, benchmark, shards
+
+    out = store.path("benchmark")
+    if config.annotations:
+        videos = annotations.read_msrvtt(config.annotations, config.videos_dir,
+                                         config.test_list or None, limit=config.clips)
+        clips, rejects, refs, classes = benchmark.from_annotated(videos, clip_source.ingest_config())
+    else:
+        clips, rejects, refs, classes = benchmark.embedded(clip_source.corpus_config(), config.clips)
+    shards.write_shard(out / "clips.tar", clips)
+    store.write_bytes(out / "annotations.json", annotations.msrvtt_json(refs))
+    store.write_bytes(out / "classes.json", json.dumps(classes).encode())
+    store.write_bytes(out / "rejects.parquet", shards.rejects_bytes(rejects))
+    return MaterializeResult(
+        metadata={"path": MetadataValue.path(str(out)), "videos": len(clips),
+                  "captions": sum(len(c) for _, c in refs), "rejects": len(rejects),
+                  "zero_shot_tasks": ", ".join(classes) or "none",
+                  "samples": md_table([{"video_id": v, "caption": c[0]} for v, c in refs[:8]])},
+        data_version=DataVersion(file_version(out / "annotations.json")[:8]
+                                 + file_version(out / "clips.tar")[:8]),
+    )
+
+
+class DualEncoderConfig(Config):
+    steps: int = 0
+    batch_size: int = 0
+    lr: float = 0.0
+    loss: str = Field(default="infonce", description="infonce (CLIP) or sigmoid (SigLIP)")
+    seed: int = 0
+    device: str = "auto"
+    vision_path: str = Field(default="", description="local CLIP/SigLIP vision checkpoint; "
+                             "empty = tiny from config")
+    text_path: str = ""
+
+
+def training_pairs(source: str, catalog: Catalog, store: ArtifactStore):
+    """(key, partition, caption) for every corpus clip that has a caption of this source."""
+    from model_code.lineage import read_lineage
+
+    if source == "alt_text":
+        return catalog.query("SELECT key, partition, alt_text AS caption, 'alt_text' AS version "
+                             "FROM clips ORDER BY partition, key")
+    if source == "ground_truth":
+        df = catalog.query("SELECT key, partition, ground_truth AS caption, 'ground_truth' AS "
+                           "version FROM clips WHERE ground_truth IS NOT NULL ORDER BY partition, key")
+        if df.empty:
+            raise ValueError("the clip source has no ground-truth captions (only the embedded "
+                             "corpus does); materialize the other caption sources")
+        return df
+    checkpoint = {"frame_captions": "image_vlm", "pseudo_captions": "video_vlm"}[source]
+    version = f"{checkpoint}-{read_lineage(store.checkpoint(checkpoint))['version']}"
+    df = catalog.query("SELECT key, partition, caption, captioner_version AS version FROM captions "
+                       "WHERE captioner_version = ? ORDER BY partition, key", [version])
+    if df.empty:
+        raise ValueError(f"no {source} by {version} in the catalog: materialize {source} first")
+    return df
+
+
+@asset(
+    group_name="retrieval",
+    partitions_def=caption_source_partitions,
+    deps=[AssetDep(clip_shards, partition_mapping=AllPartitionMapping()),
+          AssetDep(frame_captions, partition_mapping=AllPartitionMapping()),
+          AssetDep(pseudo_captions, partition_mapping=AllPartitionMapping()),
+          retrieval_benchmark],
+    code_version="1",
+    pool="gpu",
+)
+def dual_encoder(
+    context: AssetExecutionContext, config: DualEncoderConfig, catalog: Catalog,
+    store: ArtifactStore, tracking: MlflowTracking,
+) -> MaterializeResult:
+    """A CLIP-style video-text dual encoder trained contrastively on one caption source."""
+    from dataclasses import asdict
+
+    from model_code import benchmark, shards
+    from model_code.dual_encoder import build_dual_encoder
+    from model_code.lineage import write_lineage
+    from model_code.train_dual_encoder import DualEncoderTrainConfig, train_dual_encoder
+    from model_code.training import atomic_dir
+
+    source = context.partition_key
+    pairs = training_pairs(source, catalog, store)
+    train_config = DualEncoderTrainConfig(seed=config.seed, device=config.device, loss=config.loss)
+    for name in ("steps", "batch_size", "lr"):
+        if getattr(config, name):
+            setattr(train_config, name, getattr(config, name))
+    partitions = sorted(pairs["partition"].unique())
+    frames = shards.frames_by_key([store.shard(p) for p in partitions], num_frames=8)
+    pairs = pairs[pairs["key"].isin(frames)]
+    dataset = [(frames[k], c) for k, c in zip(pairs["key"], pairs["caption"])]
+    classes = json.loads(store.path("benchmark", "classes.json").read_text())
+    model = build_dual_encoder(
+        pairs["caption"].tolist() + benchmark.class_prompt_texts(classes), loss=config.loss,
+        vision_path=config.vision_path or None, text_path=config.text_path or None)
+    with tracking.run(f"dual_encoder[{source}]", params={**asdict(train_config), "source": source,
+                                                         "pairs": len(dataset)}) as run:
+        metrics = train_dual_encoder(model, dataset, train_config,
+                                     on_metrics=lambda step, m: run.log_metrics(m, step),
+                                     state_path=store.path("training_state", f"dual_encoder-{source}.pt"))
+        run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    folder = store.checkpoint(f"dual_encoder/{source}")
+    with atomic_dir(folder) as tmp:
+        model.save_pretrained(tmp)
+        lineage = write_lineage(tmp, parents={"captions": sorted(pairs["version"].unique())},
+                                training_config=asdict(train_config), metrics=metrics,
+                                data={"source": source, "pairs": len(dataset),
+                                      "partitions": partitions},
+                                mlflow_run_id=run.run_id)
+    return checkpoint_result(folder, lineage, {"source": source, "pairs": len(dataset),
+                                               "sample_pairs": md_table(pairs.head(5).to_dict("records"))})
+
+
+@asset(group_name="retrieval", partitions_def=caption_source_partitions,
+       deps=[dual_encoder, retrieval_benchmark], code_version="1")
+def benchmark_scores(
+    context: AssetExecutionContext, store: ArtifactStore, tracking: MlflowTracking
+) -> MaterializeResult:
+    """Text->video and video->text R@1/5/10, median and mean rank (MSR-VTT protocol) and
+    zero-shot classification of one dual encoder; kept with history in scores/."""
+    import pandas as pd
+
+    from model_code import benchmark
+    from model_code.lineage import read_lineage
+
+    source = context.partition_key
+    folder = store.checkpoint(f"dual_encoder/{source}")
+    scores = benchmark.score_dual_encoder(folder, store.path("benchmark"))
+    version = read_lineage(folder)["version"]
+    row = {"source": source, "model_version": version,
+           "scored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **scores}
+    with tracking.run(f"benchmark_scores[{source}]", params={"source": source,
+                                                             "model_version": version}) as run:
+        run.log_metrics(scores)
+    path = store.path("scores", f"{source}-{int(time.time() * 1000)}.parquet")
+    store.write_parquet(path, pd.DataFrame([row]))
+    return MaterializeResult(metadata={"model_version": version, "path": MetadataValue.path(str(path)),
+                                       **{k: float(v) for k, v in scores.items()}},
+                             data_version=DataVersion(f"{version}-{file_version(path)[:8]}"))
+
+
+@asset(group_name="retrieval",
+       deps=[AssetDep(benchmark_scores, partition_mapping=AllPartitionMapping())],
+       code_version="1")
+def ablation_table(context: AssetExecutionContext, catalog: Catalog, store: ArtifactStore,
+                   tracking: MlflowTracking) -> MaterializeResult:
+    """One row per caption source, the latest scores side by side: the paper's headline."""
+    df = catalog.query(
+        "SELECT * EXCLUDE (rn) FROM (SELECT *, row_number() OVER (PARTITION BY source ORDER BY "
+        "scored_at DESC) AS rn FROM scores) WHERE rn = 1")
+    order = {s: i for i, s in enumerate(CAPTION_SOURCES)}
+    df = df.sort_values("source", key=lambda s: s.map(order)).reset_index(drop=True)
+    columns = ["source"] + [c for c in SCORE_COLUMNS + ["zs_motion_top1", "zs_shape_top1"]
+                            if c in df.columns]
+    table = md_table(df[columns].to_dict("records"), 20)
+    store.write_bytes(store.path("ablation_table.md"), table.value.encode())
+    with tracking.run("ablation_table") as run:
+        run.log_text(table.value, "ablation_table.md")
+        for r in df.to_dict("records"):
+            run.log_metrics({f"{r['source']}.{c}": r[c] for c in columns[1:]})
+    return MaterializeResult(metadata={"ablation": table, "sources": len(df)})
+
+
+@asset(group_name="retrieval",
+       deps=[AssetDep(dual_encoder,
+                      partition_mapping=SpecificPartitionsPartitionMapping(["pseudo_captions"])),
+             AssetDep(clip_shards, partition_mapping=AllPartitionMapping())],
+       code_version="1")
+def video_index(context: AssetExecutionContext, catalog: Catalog, store: ArtifactStore) -> MaterializeResult:
+    """Embeddings of every corpus clip by the pseudo-caption dual encoder, in DuckDB, for
+    text-to-video search (`python -m model_code.video_index ...`)."""
+    from model_code import shards
+    from model_code.dual_encoder import DualEncoder, embed_videos
+    from model_code.lineage import read_lineage
+    from model_code.video_index import write_index
+
+    folder = store.checkpoint("dual_encoder/pseudo_captions")
+    model = DualEncoder.from_pretrained(folder)
+    clips = catalog.query("SELECT key, partition, alt_text FROM clips ORDER BY partition, key")
+    partitions = sorted(clips["partition"].unique())
+    frames = shards.frames_by_key([store.shard(p) for p in partitions], num_frames=8)
+    clips = clips[clips["key"].isin(frames)]
+    emb = embed_videos(model, [frames[k] for k in clips["key"]])
+    captions = catalog.query(
+        "SELECT key, caption FROM captions WHERE captioner_version = ?",
+        [f"video_vlm-{read_lineage(store.checkpoint('video_vlm'))['version']}"])
+    by_key = dict(zip(captions["key"], captions["caption"]))
+    path = store.path("video_index", "index.duckdb")
+    write_index(path, clips["key"].tolist(), clips["partition"].tolist(),
+                [by_key.get(k, "") for k in clips["key"]], emb, read_lineage(folder)["version"])
+    return MaterializeResult(metadata={"path": MetadataValue.path(str(path)), "clips": len(clips),
+                                       "dim": int(emb.shape[1]),
+                                       "query": f"python -m model_code.video_index {path} {folder} "
+                                                "\"a red circle moves left\""})

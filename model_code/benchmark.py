@@ -1,0 +1,81 @@
+"""The retrieval benchmark: held-out clips, reference captions, zero-shot classes, and scoring
+a dual encoder on them (MSR-VTT protocol)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from model_code import corpus, shards
+from model_code.annotations import AnnotatedVideo
+
+MOTION_PROMPTS = ("a shape {}", "a video of something that {}", "an object {}")
+SHAPE_PROMPTS = ("a {}", "a video of a {}", "a coloured {}")
+
+
+def embedded(config: corpus.CorpusConfig, n: int):
+    """The embedded held-out split: clips, no rejects, one ground-truth caption per video, and
+    zero-shot tasks over the single-object clips (motion: 7 classes, shape: 3)."""
+    specs = corpus.split_specs("benchmark", config, 0, n)
+    clips = shards.embedded_clips(specs)
+    refs = [(s.key, [corpus.ground_truth_caption(s)]) for s in specs]
+    single = [s for s in specs if not s.ordered]
+    classes = {
+        "motion": {
+            "classes": list(corpus.MOTIONS),
+            "prompts": [[p.format(m) for p in MOTION_PROMPTS] for m in corpus.MOTIONS],
+            "labels": {s.key: corpus.MOTIONS.index(s.objects[0].motion) for s in single},
+        },
+        "shape": {
+            "classes": list(corpus.SHAPES),
+            "prompts": [[p.format(x) for p in SHAPE_PROMPTS] for x in corpus.SHAPES],
+            "labels": {s.key: corpus.SHAPES.index(s.objects[0].shape) for s in single},
+        },
+    }
+    return clips, [], refs, classes
+
+
+def from_annotated(videos: list[AnnotatedVideo], ingest: shards.IngestConfig):
+    """A local MSR-VTT-style set: each video becomes one clip (its first `clip_seconds`),
+    keyed by video_id. No zero-shot tasks."""
+    clips, rejects, refs = [], [], []
+    for v in videos:
+        got, bad = shards.ingest_source(shards.VideoSource(v.path, alt_text=v.captions[0]), ingest)
+        rejects += bad
+        if got:
+            first = got[0]
+            clips.append(shards.Clip(v.video_id, first.mp4, {**first.meta, "key": v.video_id}))
+            refs.append((v.video_id, v.captions))
+    return clips, rejects, refs, {}
+
+
+def class_prompt_texts(classes: dict) -> list[str]:
+    return [p for task in classes.values() for group in task["prompts"] for p in group]
+
+
+def score_dual_encoder(model_folder: str | Path, benchmark_dir: str | Path) -> dict[str, float]:
+    """All retrieval metrics plus zs_{task}_top1/top5 for each zero-shot task."""
+    from model_code.dual_encoder import DualEncoder, embed_classes, embed_texts, embed_videos
+    from model_code.retrieval_metrics import retrieval_metrics, zero_shot_classification
+
+    benchmark_dir = Path(benchmark_dir)
+    model = DualEncoder.from_pretrained(model_folder)
+    keys, frames, _, _ = shards.load_clips(benchmark_dir / "clips.tar", model.config.num_frames)
+    data = json.loads((benchmark_dir / "annotations.json").read_text())
+    column = {k: i for i, k in enumerate(keys)}
+    sentences = [s for s in data["sentences"] if s["video_id"] in column]
+    video_emb = embed_videos(model, frames)
+    text_emb = embed_texts(model, [s["caption"] for s in sentences])
+    scores = retrieval_metrics(text_emb @ video_emb.T, [column[s["video_id"]] for s in sentences])
+    classes = json.loads((benchmark_dir / "classes.json").read_text())
+    for task, spec in classes.items():
+        labelled = [k for k in keys if k in spec["labels"]]
+        if not labelled:
+            continue
+        zs = zero_shot_classification(video_emb[[column[k] for k in labelled]],
+                                      embed_classes(model, spec["prompts"]),
+                                      [spec["labels"][k] for k in labelled])
+        scores[f"zs_{task}_top1"], scores[f"zs_{task}_top5"] = zs["top1"], zs["top5"]
+    return {k: float(v) for k, v in scores.items()}
