@@ -93,7 +93,7 @@ def image_vlm(
     language from text and captioning from single still frames — it knows no motion."""
     import numpy as np
 
-    from model_code import corpus
+    from model_code import corpus, instructions
     from model_code.adaptation import pretrain_image_vlm
     from model_code.lineage import folder_hash
     from model_code.vlm import TinyVLMConfig, VideoVLM, build_tiny_image_vlm
@@ -110,9 +110,11 @@ def image_vlm(
     specs = corpus.split_specs("image", cc, 0, config.image_examples)
     frames = np.stack([corpus.render_still(s) for s in specs])
     still = [corpus.still_caption(s) for s in specs]
-    # the text an LLM would already know: sentences about shapes, including how things move
-    texts = [corpus.ground_truth_caption(s) for s in specs]
-    vlm = build_tiny_image_vlm(texts + still + _vocabulary_texts(), TinyVLMConfig(), seed=config.seed)
+    # the text an LLM would already know: sentences and Q&A about shapes and how they move
+    texts = instructions.pretraining_texts(
+        [{"key": s.key, "caption": corpus.ground_truth_caption(s), "attributes": s.attributes()}
+         for s in specs], seed=config.seed)
+    vlm = build_tiny_image_vlm(texts + still, TinyVLMConfig(), seed=config.seed)
     train_config = config.train_config()
     metrics, run_id = _train(tracking, "image_vlm", {**vars(train_config), "examples": len(specs)},
                              pretrain_image_vlm, vlm=vlm, frames=frames, captions=still, texts=texts,
@@ -122,13 +124,6 @@ def image_vlm(
     clips = np.repeat(frames[:6, None], vlm.num_frames, axis=1)
     return checkpoint_result(folder, lineage, {
         "sample_captions": _samples(vlm, clips, [s.key for s in specs[:6]], still[:6])})
-
-
-def _vocabulary_texts() -> list[str]:
-    """Every word the instruction templates may use, so the tokenizer knows them."""
-    from model_code import instructions
-
-    return list(instructions.vocabulary())
 
 
 @asset(group_name="adaptation", code_version="1")

@@ -1,0 +1,124 @@
+"""The whole asset graph, tiny, through Dagster: what a user gets from materializing it."""
+
+import json
+
+import pytest
+from dagster import instance_for_test, materialize
+
+from pipelines.definitions import defs, make_resources
+from resources.sources import ClipSource
+
+ASSETS = list(defs.assets)
+FEW = {"steps": 3, "batch_size": 4}
+RUN_CONFIG = {"ops": {
+    "image_vlm": {"config": {**FEW, "image_examples": 24}},
+    "video_caption_data": {"config": {"clips": 12}},
+    "visual_adapted_vlm": {"config": FEW},
+    "video_vlm": {"config": FEW},
+    "retrieval_benchmark": {"config": {"clips": 10}},
+    "dual_encoder": {"config": {"steps": 2, "batch_size": 8}},
+}}
+CAPTIONING = {"config": {"batch_size": 8, "max_new_tokens": 6, "num_workers": 0,
+                         "max_degenerate_rate": 1.0, "max_duplicate_rate": 1.0, "min_vocab_size": 0}}
+
+
+def _run(instance, resources, names, partition_key=None, extra=None):
+    run_config = {"ops": {**RUN_CONFIG["ops"], **(extra or {})}}
+    selected = {k: v for k, v in run_config["ops"].items() if k in names}
+    result = materialize(ASSETS, selection=names, partition_key=partition_key, instance=instance,
+                         resources=resources, run_config={"ops": selected})
+    assert result.success
+    return result
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    resources = make_resources(str(root))
+    resources["clip_source"] = ClipSource(corpus_clips=24, clips_per_shard=12)
+    with instance_for_test() as instance:
+        _run(instance, resources, ["clip_shard_plan"])
+        partitions = instance.get_dynamic_partitions("clip_shards")
+        for p in partitions:
+            _run(instance, resources, ["clip_shards"], p)
+        _run(instance, resources, ["image_vlm", "video_caption_data", "retrieval_benchmark",
+                                   "visual_adapted_vlm", "instruction_data", "video_vlm",
+                                   "captioner_eval"])
+        captions = {"frame_captions": CAPTIONING, "pseudo_captions": CAPTIONING}
+        for p in partitions:
+            _run(instance, resources, ["frame_captions", "pseudo_captions"], p, captions)
+        _run(instance, resources, ["caption_statistics"])
+        for source in ("alt_text", "frame_captions", "pseudo_captions", "ground_truth"):
+            _run(instance, resources, ["dual_encoder", "benchmark_scores"], source)
+        _run(instance, resources, ["ablation_table", "video_index"])
+        yield resources, instance, partitions
+
+
+def test_three_vlm_checkpoints_load_with_plain_transformers(pipeline):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from model_code.lineage import read_lineage
+
+    resources, _, _ = pipeline
+    store = resources["store"]
+    versions = {}
+    for name in ("image_vlm", "visual_adapted_vlm", "video_vlm"):
+        folder = store.checkpoint(name)
+        model = AutoModelForImageTextToText.from_pretrained(folder, local_files_only=True)
+        AutoProcessor.from_pretrained(folder, local_files_only=True)
+        assert model.config.model_type == "llava"
+        versions[name] = read_lineage(folder)
+    assert versions["visual_adapted_vlm"]["parents"] == {"image_vlm": versions["image_vlm"]["version"]}
+    assert versions["video_vlm"]["parents"] == {
+        "visual_adapted_vlm": versions["visual_adapted_vlm"]["version"]}
+    assert versions["video_vlm"]["mlflow_run_id"]
+    run = resources["tracking"].client().get_run(versions["video_vlm"]["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and "loss" in run.data.metrics
+
+
+def test_every_clip_gets_one_caption_per_captioner_version(pipeline):
+    resources, _, partitions = pipeline
+    catalog = resources["catalog"]
+    clips = int(catalog.query("SELECT count(*) n FROM clips")["n"][0])
+    rejects = int(catalog.query("SELECT count(*) n FROM rejects")["n"][0]) if catalog.has("rejects") else 0
+    counts = catalog.query("SELECT captioner_version, count(*) n, count(DISTINCT key) k, "
+                           "count(DISTINCT partition) p FROM captions GROUP BY 1").to_dict("records")
+    assert {c["captioner_version"].split("-")[0] for c in counts} == {"image_vlm", "video_vlm"}
+    for c in counts:
+        assert c["n"] == c["k"] == clips - rejects and c["p"] == len(partitions)
+    store = resources["store"]
+    assert sorted(p.stem for p in store.path("captions").glob("video_vlm-*/*.parquet")) == partitions
+
+
+def test_ablation_table_has_a_row_per_caption_source(pipeline):
+    resources, _, _ = pipeline
+    table = resources["store"].path("ablation_table.md").read_text()
+    for source in ("alt_text", "frame_captions", "pseudo_captions", "ground_truth"):
+        assert f"| {source} |" in table
+    scores = resources["catalog"].query("SELECT source, t2v_R1, v2t_R1 FROM scores")
+    assert len(scores) == 4 and scores["t2v_R1"].between(0, 100).all()
+    evals = json.loads(resources["store"].path("captioner_eval.json").read_text())
+    assert [r["model"] for r in evals] == ["image_vlm", "visual_adapted_vlm", "video_vlm"]
+    assert all("motion_acc" in r for r in evals)
+
+
+def test_video_index_answers_a_text_query(pipeline):
+    from model_code.dual_encoder import DualEncoder, embed_texts
+    from model_code.video_index import search
+
+    resources, _, _ = pipeline
+    store = resources["store"]
+    model = DualEncoder.from_pretrained(store.checkpoint("dual_encoder/pseudo_captions"))
+    hits = search(store.path("video_index", "index.duckdb"),
+                  embed_texts(model, ["a red circle moves left"])[0], k=3)
+    assert len(hits) == 3 and hits["score"].is_monotonic_decreasing
+    assert set(hits["key"]) <= set(resources["catalog"].query("SELECT key FROM clips")["key"])
+
+
+def test_changing_an_upstream_checkpoint_marks_downstream_stale(pipeline):
+    resources, instance, _ = pipeline
+    from dagster import AssetKey
+
+    before = instance.get_latest_materialization_event(AssetKey("video_vlm"))
+    tags = before.dagster_event.step_materialization_data.materialization.tags
+    assert any("input_data_version" in k for k in tags), tags
