@@ -8,7 +8,6 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    BackfillPolicy,
     Config,
     DataVersion,
     MaterializeResult,
@@ -19,8 +18,8 @@ from pydantic import Field
 
 from assets.adaptation import image_vlm, video_vlm
 from assets.common import file_version, md_table
-from assets.corpus import PARTITIONS_PER_RUN, clip_shards
-from assets.partitions import clip_partitions
+from assets.corpus import clip_shards
+from assets.partitions import clip_partitions, shard_backfill_policy
 from resources.catalog import Catalog
 from resources.storage import ArtifactStore
 
@@ -136,7 +135,7 @@ def _clip_index(store: ArtifactStore, partitions: list[str]) -> dict[str, str]:
     deps=[clip_shards, video_vlm],
     code_version="1",
     pool="gpu",
-    backfill_policy=BackfillPolicy.multi_run(PARTITIONS_PER_RUN),
+    backfill_policy=shard_backfill_policy(),
     check_specs=[AssetCheckSpec("caption_quality", asset="pseudo_captions", blocking=True)],
 )
 def pseudo_captions(
@@ -152,7 +151,7 @@ def pseudo_captions(
     deps=[clip_shards, image_vlm],
     code_version="1",
     pool="gpu",
-    backfill_policy=BackfillPolicy.multi_run(PARTITIONS_PER_RUN),
+    backfill_policy=shard_backfill_policy(),
     check_specs=[AssetCheckSpec("caption_quality", asset="frame_captions", blocking=True)],
 )
 def frame_captions(

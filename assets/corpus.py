@@ -5,7 +5,6 @@ import json
 
 from dagster import (
     AssetExecutionContext,
-    BackfillPolicy,
     DataVersion,
     MaterializeResult,
     MetadataValue,
@@ -13,14 +12,9 @@ from dagster import (
 )
 
 from assets.common import file_version, md_table
-from assets.partitions import clip_partitions
+from assets.partitions import clip_partitions, shard_backfill_policy
 from resources.sources import ClipSource
 from resources.storage import ArtifactStore
-
-PARTITIONS_PER_RUN = 1
-"""One partition per run by default: per-partition metadata and retries, and many machines can
-share a backfill. Raise it (pipelines.settings) to amortise process start-up on one machine."""
-
 
 def register_new_partitions(instance, plan: dict) -> list[str]:
     """Add a `clip_shards` partition for every shard of the plan not registered yet."""
@@ -99,7 +93,7 @@ def build_shard(partition: str, clip_source: ClipSource, store: ArtifactStore) -
     partitions_def=clip_partitions,
     deps=[clip_shard_plan],
     code_version="1",
-    backfill_policy=BackfillPolicy.multi_run(PARTITIONS_PER_RUN),
+    backfill_policy=shard_backfill_policy(),
 )
 def clip_shards(
     context: AssetExecutionContext, clip_source: ClipSource, store: ArtifactStore

@@ -1,6 +1,8 @@
 """Partitions shared by every per-shard and per-source asset."""
 
-from dagster import DynamicPartitionsDefinition, StaticPartitionsDefinition
+import os
+
+from dagster import BackfillPolicy, DynamicPartitionsDefinition, StaticPartitionsDefinition
 
 clip_partitions = DynamicPartitionsDefinition(name="clip_shards")
 """One partition per webdataset clip shard; registered as shards appear in the source."""
@@ -8,3 +10,13 @@ clip_partitions = DynamicPartitionsDefinition(name="clip_shards")
 CAPTION_SOURCES = ("alt_text", "frame_captions", "pseudo_captions", "ground_truth")
 caption_source_partitions = StaticPartitionsDefinition(list(CAPTION_SOURCES))
 """Which captions a dual encoder is trained on; ground_truth is the ceiling."""
+
+
+def shard_backfill_policy() -> BackfillPolicy:
+    """How a backfill of per-shard assets is cut into runs: $VIDISTILL_PARTITIONS_PER_RUN
+    partitions a run (default 1), or 0 for one run over the whole range (what the CLI's
+    `--partition-range` needs). One a run: per-partition metadata, data versions and retries,
+    and runs spread over many machines. Many a run: process start-up and model loading are
+    paid once, but a failure reruns the range and metadata is summed over it."""
+    n = int(os.environ.get("VIDISTILL_PARTITIONS_PER_RUN", "1"))
+    return BackfillPolicy.single_run() if n == 0 else BackfillPolicy.multi_run(n)

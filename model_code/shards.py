@@ -42,6 +42,7 @@ def write_shard(path: str | Path, clips: Iterable[Clip]) -> int:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     n = 0
     try:
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as f:
             with wds.TarWriter(f, mtime=0.0, user="vidistill", group="vidistill") as sink:
                 for clip in clips:

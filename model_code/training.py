@@ -92,6 +92,7 @@ def atomic_dir(final: str | Path):
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    tmp.chmod(0o755)  # mkdtemp makes it private; checkpoints are for everyone to read
     try:
         yield tmp
         old = None
@@ -111,6 +112,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes it private; artifacts are for everyone to read
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
