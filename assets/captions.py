@@ -35,6 +35,7 @@ class CaptioningConfig(Config):
     temperature: float = 1.0
     seed: int = 0
     device: str = "auto"
+    max_empty_rate: float = Field(default=0.0, description="quality check threshold")
     max_degenerate_rate: float = Field(default=0.05, description="quality check threshold")
     max_duplicate_rate: float = Field(default=0.9, description="quality check threshold")
     min_vocab_size: int = 5
@@ -50,8 +51,8 @@ def caption_quality(captions: list[str], config: CaptioningConfig) -> AssetCheck
         failures.append("no captions")
     if stats["degenerate_rate"] > config.max_degenerate_rate:
         failures.append(f"degenerate_rate {stats['degenerate_rate']:.2f} > {config.max_degenerate_rate}")
-    if stats["empty_rate"] > 0:
-        failures.append(f"empty_rate {stats['empty_rate']:.2f} > 0")
+    if stats["empty_rate"] > config.max_empty_rate:
+        failures.append(f"empty_rate {stats['empty_rate']:.2f} > {config.max_empty_rate}")
     if len(captions) > 10 and stats["duplicate_rate"] > config.max_duplicate_rate:
         failures.append(f"duplicate_rate {stats['duplicate_rate']:.2f} > {config.max_duplicate_rate}")
     if len(captions) > 10 and stats["vocab_size"] < config.min_vocab_size:

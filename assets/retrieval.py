@@ -119,7 +119,10 @@ def dual_encoder(
     store: ArtifactStore, tracking: MlflowTracking,
 ) -> MaterializeResult:
     """A CLIP-style video-text dual encoder trained contrastively on one caption source."""
+    import hashlib
     from dataclasses import asdict
+
+    import pandas as pd
 
     from model_code import benchmark, shards
     from model_code.dual_encoder import build_dual_encoder
@@ -141,11 +144,15 @@ def dual_encoder(
     model = build_dual_encoder(
         pairs["caption"].tolist() + benchmark.class_prompt_texts(classes), loss=config.loss,
         vision_path=config.vision_path or None, text_path=config.text_path or None)
+    # resumable state, keyed by what is trained on: a rerun on new captions starts afresh
+    digest = hashlib.sha256(pd.util.hash_pandas_object(pairs[["key", "caption"]]).values.tobytes()
+                            + repr(asdict(train_config)).encode()).hexdigest()[:12]
+    state = store.path("training_state", f"dual_encoder-{source}-{digest}.pt")
     with tracking.run(f"dual_encoder[{source}]", params={**asdict(train_config), "source": source,
                                                          "pairs": len(dataset)}) as run:
         metrics = train_dual_encoder(model, dataset, train_config,
                                      on_metrics=lambda step, m: run.log_metrics(m, step),
-                                     state_path=store.path("training_state", f"dual_encoder-{source}.pt"))
+                                     state_path=state)
         run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
     folder = store.checkpoint(f"dual_encoder/{source}")
     with atomic_dir(folder) as tmp:
@@ -155,6 +162,7 @@ def dual_encoder(
                                 data={"source": source, "pairs": len(dataset),
                                       "partitions": partitions},
                                 mlflow_run_id=run.run_id)
+    state.unlink(missing_ok=True)
     return checkpoint_result(folder, lineage, {"source": source, "pairs": len(dataset),
                                                "sample_pairs": md_table(pairs.head(5).to_dict("records"))})
 

@@ -11,8 +11,19 @@ import numpy as np
 from model_code import corpus, shards
 from model_code.annotations import AnnotatedVideo
 
-MOTION_PROMPTS = ("a shape {}", "a video of something that {}", "an object {}")
-SHAPE_PROMPTS = ("a {}", "a video of a {}", "a coloured {}")
+
+
+def zero_shot_prompts() -> dict[str, tuple[list[str], list[list[str]]]]:
+    """Class names and prompt ensembles for motion and shape: CLIP-style templates over the
+    corpus words, so no class is favoured by its wording (words a caption-trained model never
+    saw, like "object", would only add noise)."""
+    motion = [
+        [f"a {c} {s} {m}" for c in corpus.COLOURS for s in corpus.SHAPES]
+        + [f"a video of something that {m}"]
+        for m in corpus.MOTIONS
+    ]
+    shape = [[f"a {c} {s}" for c in corpus.COLOURS] for s in corpus.SHAPES]
+    return {"motion": (list(corpus.MOTIONS), motion), "shape": (list(corpus.SHAPES), shape)}
 
 
 def embedded(config: corpus.CorpusConfig, n: int):
@@ -22,17 +33,11 @@ def embedded(config: corpus.CorpusConfig, n: int):
     clips = shards.embedded_clips(specs)
     refs = [(s.key, [corpus.ground_truth_caption(s)]) for s in specs]
     single = [s for s in specs if not s.ordered]
+    prompts = zero_shot_prompts()
     classes = {
-        "motion": {
-            "classes": list(corpus.MOTIONS),
-            "prompts": [[p.format(m) for p in MOTION_PROMPTS] for m in corpus.MOTIONS],
-            "labels": {s.key: corpus.MOTIONS.index(s.objects[0].motion) for s in single},
-        },
-        "shape": {
-            "classes": list(corpus.SHAPES),
-            "prompts": [[p.format(x) for p in SHAPE_PROMPTS] for x in corpus.SHAPES],
-            "labels": {s.key: corpus.SHAPES.index(s.objects[0].shape) for s in single},
-        },
+        task: {"classes": names, "prompts": prompts[task][1],
+               "labels": {s.key: names.index(getattr(s.objects[0], task)) for s in single}}
+        for task, names in (("motion", list(corpus.MOTIONS)), ("shape", list(corpus.SHAPES)))
     }
     return clips, [], refs, classes
 

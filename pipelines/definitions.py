@@ -11,6 +11,9 @@ from dagster import BetaWarning, PreviewWarning
 warnings.filterwarnings("ignore", category=BetaWarning)
 warnings.filterwarnings("ignore", category=PreviewWarning)
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # step logs, not progress bars
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from local folders, never a hub
+# before torch loads: spinning OpenMP threads starve concurrent torch processes (steps, DataLoader)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules  # noqa: E402

@@ -19,7 +19,7 @@ RUN_CONFIG = {"ops": {
     "dual_encoder": {"config": {"steps": 2, "batch_size": 8}},
 }}
 CAPTIONING = {"config": {"batch_size": 8, "max_new_tokens": 6, "num_workers": 0,
-                         "max_degenerate_rate": 1.0, "max_duplicate_rate": 1.0, "min_vocab_size": 0}}
+                         "max_empty_rate": 1.0, "max_degenerate_rate": 1.0, "max_duplicate_rate": 1.0, "min_vocab_size": 0}}
 
 
 def _run(instance, resources, names, partition_key=None, extra=None):
@@ -115,10 +115,21 @@ def test_video_index_answers_a_text_query(pipeline):
     assert set(hits["key"]) <= set(resources["catalog"].query("SELECT key FROM clips")["key"])
 
 
-def test_changing_an_upstream_checkpoint_marks_downstream_stale(pipeline):
-    resources, instance, _ = pipeline
+def test_a_new_image_vlm_marks_the_adapted_checkpoint_stale(pipeline):
+    """Runs last: it replaces image_vlm with another version."""
     from dagster import AssetKey
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._core.loader import LoadingContextForTest
 
-    before = instance.get_latest_materialization_event(AssetKey("video_vlm"))
-    tags = before.dagster_event.step_materialization_data.materialization.tags
-    assert any("input_data_version" in k for k in tags), tags
+    resources, instance, _ = pipeline
+    graph = defs.resolve_asset_graph()
+
+    def status(name: str) -> StaleStatus:
+        resolver = CachingStaleStatusResolver(instance, graph, LoadingContextForTest(instance))
+        return resolver.get_status(AssetKey(name))
+
+    assert status("visual_adapted_vlm") == StaleStatus.FRESH
+    assert status("video_vlm") == StaleStatus.FRESH
+    _run(instance, resources, ["image_vlm"], extra={
+        "image_vlm": {"config": {**FEW, "image_examples": 24, "seed": 1}}})
+    assert status("visual_adapted_vlm") == StaleStatus.STALE  # Dagster marks direct children

@@ -1,0 +1,182 @@
+"""DDP on 2 CPU processes (gloo, launched by torchrun) must train exactly like one process on
+the same global batch. This file is also the worker that torchrun runs."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "image_size": 16,
+    "patch_size": 8,
+    "vision_width": 32,
+    "vision_layers": 1,
+    "vision_heads": 2,
+    "text_width": 32,
+    "text_layers": 1,
+    "text_heads": 2,
+    "temporal_layers": 1,
+    "temporal_heads": 2,
+    "projection_dim": 16,
+}
+LOSSES = ("infonce", "sigmoid")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and OpenMP's spinning threads slow
+    down many-fold when the two cores are shared with another job."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _pairs():
+    rng = np.random.default_rng(0)
+    clips = rng.integers(0, 256, size=(16, 4, 16, 16, 3), dtype=np.uint8)
+    return [
+        (clip, f"clip {i} of {'red' if i % 2 else 'blue'} things") for i, clip in enumerate(clips)
+    ]
+
+
+def train_once(loss: str, out: Path) -> None:
+    """Build the same model on every rank, train 2 steps on a global batch of 8, and (rank 0)
+    save the per-step losses and the final weights."""
+    from model_code.dual_encoder import build_dual_encoder
+    from model_code.train_dual_encoder import DualEncoderTrainConfig, train_dual_encoder
+
+    pairs = _pairs()
+    torch.manual_seed(0)
+    model = build_dual_encoder([c for _, c in pairs], loss=loss, **TINY)
+    losses = []
+    config = DualEncoderTrainConfig(
+        steps=2, batch_size=8, lr=1e-3, warmup_steps=1, loss=loss, log_every=1, seed=0
+    )
+    train_dual_encoder(model, pairs, config, on_metrics=lambda s, m: losses.append(m["loss"]))
+    if int(os.environ.get("RANK", "0")) == 0:
+        torch.save({"losses": losses, "state": model.state_dict()}, out)
+
+
+def _gather_grad_check() -> dict:
+    """On 2 ranks, the gathered local loss's gradients (after averaging, as DDP does) must
+    equal one process's gradients on the concatenated batch."""
+    import torch.distributed as dist
+
+    from model_code.contrastive import contrastive_loss, sigmoid_loss
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    g = torch.Generator().manual_seed(0)
+    v_all = torch.nn.functional.normalize(
+        torch.randn(8, 6, generator=g, dtype=torch.float64), dim=-1
+    )
+    t_all = torch.nn.functional.normalize(
+        torch.randn(8, 6, generator=g, dtype=torch.float64), dim=-1
+    )
+    errors = {}
+    for name in LOSSES:
+        scale = torch.tensor(5.0, dtype=torch.float64, requires_grad=True)
+        bias = torch.tensor(-1.0, dtype=torch.float64, requires_grad=True)
+        v = v_all.chunk(world)[rank].clone().requires_grad_(True)
+        t = t_all.chunk(world)[rank].clone().requires_grad_(True)
+        if name == "infonce":
+            loss = contrastive_loss(v, t, scale, gather=True)
+        else:
+            loss = sigmoid_loss(v, t, scale, bias, gather=True)
+        loss.backward()
+        grads = [v.grad, t.grad, scale.grad.view(1)] + (
+            [bias.grad.view(1)] if name == "sigmoid" else []
+        )
+        local = torch.cat([x.flatten() for x in grads[:2]])
+        shared = torch.cat(grads[2:])
+        dist.all_reduce(shared)
+        shared /= world  # DDP averages parameter gradients
+        parts = [torch.empty_like(local) for _ in range(world)]
+        dist.all_gather(parts, local)
+        # reference: one process, whole batch; per-feature gradients are scaled by world
+        # because DDP's average later divides the encoders' parameter gradients by it
+        v1, t1 = v_all.clone().requires_grad_(True), t_all.clone().requires_grad_(True)
+        s1 = torch.tensor(5.0, dtype=torch.float64, requires_grad=True)
+        b1 = torch.tensor(-1.0, dtype=torch.float64, requires_grad=True)
+        ref = contrastive_loss(v1, t1, s1) if name == "infonce" else sigmoid_loss(v1, t1, s1, b1)
+        ref.backward()
+        mean_loss = loss.detach().clone()
+        dist.all_reduce(mean_loss)
+        mean_loss /= world
+        got_v = torch.cat([p[: v.numel()].view_as(v) for p in parts]) / world
+        got_t = torch.cat([p[v.numel() :].view_as(t) for p in parts]) / world
+        ref_shared = torch.cat([s1.grad.view(1)] + ([b1.grad.view(1)] if name == "sigmoid" else []))
+        errors[name] = max(
+            abs(float(mean_loss - ref)),
+            float((got_v - v1.grad).abs().max()),
+            float((got_t - t1.grad).abs().max()),
+            float((shared - ref_shared).abs().max()),
+        )
+    return errors
+
+
+def _worker(out_dir: Path) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    errors = _gather_grad_check()
+    for loss in LOSSES:
+        train_once(loss, out_dir / f"ddp-{loss}.pt")
+    if dist.get_rank() == 0:
+        (out_dir / "gather.json").write_text(json.dumps(errors))
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def ddp_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        __file__,
+        str(out),
+    ]
+    done = subprocess.run(
+        cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def test_gathered_loss_gradients_equal_one_process_on_the_global_batch(ddp_results):
+    errors = json.loads((ddp_results / "gather.json").read_text())
+    assert errors["infonce"] < 1e-12 and errors["sigmoid"] < 1e-12
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_ddp_on_two_processes_trains_like_one_process(ddp_results, loss, tmp_path):
+    train_once(loss, tmp_path / "single.pt")
+    single = torch.load(tmp_path / "single.pt")
+    ddp = torch.load(ddp_results / f"ddp-{loss}.pt")
+    assert len(single["losses"]) == len(ddp["losses"]) == 2
+    assert ddp["losses"][0] == pytest.approx(
+        single["losses"][0], abs=1e-6
+    )  # same batch, same weights
+    # after one Adam step: Adam divides by |grad|, so float-rounding differences in tiny
+    # gradients move weights by up to ~lr * 1e-2; far below what a wrong gradient would do
+    assert ddp["losses"][1] == pytest.approx(single["losses"][1], rel=1e-4)
+    worst = max((ddp["state"][k] - v).abs().max().item() for k, v in single["state"].items())
+    print(f"{loss}: max weight difference {worst:.2e}")
+    assert worst < 1e-4
+
+
+if __name__ == "__main__":
+    _worker(Path(sys.argv[1]))

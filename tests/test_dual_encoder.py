@@ -1,0 +1,196 @@
+import numpy as np
+import pytest
+import torch
+
+from model_code.dual_encoder import (
+    DualEncoder,
+    build_dual_encoder,
+    embed_classes,
+    embed_texts,
+    embed_videos,
+    preprocess_frames,
+)
+from model_code.train_dual_encoder import DualEncoderTrainConfig, train_dual_encoder
+
+TINY = {
+    "image_size": 16,
+    "patch_size": 8,
+    "vision_width": 32,
+    "vision_layers": 1,
+    "vision_heads": 2,
+    "text_width": 32,
+    "text_layers": 1,
+    "text_heads": 2,
+    "temporal_layers": 1,
+    "temporal_heads": 2,
+    "projection_dim": 16,
+}
+CAPTIONS = ["a red circle moves left", "a blue square grows , then a green triangle shrinks"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and OpenMP's spinning threads slow
+    down many-fold when the two cores are shared with another job."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _clips(n=3, t=8, size=24, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, size=(n, t, size, size, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_dual_encoder(CAPTIONS, **TINY).eval()
+
+
+def test_embeddings_are_l2_normalised_and_projected(model):
+    with torch.no_grad():
+        v = model.encode_video(_clips())
+        t = model.encode_text(CAPTIONS)
+    assert v.shape == (3, 16) and t.shape == (2, 16)
+    assert torch.allclose(v.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(t.norm(dim=-1), torch.ones(2), atol=1e-5)
+
+
+def test_frame_order_matters_to_the_video_tower(model):
+    clips = _clips(n=2)
+    reversed_clips = clips[:, ::-1]  # a negative-stride view is fine too
+    with torch.no_grad():
+        change = (model.encode_video(clips) - model.encode_video(reversed_clips)).abs().max()
+        saved = model.time_embeddings.clone()
+        model.time_embeddings.zero_()  # control: without time embeddings order is invisible
+        try:
+            control = (model.encode_video(clips) - model.encode_video(reversed_clips)).abs().max()
+        finally:
+            model.time_embeddings.copy_(saved)
+    assert control < 1e-5
+    assert change > 1e-3  # small at init (mean pooling), grows with training
+
+
+def test_tokens_end_in_eos_which_clip_text_pooling_reads(model):
+    tokens = model.tokenize(["a red circle", "grows"])
+    eos, pad = model.tokenizer.eos_token_id, model.tokenizer.pad_token_id
+    assert tokens["input_ids"][0, -1] == eos
+    assert tokens["input_ids"][1].tolist() == [tokens["input_ids"][1, 0].item(), eos, pad, pad]
+    assert model.text_model.config.eos_token_id == eos
+    with torch.no_grad():
+        a, b = model.encode_text(["a red circle", "a red circle moves left"])
+    assert (a - b).abs().max() > 1e-3  # pooling saw the whole caption, not a fixed position
+
+
+def test_save_then_from_pretrained_gives_identical_embeddings(tmp_path):
+    torch.manual_seed(1)
+    model = build_dual_encoder(CAPTIONS, **TINY).eval()
+    with torch.no_grad():  # weights unlike any fresh init, so a re-initialised load would show
+        model.logit_scale.fill_(3.0)
+        model.time_embeddings.mul_(-2.0)
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists() and (tmp_path / "tokenizer.json").exists()
+    loaded = DualEncoder.from_pretrained(tmp_path).eval()
+    assert loaded.logit_scale.item() == 3.0
+    assert torch.equal(loaded.time_embeddings, model.time_embeddings)
+    clips = _clips()
+    assert np.array_equal(embed_videos(model, clips), embed_videos(loaded, clips))
+    assert np.array_equal(embed_texts(model, CAPTIONS), embed_texts(loaded, CAPTIONS))
+
+
+def test_a_pickle_only_folder_is_refused(model, tmp_path):
+    model.config.save_pretrained(tmp_path)
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="pickle"):
+        DualEncoder.from_pretrained(tmp_path)
+
+
+def test_preprocess_resizes_and_normalises_uint8_frames():
+    frames = np.full((2, 4, 24, 24, 3), 255, dtype=np.uint8)
+    x = preprocess_frames(frames, 16, [0.5] * 3, [0.25] * 3)
+    assert x.shape == (2, 4, 3, 16, 16)
+    assert torch.allclose(x, torch.full_like(x, 2.0))
+    with pytest.raises(TypeError):
+        preprocess_frames(frames.astype(np.float32), 16, [0.5] * 3, [0.25] * 3)
+
+
+def test_embed_helpers_batch_iterables_like_arrays(model):
+    clips = _clips(n=5)
+    whole = embed_videos(model, clips, batch_size=64)
+    streamed = embed_videos(model, iter(list(clips)), batch_size=2)
+    assert whole.shape == (5, 16) and np.allclose(whole, streamed, atol=1e-5)
+    classes = embed_classes(model, [["a red circle"], ["a blue square", "a green triangle"]])
+    assert classes.shape == (2, 16) and np.allclose(np.linalg.norm(classes, axis=1), 1.0)
+
+
+def test_other_frame_counts_resample_the_time_embeddings(model):
+    with torch.no_grad():
+        assert model.encode_video(_clips(n=2, t=5)).shape == (2, 16)
+
+
+def test_siglip_towers_and_sigmoid_loss_build_and_train():
+    torch.manual_seed(0)
+    model = build_dual_encoder(CAPTIONS, tower_type="siglip", loss="sigmoid", **TINY)
+    pairs = [(c, CAPTIONS[i % 2]) for i, c in enumerate(_clips(n=8))]
+    cfg = DualEncoderTrainConfig(steps=2, batch_size=4, warmup_steps=1, loss="sigmoid", log_every=1)
+    out = train_dual_encoder(model, pairs, cfg)
+    assert out["steps"] == 2 and np.isfinite(out["loss"])
+    assert model.config.vision_tower_type == "siglip"
+
+
+def test_training_lowers_the_loss_and_resumes_from_its_state(tmp_path):
+    torch.manual_seed(0)
+    clips = _clips(n=16, size=16)
+    pairs = [(c, f"clip number {i}") for i, c in enumerate(clips)]
+    model = build_dual_encoder([p[1] for p in pairs], **TINY)
+    history = []
+    cfg = DualEncoderTrainConfig(steps=30, batch_size=8, lr=3e-3, warmup_steps=3, log_every=5)
+    state = tmp_path / "state.pt"
+    train_dual_encoder(
+        model, pairs, cfg, on_metrics=lambda s, m: history.append(m["loss"]), state_path=state
+    )
+    assert history[-1] < history[0] - 0.3
+    assert state.exists()
+    cfg.steps = 32
+    more = train_dual_encoder(model, pairs, cfg, state_path=state)
+    assert more["steps"] == 32 and more["steps_run"] == 2
+
+
+def test_cli_trains_from_shards_and_writes_a_loadable_folder(tmp_path):
+    import pandas as pd
+
+    from model_code import corpus, shards
+    from model_code.lineage import read_lineage
+    from model_code.train_dual_encoder import main
+
+    specs = corpus.split_specs("corpus", corpus.CorpusConfig(), 0, 8)
+    shard = tmp_path / "clips" / "p0.tar"
+    shards.write_shard(shard, shards.embedded_clips(specs))
+    captions = [corpus.ground_truth_caption(s) for s in specs]
+    pd.DataFrame({"key": [s.key for s in specs], "caption": captions}).to_parquet(
+        tmp_path / "pairs.parquet"
+    )
+    out = tmp_path / "dual_encoder"
+    args = [
+        "--pairs",
+        str(tmp_path / "pairs.parquet"),
+        "--shards",
+        str(shard),
+        "--out",
+        str(out),
+        "--steps",
+        "3",
+        "--batch-size",
+        "4",
+        "--num-workers",
+        "2",
+        "--log-every",
+        "1",
+        "--state",
+        str(tmp_path / "state.pt"),
+    ]
+    assert main(args) == 0
+    model = DualEncoder.from_pretrained(out)
+    assert read_lineage(out)["metrics"]["steps"] == 3
+    assert embed_texts(model, captions[:2]).shape == (2, model.config.projection_dim)
