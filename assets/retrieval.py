@@ -79,6 +79,8 @@ class DualEncoderConfig(Config):
     vision_path: str = Field(default="", description="local CLIP/SigLIP vision checkpoint; "
                              "empty = tiny from config")
     text_path: str = ""
+    in_memory_clips: int = Field(default=50_000, description="up to this many pairs, decode the "
+                                 "clips once and keep them in memory; beyond, stream the shards")
 
 
 def training_pairs(source: str, catalog: Catalog, store: ArtifactStore):
@@ -127,7 +129,11 @@ def dual_encoder(
     from model_code import benchmark, shards
     from model_code.dual_encoder import build_dual_encoder
     from model_code.lineage import write_lineage
-    from model_code.train_dual_encoder import DualEncoderTrainConfig, train_dual_encoder
+    from model_code.train_dual_encoder import (
+        DualEncoderTrainConfig,
+        ShardPairs,
+        train_dual_encoder,
+    )
     from model_code.training import atomic_dir
 
     source = context.partition_key
@@ -136,20 +142,27 @@ def dual_encoder(
     for name in ("steps", "batch_size", "lr"):
         if getattr(config, name):
             setattr(train_config, name, getattr(config, name))
-    partitions = sorted(pairs["partition"].unique())
-    frames = shards.frames_by_key([store.shard(p) for p in partitions], num_frames=8)
-    pairs = pairs[pairs["key"].isin(frames)]
-    dataset = [(frames[k], c) for k, c in zip(pairs["key"], pairs["caption"])]
     classes = json.loads(store.path("benchmark", "classes.json").read_text())
     model = build_dual_encoder(
         pairs["caption"].tolist() + benchmark.class_prompt_texts(classes), loss=config.loss,
         vision_path=config.vision_path or None, text_path=config.text_path or None)
+    partitions = sorted(pairs["partition"].unique())
+    shard_paths = [store.shard(p) for p in partitions]
+    num_frames = model.config.num_frames
+    if len(pairs) <= config.in_memory_clips:  # decode once, train many passes from memory
+        frames = shards.frames_by_key(shard_paths, num_frames=num_frames)
+        pairs = pairs[pairs["key"].isin(frames)]
+        dataset = [(frames[k], c) for k, c in zip(pairs["key"], pairs["caption"])]
+    else:  # stream from the shards, split across DataLoader workers and torchrun ranks
+        captions = pairs.groupby("key")["caption"].apply(list).to_dict()
+        dataset = ShardPairs(shard_paths, captions, num_frames, seed=config.seed)
+        train_config.num_workers = max(train_config.num_workers, 2)
     # resumable state, keyed by what is trained on: a rerun on new captions starts afresh
     digest = hashlib.sha256(pd.util.hash_pandas_object(pairs[["key", "caption"]]).values.tobytes()
                             + repr(asdict(train_config)).encode()).hexdigest()[:12]
     state = store.path("training_state", f"dual_encoder-{source}-{digest}.pt")
     with tracking.run(f"dual_encoder[{source}]", params={**asdict(train_config), "source": source,
-                                                         "pairs": len(dataset)}) as run:
+                                                         "pairs": len(pairs)}) as run:
         metrics = train_dual_encoder(model, dataset, train_config,
                                      on_metrics=lambda step, m: run.log_metrics(m, step),
                                      state_path=state)
@@ -159,11 +172,11 @@ def dual_encoder(
         model.save_pretrained(tmp)
         lineage = write_lineage(tmp, parents={"captions": sorted(pairs["version"].unique())},
                                 training_config=asdict(train_config), metrics=metrics,
-                                data={"source": source, "pairs": len(dataset),
+                                data={"source": source, "pairs": len(pairs),
                                       "partitions": partitions},
                                 mlflow_run_id=run.run_id)
     state.unlink(missing_ok=True)
-    return checkpoint_result(folder, lineage, {"source": source, "pairs": len(dataset),
+    return checkpoint_result(folder, lineage, {"source": source, "pairs": len(pairs),
                                                "sample_pairs": md_table(pairs.head(5).to_dict("records"))})
 
 
@@ -234,7 +247,7 @@ def video_index(context: AssetExecutionContext, catalog: Catalog, store: Artifac
     model = DualEncoder.from_pretrained(folder)
     clips = catalog.query("SELECT key, partition, alt_text FROM clips ORDER BY partition, key")
     partitions = sorted(clips["partition"].unique())
-    frames = shards.frames_by_key([store.shard(p) for p in partitions], num_frames=8)
+    frames = shards.frames_by_key([store.shard(p) for p in partitions], model.config.num_frames)
     clips = clips[clips["key"].isin(frames)]
     emb = embed_videos(model, [frames[k] for k in clips["key"]])
     captions = catalog.query(

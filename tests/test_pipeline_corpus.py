@@ -52,3 +52,19 @@ def test_replanning_keeps_existing_partitions_and_adds_new_ones(tmp_path):
         assert result.asset_materializations_for_node("clip_shard_plan")[0].metadata[
             "new_partitions"].value == 2
         assert len(instance.get_dynamic_partitions("clip_shards")) == 5
+
+
+def test_sensor_registers_new_shards_and_requests_their_runs(tmp_path):
+    from dagster import build_sensor_context
+
+    from pipelines.sensors import new_clip_shards
+
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions("clip_shards", ["embedded-0000"])
+        context = build_sensor_context(instance=instance,
+                                       resources={"clip_source": ClipSource(corpus_clips=25,
+                                                                            clips_per_shard=10)})
+        result = new_clip_shards(context)
+        assert [r.partition_key for r in result.run_requests] == ["embedded-0001", "embedded-0002"]
+        (request,) = result.dynamic_partitions_requests
+        assert list(request.partition_keys) == ["embedded-0001", "embedded-0002"]
