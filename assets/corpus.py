@@ -16,6 +16,7 @@ from assets.partitions import clip_partitions, shard_backfill_policy
 from resources.sources import ClipSource
 from resources.storage import ArtifactStore
 
+
 def register_new_partitions(instance, plan: dict) -> list[str]:
     """Add a `clip_shards` partition for every shard of the plan not registered yet."""
     existing = set(instance.get_dynamic_partitions(clip_partitions.name))

@@ -30,18 +30,18 @@ def main() -> None:
     specs = corpus.split_specs("corpus", corpus.CorpusConfig(), 0, args.clips)
     print(f"{'path':<44}{'clips/s':>10}{'clips':>8}")
     for threads in (1, 2):
-        rate, n = _rate(lambda: shards.embedded_clips(specs, threads=threads), len)
+        rate, n = _rate(lambda t=threads: shards.embedded_clips(specs, threads=t), len)
         print(f"{'embedded corpus: render + h264, threads=' + str(threads):<44}{rate:>10.1f}{n:>8}")
 
     with tempfile.TemporaryDirectory() as d:
         for i in range(args.videos):
             subprocess.run([video.ffmpeg_binary(), "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                            f"testsrc2=size=320x240:rate=25:duration=10", "-c:v", "libx264",
+                            "testsrc2=size=320x240:rate=25:duration=10", "-c:v", "libx264",
                             "-pix_fmt", "yuv420p", str(Path(d) / f"v{i}.mp4")], check=True)
         sources = shards.read_manifest(d)
         cfg = shards.IngestConfig(clip_seconds=2.0, max_clips_per_video=5)
         for threads in (1, 2):
-            rate, n = _rate(lambda: shards.ingest(sources, cfg, threads=threads)[0], len)
+            rate, n = _rate(lambda t=threads: shards.ingest(sources, cfg, threads=t)[0], len)
             print(f"{'ingest 320x240 mp4 -> 64x64 clips, threads=' + str(threads):<44}{rate:>10.1f}{n:>8}")
 
     tar = Path(tempfile.mkdtemp()) / "s.tar"

@@ -6,11 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from model_code import corpus, shards
 from model_code.annotations import AnnotatedVideo
-
 
 
 def zero_shot_prompts() -> dict[str, tuple[list[str], list[list[str]]]]:

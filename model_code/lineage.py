@@ -31,7 +31,7 @@ def code_version() -> str:
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=root, capture_output=True, text=True, timeout=5,
+            cwd=root, capture_output=True, text=True, timeout=5, check=False,
         )
         if out.returncode == 0 and out.stdout.strip():
             return out.stdout.strip()

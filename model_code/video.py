@@ -62,7 +62,7 @@ def probe(path: str | Path, ffmpeg: str | None = None) -> VideoInfo:
         raise VideoError("empty file (0 bytes)")
     proc = subprocess.run(
         [ffmpeg_binary(ffmpeg), "-hide_banner", "-nostdin", "-i", str(path)],
-        capture_output=True, text=True, errors="replace", timeout=60,
+        capture_output=True, text=True, errors="replace", timeout=60, check=False,
     )
     report = proc.stderr
     if "Invalid data found" in report or "moov atom not found" in report:
@@ -91,7 +91,7 @@ def encode_frames(frames: np.ndarray, fps: int, crf: int = 18, ffmpeg: str | Non
     import ffmpeg as ff
 
     t, h, w, _ = frames.shape
-    out, err = (
+    out, _ = (
         ff.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=fps)
         .output("pipe:", format="mp4", vcodec="libx264", pix_fmt="yuv420p", crf=crf,
                 preset="veryfast", movflags="frag_keyframe+empty_moov+faststart", g=t,
@@ -195,7 +195,7 @@ def _size_of(data: bytes | str | Path, ffmpeg: str | None) -> tuple[int, int]:
     if isinstance(data, bytes):
         proc = subprocess.run(
             [ffmpeg_binary(ffmpeg), "-hide_banner", "-nostdin", "-i", "pipe:"],
-            input=data[: 1 << 20], capture_output=True, timeout=60,
+            input=data[: 1 << 20], capture_output=True, timeout=60, check=False,
         )
         report = proc.stderr.decode(errors="replace")
     else:

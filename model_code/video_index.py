@@ -32,8 +32,9 @@ def write_index(path: str | Path, keys: list[str], partitions: list[str], captio
                            "embedding": list(embeddings.astype(np.float32))})
         con.execute(f"CREATE TABLE clips (key VARCHAR PRIMARY KEY, partition VARCHAR, "
                     f"caption VARCHAR, embedding FLOAT[{dim}])")
-        con.execute("INSERT INTO clips SELECT key, partition, caption, embedding::FLOAT[%d] FROM df"
-                    % dim)
+        con.register("new_clips", df)
+        con.execute(f"INSERT INTO clips SELECT key, partition, caption, embedding::FLOAT[{dim}] "
+                    "FROM new_clips")
         con.execute("CREATE TABLE info AS SELECT ? AS model_version, ? AS dim", [model_version, dim])
         con.close()
         os.replace(tmp, path)

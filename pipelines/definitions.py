@@ -16,7 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from local folders, 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules  # noqa: E402
+from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
 
 from assets import adaptation, captions, corpus, retrieval
 from pipelines.sensors import new_clip_shards

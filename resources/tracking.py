@@ -39,7 +39,7 @@ class MlflowTracking(ConfigurableResource):
         return client.create_experiment(self.experiment, artifact_location=artifacts.as_uri())
 
     @contextlib.contextmanager
-    def run(self, name: str, params: dict | None = None, tags: dict | None = None) -> Iterator["TrackedRun"]:
+    def run(self, name: str, params: dict | None = None, tags: dict | None = None) -> Iterator[TrackedRun]:
         """A run that ends FINISHED on success and FAILED on error."""
         client = self.client()
         run = client.create_run(self._experiment_id(client), run_name=name, tags=tags or {})

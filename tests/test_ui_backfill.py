@@ -40,7 +40,8 @@ def test_backfill_of_all_partitions_from_the_ui_path(tmp_path):
     server = subprocess.Popen(
         [*dagster, "dev", "-m", "pipelines.definitions", "-h", "127.0.0.1", "-p", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        start_new_session=True,  # dagster dev ignores SIGINT unless restored (STACK.md)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
     url = f"http://127.0.0.1:{port}/graphql"
 
     def gql(query: str, variables: dict) -> dict:
