@@ -15,24 +15,25 @@ from resources.tracking import MlflowTracking
 class TrainingConfig(Config):
     """Optimisation settings a user may change in the launchpad (defaults: the CPU demo)."""
 
-    steps: int = 0
-    batch_size: int = 0
-    lr: float = 0.0
+    steps: int = 800
+    batch_size: int = 16
+    lr: float = 1e-3
     seed: int = 0
     device: str = Field(default="auto", description="auto = CUDA when present, else CPU")
 
-    def train_config(self, **defaults):
+    def train_config(self):
         from model_code.adaptation import TrainConfig
 
-        config = TrainConfig(**defaults)
-        for name in ("steps", "batch_size", "lr"):
-            if getattr(self, name):
-                setattr(config, name, getattr(self, name))
-        config.seed, config.device = self.seed, self.device
-        return config
+        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr,
+                           seed=self.seed, device=self.device)
+
+
+class LanguageAdaptationConfig(TrainingConfig):
+    steps: int = 1200
 
 
 class ImageVLMConfig(TrainingConfig):
+    text_steps: int = Field(default=300, description="text-only LM pretraining steps (batch 32)")
     pretrained_path: str = Field(
         default="", description="A local image-text-to-text checkpoint folder (LLaVA-style). "
         "Empty: build the tiny default and train it on single frames of the embedded corpus.")
@@ -116,9 +117,12 @@ def image_vlm(
          for s in specs], seed=config.seed)
     vlm = build_tiny_image_vlm(texts + still, TinyVLMConfig(), seed=config.seed)
     train_config = config.train_config()
-    metrics, run_id = _train(tracking, "image_vlm", {**vars(train_config), "examples": len(specs)},
+    text_config = config.train_config()
+    text_config.steps, text_config.batch_size = config.text_steps, 32
+    metrics, run_id = _train(tracking, "image_vlm", {**vars(train_config), "examples": len(specs),
+                                                     "text_steps": config.text_steps},
                              pretrain_image_vlm, vlm=vlm, frames=frames, captions=still, texts=texts,
-                             config=train_config)
+                             config=train_config, text_config=text_config)
     lineage = _save_checkpoint(vlm, folder, run_id, metrics, {}, train_config,
                                {"image_examples": len(specs), "corpus_seed": cc.seed})
     clips = np.repeat(frames[:6, None], vlm.num_frames, axis=1)
@@ -240,7 +244,7 @@ def instruction_data(
 @asset(group_name="adaptation", code_version="1", deps=[visual_adapted_vlm, instruction_data],
        pool="gpu")
 def video_vlm(
-    context: AssetExecutionContext, config: TrainingConfig, store: ArtifactStore,
+    context: AssetExecutionContext, config: LanguageAdaptationConfig, store: ArtifactStore,
     tracking: MlflowTracking,
 ) -> MaterializeResult:
     """Stage 2: the LM learns to follow instructions about videos; vision stays frozen."""

@@ -1,0 +1,470 @@
+"""The video VLM: an image VLM that reads a clip as T frames in time order.
+
+Each frame goes through the vision tower and projector on its own; its visual tokens are
+(optionally) average-pooled to `tokens_per_frame` and the frames' tokens are concatenated in
+time order in front of the prompt. The language model sees them as a sequence, so frame
+order reaches it through its positions. The checkpoint is a plain Hugging Face
+`AutoModelForImageTextToText` folder; the few video settings live in `vidistill.json` beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from model_code.instructions import CAPTION_PROMPT, IMAGE_PROMPT
+from model_code.text import build_word_tokenizer
+from model_code.training import autocast, pick_device
+
+VIDISTILL_FILE = "vidistill.json"
+PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
+
+
+def _llava_frame_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    """What LLaVA feeds its projector: the configured vision layer(s), CLS dropped by 'default'."""
+    config = model.config
+    out = model.model.vision_tower(pixel_values, output_hidden_states=True)
+    layer = config.vision_feature_layer
+    layers = layer if isinstance(layer, (list, tuple)) else [layer]
+    feats = torch.cat([out.hidden_states[i] for i in layers], dim=-1)
+    return feats[:, 1:] if config.vision_feature_select_strategy == "default" else feats
+
+
+def _paligemma_frame_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    return model.model.vision_tower(pixel_values).last_hidden_state
+
+
+@dataclass(frozen=True)
+class Family:
+    """Where the parts of a VLM live: `vision` (tower, projector) is what stage 1 trains,
+    `language` (LM, head) what stage 2 trains."""
+
+    vision: tuple[str, str]
+    language: tuple[str, ...]
+    frame_features: Callable  # (model, pixel_values [N,3,S,S]) -> projector input [N, P, Dv]
+    features_as_list: bool  # how the model's forward takes pre-encoded images
+
+
+FAMILIES: dict[str, Family] = {
+    "llava": Family(
+        vision=("model.vision_tower", "model.multi_modal_projector"),
+        language=("model.language_model", "lm_head"),
+        frame_features=_llava_frame_features,
+        features_as_list=True,
+    ),
+    "paligemma": Family(
+        vision=("model.vision_tower", "model.multi_modal_projector"),
+        language=("model.language_model", "lm_head"),
+        frame_features=_paligemma_frame_features,
+        features_as_list=False,
+    ),
+}
+
+
+def _ramp_code(u: torch.Tensor, pairs: int) -> torch.Tensor:
+    """sin/cos at 1..pairs quarter-to-whole periods over u in [0, 1]: [len(u), 2 * pairs]."""
+    angles = torch.pi / 2 * u[:, None] * torch.arange(1, pairs + 1)[None, :]
+    return torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).flatten(1)
+
+
+def space_time_signal(num_frames: int, grid: int, dim: int, pairs: int = 4) -> torch.Tensor:
+    """A fixed [num_frames, grid*grid, dim] code of each patch's frame and place: sin/cos ramps
+    of time, row and column in the first 6 * pairs dims, zero elsewhere.
+
+    Added to the projector's input (scaled to the features' RMS), it lets the vision side say
+    *when* and *where* in tokens that are then average-pooled, so position survives pooling
+    and a direction of change is a difference the LM can read.
+    """
+    code = torch.zeros(num_frames, grid, grid, dim)
+    w = 2 * pairs
+    code[..., 0:w] = _ramp_code(torch.linspace(0, 1, num_frames), pairs)[:, None, None, :]
+    axis = _ramp_code(torch.linspace(0, 1, grid), pairs)
+    code[..., w:2 * w] = axis[None, :, None, :]
+    code[..., 2 * w:3 * w] = axis[None, None, :, :]
+    return code.flatten(1, 2)
+
+
+@dataclass
+class TinyVLMConfig:
+    """A VLM small enough to train on 2 CPU cores in about a minute per stage."""
+
+    family: str = "llava"
+    image_size: int = 64
+    patch_size: int = 16
+    vision_hidden: int = 64
+    vision_layers: int = 2
+    vision_heads: int = 4
+    text_hidden: int = 128
+    text_layers: int = 2
+    text_heads: int = 4
+    num_frames: int = 8
+    tokens_per_frame: int = 4
+    time_signal: bool = True
+    max_position_embeddings: int = 256
+
+
+def _part_parameters(model, paths: tuple[str, ...]) -> list[torch.nn.Parameter]:
+    seen, params = set(), []
+    for path in paths:
+        for p in model.get_submodule(path).parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                params.append(p)
+    return params
+
+
+class VideoVLM:
+    """A Hugging Face image-text-to-text model plus what it takes to caption clips with it."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        processor=None,
+        family: str = "llava",
+        num_frames: int = 8,
+        tokens_per_frame: int | None = None,
+        prompt: str = CAPTION_PROMPT,
+        time_signal: bool = False,
+        device: str = "auto",
+    ):
+        if family not in FAMILIES:
+            raise ValueError(f"unknown VLM family {family!r}; known: {sorted(FAMILIES)}")
+        self.device = pick_device(device)
+        self.model = model.to(self.device)
+        self.tokenizer = tokenizer
+        self.processor = processor
+        self.family = family
+        self.num_frames = num_frames
+        vision = model.config.vision_config
+        self.image_size = int(vision.image_size)
+        self.patches_per_frame = (vision.image_size // vision.patch_size) ** 2
+        self.tokens_per_frame = tokens_per_frame or self.patches_per_frame
+        side = round(self.tokens_per_frame**0.5)
+        grid = round(self.patches_per_frame**0.5)
+        if side * side != self.tokens_per_frame or grid % side:
+            raise ValueError(
+                f"tokens_per_frame={self.tokens_per_frame} must be a square whose side divides "
+                f"the {grid}x{grid} patch grid"
+            )
+        self.prompt = prompt
+        self.time_signal = time_signal
+        self.image_token_id = int(model.config.image_token_id)
+        image_processor = getattr(processor, "image_processor", None)
+        self.image_mean = torch.tensor(getattr(image_processor, "image_mean", None) or [0.5] * 3)
+        self.image_std = torch.tensor(getattr(image_processor, "image_std", None) or [0.5] * 3)
+
+    def to(self, device: str) -> VideoVLM:
+        self.device = pick_device(device)
+        self.model.to(self.device)
+        return self
+
+    # --- parts -----------------------------------------------------------------------------
+
+    def vision_parameters(self) -> list[torch.nn.Parameter]:
+        """Vision tower and projector: what visual adaptation (stage 1) trains."""
+        return _part_parameters(self.model, FAMILIES[self.family].vision)
+
+    def language_parameters(self) -> list[torch.nn.Parameter]:
+        """Language model and LM head: what language adaptation (stage 2) trains."""
+        return _part_parameters(self.model, FAMILIES[self.family].language)
+
+    # --- inputs ----------------------------------------------------------------------------
+
+    def pixel_values(self, clips: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 [B, T, H, W, 3] -> normalised float [B*T, 3, S, S] on the model's device."""
+        x = torch.as_tensor(np.asarray(clips)).to(self.device)
+        b, t, h, w, _ = x.shape
+        x = x.reshape(b * t, h, w, 3).permute(0, 3, 1, 2).float() / 255.0
+        if (h, w) != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
+                              antialias=True, align_corners=False)
+        mean, std = self.image_mean.to(x.device), self.image_std.to(x.device)
+        return (x - mean[:, None, None]) / std[:, None, None]
+
+    def visual_tokens(self, clips: np.ndarray | torch.Tensor, repeats: int = 1) -> torch.Tensor:
+        """Visual tokens of each clip in time order: [B, T * repeats * tokens_per_frame, D].
+
+        Frames are encoded one by one; `repeats` shows each frame that many times in a row,
+        encoded once (a single image [B, 1, ...] with repeats=num_frames is a still clip).
+        """
+        family = FAMILIES[self.family]
+        b, t = clips.shape[:2]
+        feats = family.frame_features(self.model, self.pixel_values(clips))
+        n, p, dv = feats.shape
+        feats = feats.reshape(b, t, p, dv).repeat_interleave(repeats, dim=1)
+        if self.time_signal:
+            code = space_time_signal(t * repeats, round(p**0.5), dv).to(feats.device, feats.dtype)
+            feats = feats + code * feats.detach().pow(2).mean().sqrt()
+        tokens = self.model.get_submodule(family.vision[1])(feats.flatten(0, 1))
+        if self.tokens_per_frame != p:
+            grid, side = round(p**0.5), round(self.tokens_per_frame**0.5)
+            d = tokens.shape[-1]
+            tokens = F.adaptive_avg_pool2d(tokens.transpose(1, 2).reshape(-1, d, grid, grid), side)
+            tokens = tokens.flatten(2).transpose(1, 2)
+        return tokens.reshape(b, -1, tokens.shape[-1])
+
+    def encode_text(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def multimodal_batch(
+        self,
+        clips: np.ndarray | torch.Tensor | None,
+        prompts: list[str],
+        answers: list[str] | None = None,
+        repeats: int = 1,
+    ) -> dict:
+        """Model inputs for rows [BOS, <image> x T*k, prompt, answer, EOS], left-padded.
+
+        The pooled visual tokens travel as `mm_encoder_outputs`, which the model scatters into
+        the <image> slots itself (in `forward` and in `generate`'s prefill), so every family
+        that accepts pre-encoded images works unchanged. `labels` (when answers are given)
+        cover the answer and EOS only; clips=None with empty prompts gives text-only rows.
+        `repeats` shows each frame that many times in a row, encoded once: a single image
+        [B, 1, H, W, 3] with repeats=num_frames is a still clip at an eighth of the cost.
+        """
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        tok = self.tokenizer
+        n_frames = 0 if clips is None else clips.shape[1] * repeats
+        n_visual = n_frames * self.tokens_per_frame
+        rows, targets = [], []
+        for i, prompt in enumerate(prompts):
+            prefix = [tok.bos_token_id] + [self.image_token_id] * n_visual + self.encode_text(prompt)
+            answer = [] if answers is None else self.encode_text(answers[i]) + [tok.eos_token_id]
+            rows.append(prefix + answer)
+            targets.append([-100] * len(prefix) + answer)
+        width = max(map(len, rows))
+        pad = tok.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+        batch = {"input_ids": ids, "attention_mask": mask}
+        if clips is not None:
+            frames = self.visual_tokens(clips, repeats).reshape(
+                len(rows) * n_frames, self.tokens_per_frame, -1
+            )
+            if FAMILIES[self.family].features_as_list:
+                frames = list(frames)
+            batch["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=frames)}
+        if answers is not None:
+            batch["labels"] = torch.tensor(
+                [[-100] * (width - len(t)) + t for t in targets], device=self.device
+            )
+        return batch
+
+    # --- captioning ------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def caption(
+        self,
+        clips: np.ndarray,
+        prompt: str | None = None,
+        max_new_tokens: int = 24,
+        do_sample: bool = False,
+        num_beams: int = 1,
+        temperature: float = 1.0,
+        seed: int = 0,
+    ) -> list[str]:
+        """Captions for uint8 clips [B, T, H, W, 3]: one batched, KV-cached `generate`."""
+        batch = self.multimodal_batch(clips, [prompt or self.prompt] * len(clips))
+        return self._generate(batch, max_new_tokens, do_sample, num_beams, temperature, seed)
+
+    def caption_images(self, frames: np.ndarray, prompt: str | None = None, **generation) -> list[str]:
+        """Captions for single frames [B, H, W, 3], each shown as a still clip of num_frames:
+        the form in which the image VLM learned to caption."""
+        prompts = [prompt or IMAGE_PROMPT] * len(frames)
+        batch = self.multimodal_batch(np.asarray(frames)[:, None], prompts, repeats=self.num_frames)
+        return self._generate(batch, **generation)
+
+    @torch.no_grad()
+    def _generate(
+        self,
+        batch: dict,
+        max_new_tokens: int = 24,
+        do_sample: bool = False,
+        num_beams: int = 1,
+        temperature: float = 1.0,
+        seed: int = 0,
+    ) -> list[str]:
+        if len(batch["input_ids"]) == 0:
+            return []
+        self.model.eval()
+        torch.manual_seed(seed)
+        kwargs = {"temperature": temperature} if do_sample else {}
+        with autocast(self.device):
+            out = self.model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=do_sample,
+                num_beams=num_beams,
+                use_cache=True,
+                eos_token_id=self.tokenizer.eos_token_id,
+                pad_token_id=self.tokenizer.pad_token_id,
+                **kwargs,
+            )
+        new_tokens = out[:, batch["input_ids"].shape[1]:]
+        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [" ".join(t.split()) for t in texts]
+
+    # --- checkpoints -----------------------------------------------------------------------
+
+    def version(self) -> str:
+        """Hash of the weights (names, dtypes, shapes, bytes): equal before save and after load."""
+        h = hashlib.sha256()
+        for name, tensor in sorted(self.model.state_dict().items()):
+            t = tensor.detach().cpu().contiguous()
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        return h.hexdigest()[:16]
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """A plain Hugging Face folder (safetensors only) plus vidistill.json."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path, safe_serialization=True)
+        (self.processor or self.tokenizer).save_pretrained(path)
+        settings = {
+            "family": self.family,
+            "num_frames": self.num_frames,
+            "tokens_per_frame": self.tokens_per_frame,
+            "prompt": self.prompt,
+            "time_signal": self.time_signal,
+        }
+        (path / VIDISTILL_FILE).write_text(json.dumps(settings, indent=2))
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, device: str = "auto", trust_remote_code: bool = False
+    ) -> VideoVLM:
+        """Load a local image-text-to-text folder; never a pickle checkpoint, never from a hub."""
+        from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path} is not a checkpoint folder")
+        if not any(path.glob("*.safetensors")):
+            pickles = [p.name for pattern in PICKLE_PATTERNS for p in path.glob(pattern)]
+            if pickles:
+                raise ValueError(
+                    f"{path} holds a pickle checkpoint ({', '.join(sorted(pickles))}) and no "
+                    "*.safetensors; pickle files can run code when loaded, so vidistill refuses "
+                    "them. Convert it to safetensors (model.save_pretrained(...)) first."
+                )
+            raise FileNotFoundError(f"{path} has no *.safetensors weights")
+        model = AutoModelForImageTextToText.from_pretrained(
+            path, use_safetensors=True, local_files_only=True, trust_remote_code=trust_remote_code
+        )
+        family = model.config.model_type
+        settings = {"family": family, "num_frames": 8, "tokens_per_frame": None,
+                    "prompt": CAPTION_PROMPT}
+        if (path / VIDISTILL_FILE).exists():
+            settings.update(json.loads((path / VIDISTILL_FILE).read_text()))
+        try:
+            processor = AutoProcessor.from_pretrained(
+                path, local_files_only=True, trust_remote_code=trust_remote_code
+            )
+        except (OSError, ValueError, TypeError):
+            processor = None
+        tokenizer = getattr(processor, "tokenizer", None) or AutoTokenizer.from_pretrained(
+            path, local_files_only=True, trust_remote_code=trust_remote_code
+        )
+        if processor is tokenizer:
+            processor = None
+        tokenizer.padding_side = "left"
+        return cls(model, tokenizer, processor, device=device, **settings)
+
+
+def build_tiny_image_vlm(texts: list[str], config: TinyVLMConfig, seed: int = 0) -> VideoVLM:
+    """An untrained VLM of `config.family` (SigLIP vision + Llama for LLaVA, + Gemma for
+    PaliGemma) with a word-level tokenizer over `texts`."""
+    from transformers import (
+        GemmaConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PaliGemmaConfig,
+        PaliGemmaForConditionalGeneration,
+        SiglipImageProcessorPil,
+        SiglipVisionConfig,
+    )
+
+    torch.manual_seed(seed)
+    tokenizer = build_word_tokenizer([*texts, CAPTION_PROMPT, IMAGE_PROMPT])
+    tokenizer.padding_side = "left"
+    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+    vision = SiglipVisionConfig(
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        hidden_size=config.vision_hidden,
+        intermediate_size=4 * config.vision_hidden,
+        num_hidden_layers=config.vision_layers,
+        num_attention_heads=config.vision_heads,
+        projection_dim=config.text_hidden,
+    )
+    text_kwargs = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=config.text_hidden,
+        intermediate_size=4 * config.text_hidden,
+        num_hidden_layers=config.text_layers,
+        num_attention_heads=config.text_heads,
+        num_key_value_heads=config.text_heads,
+        head_dim=config.text_hidden // config.text_heads,
+        max_position_embeddings=config.max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    processor = None
+    if config.family == "llava":
+        model_config = LlavaConfig(
+            vision_config=vision,
+            text_config=LlamaConfig(**text_kwargs),
+            image_token_id=image_token_id,
+            vision_feature_select_strategy="full",
+            vision_feature_layer=-1,
+            projector_hidden_act="gelu",
+            tie_word_embeddings=True,
+        )
+        model = LlavaForConditionalGeneration(model_config)
+        image_processor = SiglipImageProcessorPil(
+            size={"height": config.image_size, "width": config.image_size}
+        )
+        processor = LlavaProcessor(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            patch_size=config.patch_size,
+            vision_feature_select_strategy="full",
+        )
+    elif config.family == "paligemma":
+        model_config = PaliGemmaConfig(
+            vision_config=vision,
+            text_config=GemmaConfig(**text_kwargs),
+            image_token_id=image_token_id,
+            projection_dim=config.text_hidden,
+            tie_word_embeddings=True,
+        )
+        model = PaliGemmaForConditionalGeneration(model_config)
+    else:
+        raise ValueError(f"no tiny builder for family {config.family!r}; known: {sorted(FAMILIES)}")
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    return VideoVLM(
+        model,
+        tokenizer,
+        processor,
+        family=config.family,
+        num_frames=config.num_frames,
+        tokens_per_frame=config.tokens_per_frame,
+        time_signal=config.time_signal,
+        device="cpu",
+    )
