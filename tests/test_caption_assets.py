@@ -17,7 +17,7 @@ def _tiny_video_vlm(folder) -> None:
     from model_code.lineage import write_lineage
     from model_code.vlm import TinyVLMConfig, build_tiny_image_vlm
 
-    config = TinyVLMConfig(vision_hidden=16, vision_layers=1, text_hidden=16, text_layers=1,
+    config = TinyVLMConfig(vision_hidden=32, vision_layers=1, text_hidden=16, text_layers=1,
                            vision_heads=2, text_heads=2, num_frames=4)
     vlm = build_tiny_image_vlm(["a red circle moves left"], config)
     vlm.save_pretrained(folder)
