@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from model_code.corpus import CorpusConfig, ground_truth_caption, split_specs
 from model_code.instructions import (
@@ -106,6 +107,7 @@ def test_instructions_with_a_tiny_local_llm(tmp_path):
     from model_code.text import build_word_tokenizer
 
     tokenizer = build_word_tokenizer(["video description question answer a red circle moves"])
+    torch.manual_seed(0)  # a random LM: seeded so what it writes is the same every run
     model = LlamaForCausalLM(LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
         num_attention_heads=2, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id,
