@@ -187,7 +187,9 @@ def visual_adaptation(
     on_metrics: MetricsCallback | None = None,
     state_path: str | Path | None = None,
 ) -> dict:
-    """Stage 1: vision tower + projector learn to caption clips [N, T, H, W, 3]; LM frozen."""
+    """Stage 1: vision tower + projector learn to caption clips [N, T, H, W, 3]; LM frozen.
+    From here on the model is a video captioner: its default prompt becomes CAPTION_PROMPT."""
+    vlm.prompt = CAPTION_PROMPT
 
     def batch(rng: np.random.Generator) -> list[dict]:
         idx = _pick(rng, len(clips), config.batch_size)

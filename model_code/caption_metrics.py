@@ -7,6 +7,7 @@ CIDEr-D on its usual 0..10 scale (x10, as in the COCO caption toolkit).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 
@@ -122,7 +123,7 @@ def caption_statistics(captions: list[str]) -> dict:
     tokenized = [words(c) for c in captions]
     n = max(1, len(captions))
     unigrams = [t for toks in tokenized for t in toks]
-    bigrams = [g for toks in tokenized for g in zip(toks, toks[1:], strict=False)]
+    bigrams = [g for toks in tokenized for g in itertools.pairwise(toks)]
     return {
         "mean_words": len(unigrams) / n,
         "vocab_size": len(set(unigrams)),

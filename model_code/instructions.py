@@ -135,16 +135,28 @@ def make_instructions(records: list[dict], seed: int = 0) -> list[dict]:
 
 def pretraining_texts(records: list[dict], seed: int = 0) -> list[str]:
     """What the language model reads before it ever sees an image, like an LLM's text corpus:
-    the captions and their instruction rows as plain text. Also the tokenizer's vocabulary."""
-    texts = []
-    for record in records:
+    the captions and their instruction rows as plain text, one row per text, plus one document
+    per video that strings all its rows together in a random order. In those documents what a
+    video shows (its motion, colour, shape) is stated more than once, so the LM learns to carry
+    earlier context into what it writes, as any LLM does; that is what lets stage 1 steer a
+    frozen LM with visual tokens alone. Also the tokenizer's vocabulary."""
+    rows = make_instructions(records, seed=seed)
+    by_key: dict[str, list[str]] = {}
+    for row in rows:
+        by_key.setdefault(row["key"], []).append(f"{row['prompt']} {row['answer']}")
+    texts, documents = [], []
+    for i, record in enumerate(records):
         attributes = record.get("attributes")
         objects = attributes["objects"] if attributes else parse_caption(record["caption"])
+        parts = list(by_key.get(record["key"], []))
         if objects:
             still = " and ".join(f"a {_name(o)}" for o in objects)
             texts.append(f"{IMAGE_PROMPT} {still}")
-    rows = make_instructions(records, seed=seed)
-    return texts + [f"{row['prompt']} {row['answer']}" for row in rows]
+            parts.append(f"{IMAGE_PROMPT} {still}")
+        if len(parts) > 1:
+            order = np.random.default_rng([seed, i, 1]).permutation(len(parts))
+            documents.append(" ".join(parts[j] for j in order))
+    return texts + [f"{row['prompt']} {row['answer']}" for row in rows] + documents
 
 
 def make_instructions_with_llm(

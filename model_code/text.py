@@ -20,7 +20,7 @@ def words(text: str) -> list[str]:
 
 def build_word_tokenizer(texts: Iterable[str], model_max_length: int = 512):
     """A PreTrainedTokenizerFast over every word in `texts`, with <pad>/<unk>/<bos>/<eos>/<image>."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
@@ -29,12 +29,11 @@ def build_word_tokenizer(texts: Iterable[str], model_max_length: int = 512):
             vocab.setdefault(w, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Split(
-        pattern=r"[a-z0-9#]+|<image>|[^\sa-z0-9#]", behavior="isolated"
+    # Regex(...): a plain str pattern would be matched literally, leaving "left," one <unk> word
+    split = pre_tokenizers.Split(
+        pattern=Regex(r"[a-z0-9#]+|<image>|[^\sa-z0-9#]"), behavior="isolated"
     )
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), tok.pre_tokenizer]
-    )
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), split])
     tok.post_processor = processors.TemplateProcessing(single="$A", special_tokens=[])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,

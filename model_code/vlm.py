@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from model_code.text import build_word_tokenizer
 from model_code.training import autocast, pick_device
 
 VIDISTILL_FILE = "vidistill.json"
+POOLINGS = ("grid", "moments")
 PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
 
 
@@ -68,27 +70,45 @@ FAMILIES: dict[str, Family] = {
 }
 
 
-def _ramp_code(u: torch.Tensor, pairs: int) -> torch.Tensor:
-    """sin/cos at 1..pairs quarter-to-whole periods over u in [0, 1]: [len(u), 2 * pairs]."""
-    angles = torch.pi / 2 * u[:, None] * torch.arange(1, pairs + 1)[None, :]
+def _ramps(n: int, pairs: int) -> torch.Tensor:
+    """sin/cos at 1..pairs quarter periods over n evenly spaced steps in [0, 1]: [n, 2*pairs].
+    The first pair rises and falls monotonically, so 'earlier / later' is linear in it."""
+    angles = torch.pi / 2 * torch.linspace(0.0, 1.0, n)[:, None] * torch.arange(1, pairs + 1)
     return torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).flatten(1)
 
 
-def space_time_signal(num_frames: int, grid: int, dim: int, pairs: int = 4) -> torch.Tensor:
-    """A fixed [num_frames, grid*grid, dim] code of each patch's frame and place: sin/cos ramps
-    of time, row and column in the first 6 * pairs dims, zero elsewhere.
-
-    Added to the projector's input (scaled to the features' RMS), it lets the vision side say
-    *when* and *where* in tokens that are then average-pooled, so position survives pooling
-    and a direction of change is a difference the LM can read.
-    """
-    code = torch.zeros(num_frames, grid, grid, dim)
+def frame_slot_code(num_frames: int, slots: int, dim: int, pairs: int = 4) -> torch.Tensor:
+    """A fixed [num_frames, slots, dim] code of each visual token's frame and slot within the
+    frame (ramps in the first 4 * pairs dims, zero elsewhere), like a video transformer's
+    space-time position embedding: the LM can tell which frame a token comes from by content,
+    not only by its position in the sequence."""
     w = 2 * pairs
-    code[..., 0:w] = _ramp_code(torch.linspace(0, 1, num_frames), pairs)[:, None, None, :]
-    axis = _ramp_code(torch.linspace(0, 1, grid), pairs)
-    code[..., w:2 * w] = axis[None, :, None, :]
-    code[..., 2 * w:3 * w] = axis[None, None, :, :]
-    return code.flatten(1, 2)
+    code = torch.zeros(num_frames, slots, dim)
+    code[..., :w] = _ramps(num_frames, pairs)[:, None, :]
+    code[..., w:2 * w] = _ramps(slots, pairs)[None, :, :]
+    return code
+
+
+def pool_frame_tokens(tokens: torch.Tensor, pooling: str, tokens_per_frame: int) -> torch.Tensor:
+    """[N, P, D] patch tokens of N frames (row-major square grid) -> [N, k, D].
+
+    grid: average-pool to a sqrt(k) x sqrt(k) grid (k = P keeps every patch).
+    moments: k = 3 tokens, the patch mean and its first moments along x and y. A static
+    background adds the same to every frame, so a moving object shows as a change of the x or
+    y moment over time, just as a growing one shows as a change of the mean.
+    """
+    n, p, d = tokens.shape
+    grid = round(p**0.5)
+    if pooling == "moments":
+        u = torch.linspace(-1.0, 1.0, grid, device=tokens.device, dtype=tokens.dtype)
+        weights = torch.stack([torch.ones_like(u).repeat(grid), u.repeat(grid),
+                               u.repeat_interleave(grid)])
+        return torch.einsum("kp,npd->nkd", weights, tokens) / p
+    if tokens_per_frame == p:
+        return tokens
+    side = round(tokens_per_frame**0.5)
+    pooled = F.adaptive_avg_pool2d(tokens.transpose(1, 2).reshape(n, d, grid, grid), side)
+    return pooled.flatten(2).transpose(1, 2)
 
 
 @dataclass
@@ -105,8 +125,10 @@ class TinyVLMConfig:
     text_layers: int = 2
     text_heads: int = 4
     num_frames: int = 8
-    tokens_per_frame: int = 4
-    time_signal: bool = True
+    pooling: str = "moments"
+    tokens_per_frame: int = 3  # for pooling="grid": a square dividing the patch grid
+    position_code: bool = True
+    frame_differences: bool = True
     max_position_embeddings: int = 256
 
 
@@ -131,8 +153,10 @@ class VideoVLM:
         family: str = "llava",
         num_frames: int = 8,
         tokens_per_frame: int | None = None,
+        pooling: str = "grid",
         prompt: str = CAPTION_PROMPT,
-        time_signal: bool = False,
+        position_code: bool = False,
+        frame_differences: bool = False,
         device: str = "auto",
     ):
         if family not in FAMILIES:
@@ -146,16 +170,27 @@ class VideoVLM:
         vision = model.config.vision_config
         self.image_size = int(vision.image_size)
         self.patches_per_frame = (vision.image_size // vision.patch_size) ** 2
-        self.tokens_per_frame = tokens_per_frame or self.patches_per_frame
-        side = round(self.tokens_per_frame**0.5)
-        grid = round(self.patches_per_frame**0.5)
-        if side * side != self.tokens_per_frame or grid % side:
-            raise ValueError(
-                f"tokens_per_frame={self.tokens_per_frame} must be a square whose side divides "
-                f"the {grid}x{grid} patch grid"
-            )
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
+        self.pooling = pooling
+        self.frame_differences = frame_differences
+        if pooling == "moments":
+            pooled = 3
+        else:
+            pooled = tokens_per_frame or self.patches_per_frame
+            if frame_differences and tokens_per_frame:
+                pooled //= 2
+            side = round(pooled**0.5)
+            grid = round(self.patches_per_frame**0.5)
+            if side * side != pooled or grid % side:
+                raise ValueError(
+                    f"{pooled} pooled tokens per frame must be a square whose side "
+                    f"divides the {grid}x{grid} patch grid"
+                )
+        self.pooled_per_frame = pooled
+        self.tokens_per_frame = pooled * (2 if frame_differences else 1)
         self.prompt = prompt
-        self.time_signal = time_signal
+        self.position_code = position_code
         self.image_token_id = int(model.config.image_token_id)
         image_processor = getattr(processor, "image_processor", None)
         self.image_mean = torch.tensor(getattr(image_processor, "image_mean", None) or [0.5] * 3)
@@ -194,22 +229,26 @@ class VideoVLM:
 
         Frames are encoded one by one; `repeats` shows each frame that many times in a row,
         encoded once (a single image [B, 1, ...] with repeats=num_frames is a still clip).
+        With frame_differences, each frame's pooled tokens are followed by their change since
+        the previous frame (parameter-free, zero for a still clip): motion as a token the LM
+        can read directly instead of a comparison it must learn across the sequence.
         """
         family = FAMILIES[self.family]
         b, t = clips.shape[:2]
         feats = family.frame_features(self.model, self.pixel_values(clips))
-        n, p, dv = feats.shape
+        _, p, dv = feats.shape
         feats = feats.reshape(b, t, p, dv).repeat_interleave(repeats, dim=1)
-        if self.time_signal:
-            code = space_time_signal(t * repeats, round(p**0.5), dv).to(feats.device, feats.dtype)
-            feats = feats + code * feats.detach().pow(2).mean().sqrt()
         tokens = self.model.get_submodule(family.vision[1])(feats.flatten(0, 1))
-        if self.tokens_per_frame != p:
-            grid, side = round(p**0.5), round(self.tokens_per_frame**0.5)
-            d = tokens.shape[-1]
-            tokens = F.adaptive_avg_pool2d(tokens.transpose(1, 2).reshape(-1, d, grid, grid), side)
-            tokens = tokens.flatten(2).transpose(1, 2)
-        return tokens.reshape(b, -1, tokens.shape[-1])
+        tokens = pool_frame_tokens(tokens, self.pooling, self.pooled_per_frame)
+        d = tokens.shape[-1]
+        tokens = tokens.reshape(b, t * repeats, self.pooled_per_frame, d)
+        if self.frame_differences:  # what changed since the previous frame (zero for frame 0)
+            change = torch.diff(tokens, dim=1, prepend=tokens[:, :1])
+            tokens = torch.cat([tokens, change], dim=2)
+        if self.position_code:
+            code = frame_slot_code(t * repeats, self.tokens_per_frame, d)
+            tokens = tokens + code.to(tokens) * tokens.detach().pow(2).mean().sqrt()
+        return tokens.reshape(b, -1, d)
 
     def encode_text(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -311,7 +350,7 @@ class VideoVLM:
             )
         new_tokens = out[:, batch["input_ids"].shape[1]:]
         texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        return [" ".join(t.split()) for t in texts]
+        return [re.sub(r" ([,.?!;:])", r"\1", " ".join(t.split())) for t in texts]
 
     # --- checkpoints -----------------------------------------------------------------------
 
@@ -334,8 +373,10 @@ class VideoVLM:
             "family": self.family,
             "num_frames": self.num_frames,
             "tokens_per_frame": self.tokens_per_frame,
+            "pooling": self.pooling,
             "prompt": self.prompt,
-            "time_signal": self.time_signal,
+            "position_code": self.position_code,
+            "frame_differences": self.frame_differences,
         }
         (path / VIDISTILL_FILE).write_text(json.dumps(settings, indent=2))
 
@@ -409,20 +450,20 @@ def build_tiny_image_vlm(texts: list[str], config: TinyVLMConfig, seed: int = 0)
         num_attention_heads=config.vision_heads,
         projection_dim=config.text_hidden,
     )
-    text_kwargs = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=config.text_hidden,
-        intermediate_size=4 * config.text_hidden,
-        num_hidden_layers=config.text_layers,
-        num_attention_heads=config.text_heads,
-        num_key_value_heads=config.text_heads,
-        head_dim=config.text_hidden // config.text_heads,
-        max_position_embeddings=config.max_position_embeddings,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
-    )
+    text_kwargs = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": config.text_hidden,
+        "intermediate_size": 4 * config.text_hidden,
+        "num_hidden_layers": config.text_layers,
+        "num_attention_heads": config.text_heads,
+        "num_key_value_heads": config.text_heads,
+        "head_dim": config.text_hidden // config.text_heads,
+        "max_position_embeddings": config.max_position_embeddings,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "tie_word_embeddings": True,
+    }
     processor = None
     if config.family == "llava":
         model_config = LlavaConfig(
@@ -465,6 +506,9 @@ def build_tiny_image_vlm(texts: list[str], config: TinyVLMConfig, seed: int = 0)
         family=config.family,
         num_frames=config.num_frames,
         tokens_per_frame=config.tokens_per_frame,
-        time_signal=config.time_signal,
+        pooling=config.pooling,
+        position_code=config.position_code,
+        frame_differences=config.frame_differences,
+        prompt=IMAGE_PROMPT,
         device="cpu",
     )

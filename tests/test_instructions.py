@@ -99,6 +99,9 @@ def test_pretraining_texts_hold_still_and_video_language():
     texts = pretraining_texts([TWO])
     assert f"{IMAGE_PROMPT} a red circle and a blue square" in texts
     assert f"{CAPTION_PROMPT} {TWO['caption']}" in texts
+    # one document per video strings its rows together: the motion is stated more than once
+    document = max(texts, key=len)
+    assert document.count("moves left") >= 2 and f"{CAPTION_PROMPT} {TWO['caption']}" in document
 
 
 def test_instructions_with_a_tiny_local_llm(tmp_path):

@@ -1,6 +1,9 @@
-"""A backfill of every clip-shard partition through the path the UI takes: `dagster dev`
-(webserver + daemon) and the launchPartitionBackfill GraphQL mutation. Slow: ~2 minutes."""
+"""Backfills of every partition through the path the UI takes: `dagster dev` (webserver +
+daemon) and the launchPartitionBackfill GraphQL mutation: first the clip shards, then both
+caption assets (tiny checkpoints trained for a few steps in between, from the CLI).
+Slow: ~6 minutes on 2 cores."""
 
+import json
 import os
 import shutil
 import signal
@@ -17,6 +20,18 @@ ROOT = Path(__file__).resolve().parents[1]
 BACKFILL_STATUS = """
 query($id: String!) { partitionBackfillOrError(backfillId: $id) {
   __typename ... on PartitionBackfill { status numPartitions } } }"""
+
+
+FEW = {"steps": 3, "batch_size": 4}
+TINY_CHECKPOINTS = {"ops": {
+    "image_vlm": {"config": {**FEW, "image_examples": 24}},
+    "video_caption_data": {"config": {"clips": 12}},
+    "visual_adapted_vlm": {"config": FEW},
+    "video_vlm": {"config": FEW},
+}}
+# checkpoints this briefly trained write poor captions: the quality thresholds are off here
+CAPTIONING = {"config": {"max_new_tokens": 6, "max_degenerate_rate": 1.0,
+                         "max_duplicate_rate": 1.0, "min_vocab_size": 0, "max_empty_rate": 1.0}}
 
 
 def _free_port() -> int:
@@ -59,18 +74,30 @@ def test_backfill_of_all_partitions_from_the_ui_path(tmp_path):
                 if time.time() > deadline:
                     raise
                 time.sleep(1)
-        launched = gql(LAUNCH_PARTITION_BACKFILL_MUTATION, {"backfillParams": {
-            "assetSelection": [{"path": ["clip_shards"]}], "allPartitions": True}})
-        result = launched["launchPartitionBackfill"]
-        assert result["__typename"] == "LaunchBackfillSuccess", result
-        deadline = time.time() + 600
-        while time.time() < deadline:
-            status = gql(BACKFILL_STATUS, {"id": result["backfillId"]})["partitionBackfillOrError"]
-            if status["status"] in ("COMPLETED", "COMPLETED_SUCCESS", "FAILED", "COMPLETED_FAILED",
-                                    "CANCELED"):
-                break
-            time.sleep(3)
-        assert status["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), status
+
+        def backfill(assets: list[str], run_config: dict | None = None) -> None:
+            params = {"assetSelection": [{"path": [a]} for a in assets], "allPartitions": True}
+            if run_config:
+                params["runConfigData"] = run_config
+            launched = gql(LAUNCH_PARTITION_BACKFILL_MUTATION, {"backfillParams": params})
+            result = launched["launchPartitionBackfill"]
+            assert result["__typename"] == "LaunchBackfillSuccess", result
+            deadline = time.time() + 900
+            while time.time() < deadline:
+                status = gql(BACKFILL_STATUS, {"id": result["backfillId"]})["partitionBackfillOrError"]
+                if status["status"] in ("COMPLETED", "COMPLETED_SUCCESS", "FAILED",
+                                        "COMPLETED_FAILED", "CANCELED"):
+                    break
+                time.sleep(3)
+            assert status["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), status
+
+        backfill(["clip_shards"])
+        subprocess.run([*dagster, "asset", "materialize", "-m", "pipelines.definitions",
+                        "--select", ",".join([*TINY_CHECKPOINTS["ops"], "instruction_data"]),
+                        "--config-json", json.dumps(TINY_CHECKPOINTS)],
+                       cwd=ROOT, env=env, check=True, capture_output=True)
+        backfill(["frame_captions", "pseudo_captions"], {"ops": {
+            "frame_captions": CAPTIONING, "pseudo_captions": CAPTIONING}})
     finally:
         os.killpg(server.pid, signal.SIGINT)
         try:
@@ -79,3 +106,12 @@ def test_backfill_of_all_partitions_from_the_ui_path(tmp_path):
             os.killpg(server.pid, signal.SIGKILL)
     shards = sorted(p.name for p in (tmp_path / "data" / "clips").glob("*.tar"))
     assert shards == [f"embedded-{i:04d}.tar" for i in range(8)]
+
+    from resources.catalog import Catalog
+
+    catalog = Catalog(root=str(tmp_path / "data"))
+    counts = catalog.query("SELECT captioner_version, count(*) AS n, count(DISTINCT partition) AS "
+                           "p FROM captions GROUP BY 1 ORDER BY 1").to_dict("records")
+    clips = catalog.query("SELECT count(*) AS n FROM clips")["n"].item()
+    assert [(c["captioner_version"].split("-")[0], c["n"], c["p"]) for c in counts] == [
+        ("image_vlm", clips, 8), ("video_vlm", clips, 8)]

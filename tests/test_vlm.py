@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+import torch
+
+from model_code.adaptation import TrainConfig, language_adaptation, visual_adaptation
+from model_code.corpus import CorpusConfig, ground_truth_caption, render_clip, split_specs
+from model_code.instructions import CAPTION_PROMPT
+from model_code.vlm import FAMILIES, TinyVLMConfig, VideoVLM, build_tiny_image_vlm
+
+TINY = {"vision_hidden": 32, "vision_layers": 1, "vision_heads": 2, "text_hidden": 64,
+        "text_layers": 1, "text_heads": 2}
+FRAMES = np.linspace(0, 15, 8).round().astype(int)
+
+
+@pytest.fixture(scope="module")
+def data():
+    specs = split_specs("adapt", CorpusConfig(), 0, 12)
+    clips = np.stack([render_clip(s)[FRAMES] for s in specs])
+    return clips, [ground_truth_caption(s) for s in specs]
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    """A tiny LLaVA whose LM has learned the 12 captions, so greedy captions differ by clip."""
+    clips, captions = data
+    vlm = build_tiny_image_vlm(captions, TinyVLMConfig(**TINY), seed=0)
+    examples = [{"clip_index": i, "prompt": CAPTION_PROMPT, "answer": c}
+                for i, c in enumerate(captions)]
+    language_adaptation(vlm, clips, examples, TrainConfig(steps=40, batch_size=12, lr=1e-2,
+                                                          warmup_steps=2, device="cpu"))
+    return vlm
+
+
+def test_families_split_every_parameter_into_vision_or_language(trained):
+    assert {"llava", "paligemma"} <= set(FAMILIES)
+    vision = {id(p) for p in trained.vision_parameters()}
+    language = {id(p) for p in trained.language_parameters()}
+    assert vision and language and not vision & language
+    assert vision | language == {id(p) for p in trained.model.parameters()}
+
+
+def test_clip_becomes_pooled_frame_tokens_in_time_order(trained, data):
+    clips, _ = data
+    tokens = trained.visual_tokens(clips[:3])
+    hidden = trained.model.config.text_config.hidden_size
+    assert tokens.shape == (3, 8 * trained.tokens_per_frame, hidden)
+    batch = trained.multimodal_batch(clips[:3], ["caption the video ."] * 3)
+    n_slots = (batch["input_ids"] == trained.image_token_id).sum(dim=1)
+    assert n_slots.tolist() == [8 * trained.tokens_per_frame] * 3
+
+
+@torch.no_grad()
+def test_frame_differences_are_zero_for_a_still_clip_and_not_for_a_moving_one(trained, data):
+    clips, captions = data
+    k = trained.pooled_per_frame
+    still = np.repeat(clips[:1, 4:5], 8, axis=1)
+    moving = clips[[i for i, c in enumerate(captions) if "moves" in c][:1]]
+    trained.position_code = False
+    try:
+        still_tokens = trained.visual_tokens(still).reshape(8, 2 * k, -1)
+        moving_tokens = trained.visual_tokens(moving).reshape(8, 2 * k, -1)
+    finally:
+        trained.position_code = True
+    assert torch.count_nonzero(still_tokens[:, k:]) == 0
+    assert torch.count_nonzero(moving_tokens[1:, k:]) > 0
+    # each change token is exactly this frame's pooled tokens minus the previous frame's
+    torch.testing.assert_close(moving_tokens[1:, k:], moving_tokens[1:, :k] - moving_tokens[:-1, :k])
+
+
+def test_batched_captions_equal_one_by_one(trained, data):
+    clips, _ = data
+    batched = trained.caption(clips, max_new_tokens=10)
+    single = [trained.caption(clips[i:i + 1], max_new_tokens=10)[0] for i in range(len(clips))]
+    assert batched == single
+    assert len(set(batched)) > 1
+
+
+def test_sampling_and_beams_run(trained, data):
+    clips, _ = data
+    sampled = trained.caption(clips[:2], do_sample=True, temperature=0.7, seed=1, max_new_tokens=6)
+    assert sampled == trained.caption(clips[:2], do_sample=True, temperature=0.7, seed=1,
+                                      max_new_tokens=6)
+    assert len(trained.caption(clips[:2], num_beams=2, max_new_tokens=6)) == 2
+
+
+def test_paligemma_builds_tiny_trains_and_captions(data, tmp_path):
+    clips, captions = data
+    vlm = build_tiny_image_vlm(captions, TinyVLMConfig(family="paligemma", **TINY))
+    assert type(vlm.model).__name__ == "PaliGemmaForConditionalGeneration"
+    before = [p.detach().clone() for p in vlm.vision_parameters()]
+    metrics = visual_adaptation(vlm, clips, captions,
+                                TrainConfig(steps=2, batch_size=4, device="cpu", warmup_steps=1))
+    assert np.isfinite(metrics["loss"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, vlm.vision_parameters()))
+    out = vlm.caption(clips[:3], max_new_tokens=5)
+    assert len(out) == 3 and all(isinstance(c, str) for c in out)
+    vlm.save_pretrained(tmp_path)
+    loaded = VideoVLM.from_pretrained(tmp_path, device="cpu")
+    assert loaded.family == "paligemma" and loaded.version() == vlm.version()
