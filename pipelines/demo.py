@@ -1,12 +1,19 @@
-"""The whole pipeline on the embedded default corpus, in order, through Dagster (so every run,
+"""The whole pipeline on the embedded default corpus through Dagster (so every run,
 materialization and check is in the instance the UI shows), ending with the benchmark table.
 
     .venv/bin/python -m pipelines.demo     (DAGSTER_HOME set by .ci/demo)
+
+The main lane runs the VLM chain in this process. The branches that do not wait for it (the
+alt-text and ground-truth dual encoders; the per-frame baseline once image_vlm exists) run
+meanwhile in a second process (`--lane second`), as a second worker of a Dagster executor
+would; the tiny models train on one core each. The corpus is captioned by the command a user
+types: a CLI backfill of every partition in one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +24,8 @@ from dagster import AssetCheckKey, AssetKey, DagsterInstance, materialize
 from pipelines.definitions import defs
 
 ASSETS = list(defs.assets)
+SCORED = ["dual_encoder", "benchmark_scores"]
+SECOND_LANE_SOURCES = ("alt_text", "ground_truth")
 
 
 def _materialize(instance, resources, names: list[str], partition_key: str | None = None) -> list[str]:
@@ -34,7 +43,7 @@ def _materialize(instance, resources, names: list[str], partition_key: str | Non
 
 
 def _cli_backfill(instance, names: list[str], partitions: list[str]) -> list[str]:
-    """What a user types to caption the whole corpus: one CLI backfill of every partition in a
+    """Caption every partition as a user would: `dagster asset materialize` over the range in a
     single run (one model load per captioner). Failed quality checks are reported, not fatal."""
     cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "pipelines.definitions",
            "--select", ",".join(names), "--partition-range", f"{partitions[0]}...{partitions[-1]}"]
@@ -56,62 +65,127 @@ def _cli_backfill(instance, names: list[str], partitions: list[str]) -> list[str
             failed.append(f"{key.to_user_string()}: {evaluation.description}")
             print(f"[demo] check failed: {failed[-1]}", flush=True)
     if done.returncode and not failed:
-        raise SystemExit(f"captioning backfill failed:\n{done.stderr[-3000:]}")
+        raise SystemExit(f"materializing {names} {partitions} failed:\n{done.stderr[-3000:]}")
     return failed
+
+
+class Demo:
+    def __init__(self, lane: str):
+        self.lane = lane
+        self.instance = DagsterInstance.get()
+        self.resources = dict(defs.resources)
+        self.failed_checks: list[str] = []
+
+    def shards(self) -> list[str]:
+        return self.instance.get_dynamic_partitions("clip_shards")
+
+    def step(self, label: str, names: list[str], partitions: list[str | None] = (None,),
+             cli: bool = False) -> None:
+        start = time.perf_counter()
+        if cli:
+            self.failed_checks.extend(_cli_backfill(self.instance, names, partitions))
+        else:
+            for p in partitions:
+                self.failed_checks.extend(_materialize(self.instance, self.resources, names, p))
+        lane = "" if self.lane == "main" else " (lane 2)"
+        print(f"[demo] {label}{lane}: {time.perf_counter() - start:.1f}s", flush=True)
+
+
+def second_lane(demo: Demo, image_ready) -> None:
+    """The branches that do not wait for the VLM chain; frame captions once image_ready()."""
+    for source in SECOND_LANE_SOURCES:
+        demo.step(f"dual_encoder + benchmark_scores [{source}]", SCORED, [source])
+    if not image_ready():
+        raise SystemExit("the main lane stopped before image_vlm")
+    shards = demo.shards()
+    demo.step(f"frame_captions x{len(shards)}", ["frame_captions"], shards)
+    demo.step("dual_encoder + benchmark_scores [frame_captions]", SCORED, ["frame_captions"])
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--start-at", default="", help="skip the steps before the one whose "
-                        "label starts with this asset name (they must be materialized)")
+                        "label starts with this asset name (they must be materialized); "
+                        "resumes in one lane")
+    parser.add_argument("--lane", default="main", choices=("main", "second"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--report", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    instance = DagsterInstance.get()
-    resources = dict(defs.resources)
-    timings: list[tuple[str, float]] = []
-    failed_checks: list[str] = []
-    skipping = bool(args.start_at)
+    import torch
 
-    def step(label: str, names: list[str], partitions: list[str | None] = (None,),
-             cli: bool = False) -> None:
-        nonlocal skipping
-        skipping = skipping and not label.startswith(args.start_at)
-        if skipping:
-            return
-        start = time.perf_counter()
-        if cli:
-            failed_checks.extend(_cli_backfill(instance, names, partitions))
-        for p in [] if cli else partitions:
-            failed_checks.extend(_materialize(instance, resources, names, p))
-        timings.append((label, time.perf_counter() - start))
-        print(f"[demo] {label}: {timings[-1][1]:.1f}s", flush=True)
+    if args.lane == "second":  # waits for a line on stdin: image_vlm is materialized
+        torch.set_num_threads(1)
+        demo = Demo("second")
+        second_lane(demo, lambda: bool(sys.stdin.readline()))
+        with open(args.report, "w") as f:
+            json.dump(demo.failed_checks, f)
+        return
 
+    demo = Demo("main")
     total = time.perf_counter()
-    step("clip_shard_plan", ["clip_shard_plan"])
-    shards = instance.get_dynamic_partitions("clip_shards")
-    step(f"clip_shards x{len(shards)}", ["clip_shards"], shards)
-    step("image_vlm", ["image_vlm"])
-    step("video_caption_data + retrieval_benchmark", ["video_caption_data", "retrieval_benchmark"])
-    step("visual_adapted_vlm (stage 1)", ["visual_adapted_vlm"])
-    step("instruction_data", ["instruction_data"])
-    step("video_vlm (stage 2)", ["video_vlm"])
-    step("captioner_eval", ["captioner_eval"])
-    step(f"frame_captions + pseudo_captions x{len(shards)} (CLI backfill)",
-         ["frame_captions", "pseudo_captions"], shards, cli=True)
-    step("caption_statistics", ["caption_statistics"])
-    sources = defs.resolve_assets_def("dual_encoder").partitions_def.get_partition_keys()
-    for s in sources:
-        step(f"dual_encoder + benchmark_scores [{s}]", ["dual_encoder", "benchmark_scores"], [s])
-    step("ablation_table + video_index", ["ablation_table", "video_index"])
+    labels = ["clip_shard_plan", "clip_shards", "video_caption_data", "image_vlm",
+              "second lane", "visual_adapted_vlm", "instruction_data", "video_vlm",
+              "captioner_eval", "pseudo_captions", "dual_encoder [pseudo_captions]",
+              "caption_statistics", "ablation_table"]
+    start = 0
+    if args.start_at:
+        start = next((i for i, x in enumerate(labels) if x.startswith(args.start_at)), None)
+        if start is None:
+            raise SystemExit(f"--start-at {args.start_at!r} matches none of {labels}")
+    todo = set(labels[start:])
+    lane = None
+    if "clip_shard_plan" in todo:
+        demo.step("clip_shard_plan", ["clip_shard_plan"])
+    if "clip_shards" in todo:
+        demo.step(f"clip_shards x{len(demo.shards())}", ["clip_shards"], demo.shards())
+    if "video_caption_data" in todo:
+        demo.step("video_caption_data + retrieval_benchmark",
+                  ["video_caption_data", "retrieval_benchmark"])
+    if "image_vlm" in todo:  # the second lane runs beside it, one core each
+        report = demo.resources["store"].path("demo_second_lane.json")
+        report.unlink(missing_ok=True)
+        lane = subprocess.Popen([sys.executable, "-m", "pipelines.demo", "--lane", "second",
+                                 "--report", str(report)], stdin=subprocess.PIPE, text=True)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        demo.step("image_vlm", ["image_vlm"])
+        lane.stdin.write("image_vlm\n")
+        lane.stdin.close()
+    elif "second lane" in todo:
+        second_lane(demo, lambda: True)
+    if "visual_adapted_vlm" in todo:
+        demo.step("visual_adapted_vlm (stage 1)", ["visual_adapted_vlm"])
+    if "instruction_data" in todo:
+        demo.step("instruction_data", ["instruction_data"])
+    if "video_vlm" in todo:
+        demo.step("video_vlm (stage 2)", ["video_vlm"])
+    if lane is not None:  # both cores for what follows
+        if lane.wait() != 0 or not report.exists():
+            raise SystemExit("the second lane failed; see its runs in the UI")
+        demo.failed_checks.extend(json.loads(report.read_text()))
+        torch.set_num_threads(threads)
+    if "captioner_eval" in todo:
+        demo.step("captioner_eval", ["captioner_eval"])
+    if "pseudo_captions" in todo:
+        shards = demo.shards()
+        demo.step(f"pseudo_captions x{len(shards)} (CLI backfill)", ["pseudo_captions"], shards,
+                  cli=True)
+    if "dual_encoder [pseudo_captions]" in todo:
+        demo.step("dual_encoder + benchmark_scores [pseudo_captions]", SCORED,
+                  ["pseudo_captions"])
+    if "caption_statistics" in todo:
+        demo.step("caption_statistics", ["caption_statistics"])
+    demo.step("ablation_table + video_index", ["ablation_table", "video_index"])
     wall = time.perf_counter() - total
 
-    store = resources["store"]
+    store = demo.resources["store"]
     print("\n== captioner_eval (held-out clips) ==")
     _print_json_table(store.path("captioner_eval.json"))
     print("\n== caption statistics (corpus) ==")
     _print_json_table(store.path("caption_statistics.json"))
     print("\n== ablation table: dual encoder by caption source (held-out benchmark) ==")
     print(store.path("ablation_table.md").read_text())
-    for f in failed_checks:
+    for f in demo.failed_checks:
         print(f"failed check: {f}")
     print(f"\nwall time: {wall / 60:.1f} min; data root: {store.root}")
 
