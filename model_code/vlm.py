@@ -247,7 +247,9 @@ class VideoVLM:
             tokens = torch.cat([tokens, change], dim=2)
         if self.position_code:
             code = frame_slot_code(t * repeats, self.tokens_per_frame, d)
-            tokens = tokens + code.to(tokens) * tokens.detach().pow(2).mean().sqrt()
+            # scaled to each clip's own token RMS: a clip's tokens never depend on its batch
+            rms = tokens.detach().pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
+            tokens = tokens + code.to(tokens) * rms
         return tokens.reshape(b, -1, d)
 
     def encode_text(self, text: str) -> list[int]:

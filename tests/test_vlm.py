@@ -69,6 +69,10 @@ def test_frame_differences_are_zero_for_a_still_clip_and_not_for_a_moving_one(tr
 
 def test_batched_captions_equal_one_by_one(trained, data):
     clips, _ = data
+    with torch.no_grad():  # a clip's visual tokens do not depend on the clips batched with it
+        together = trained.visual_tokens(clips)
+        alone = torch.cat([trained.visual_tokens(clips[i:i + 1]) for i in range(len(clips))])
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
     batched = trained.caption(clips, max_new_tokens=10)
     single = [trained.caption(clips[i:i + 1], max_new_tokens=10)[0] for i in range(len(clips))]
     assert batched == single
