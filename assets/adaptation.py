@@ -30,6 +30,8 @@ class TrainingConfig(Config):
 
 class LanguageAdaptationConfig(TrainingConfig):
     steps: int = 1200
+    lora_rank: int = Field(default=0, description="0 = tune the whole LM; r > 0 = rank-r LoRA "
+                           "adapters (peft) merged into the weights at the end")
 
 
 class ImageVLMConfig(TrainingConfig):
@@ -82,7 +84,7 @@ def _samples(vlm, clips, keys: list[str], refs: list[str], n: int = 6) -> Metada
                      for k, c, r in zip(keys, captions, refs)])
 
 
-@asset(group_name="adaptation", code_version="1", pool="gpu")
+@asset(group_name="adaptation", code_version="2", pool="gpu")
 def image_vlm(
     context: AssetExecutionContext,
     config: ImageVLMConfig,
@@ -187,7 +189,7 @@ def _version(store: ArtifactStore, name: str) -> str:
     return read_lineage(store.checkpoint(name))["version"]
 
 
-@asset(group_name="adaptation", code_version="1", deps=[image_vlm, video_caption_data], pool="gpu")
+@asset(group_name="adaptation", code_version="2", deps=[image_vlm, video_caption_data], pool="gpu")
 def visual_adapted_vlm(
     context: AssetExecutionContext, config: TrainingConfig, store: ArtifactStore,
     tracking: MlflowTracking,
@@ -210,7 +212,7 @@ def visual_adapted_vlm(
     return checkpoint_result(folder, lineage, {"sample_captions": _samples(vlm, clips, keys, captions)})
 
 
-@asset(group_name="adaptation", code_version="1", deps=[video_caption_data])
+@asset(group_name="adaptation", code_version="2", deps=[video_caption_data])
 def instruction_data(
     context: AssetExecutionContext, config: InstructionDataConfig, store: ArtifactStore
 ) -> MaterializeResult:
@@ -241,7 +243,7 @@ def instruction_data(
     )
 
 
-@asset(group_name="adaptation", code_version="1", deps=[visual_adapted_vlm, instruction_data],
+@asset(group_name="adaptation", code_version="2", deps=[visual_adapted_vlm, instruction_data],
        pool="gpu")
 def video_vlm(
     context: AssetExecutionContext, config: LanguageAdaptationConfig, store: ArtifactStore,
@@ -260,9 +262,10 @@ def video_vlm(
     examples = [{"clip_index": index[r["key"]], "prompt": r["prompt"], "answer": r["answer"],
                  "type": r["type"]} for r in rows.to_dict("records") if r["key"] in index]
     train_config = config.train_config()
-    metrics, run_id = _train(tracking, "video_vlm", {**vars(train_config), "examples": len(examples)},
+    metrics, run_id = _train(tracking, "video_vlm", {**vars(train_config), "examples": len(examples),
+                                                       "lora_rank": config.lora_rank},
                              language_adaptation, vlm=vlm, clips=clips, examples=examples,
-                             config=train_config,
+                             config=train_config, lora_rank=config.lora_rank,
                              state_path=store.path("training_state", "video_vlm.pt"))
     folder = store.checkpoint("video_vlm")
     lineage = _save_checkpoint(

@@ -206,9 +206,15 @@ def language_adaptation(
     config: TrainConfig,
     on_metrics: MetricsCallback | None = None,
     state_path: str | Path | None = None,
+    lora_rank: int = 0,
+    lora_alpha: float | None = None,
 ) -> dict:
-    """Stage 2: the full LM learns from instruction rows {clip_index, prompt, answer, type};
-    vision tower + projector frozen."""
+    """Stage 2: the LM learns from instruction rows {clip_index, prompt, answer, type};
+    vision tower + projector frozen.
+
+    lora_rank=0 tunes the whole LM; lora_rank=r trains rank-r LoRA adapters (peft) on the LM's
+    attention and MLP projections only, then merges them into the weights, so the checkpoint
+    is a plain model of the same architecture."""
 
     def batch(rng: np.random.Generator) -> list[dict]:
         rows = [examples[i] for i in _pick(rng, len(examples), config.batch_size)]
@@ -218,4 +224,23 @@ def language_adaptation(
             [r["answer"] for r in rows],
         )]
 
-    return _train(vlm, batch, vlm.language_parameters(), config, on_metrics, state_path)
+    if lora_rank <= 0:
+        return _train(vlm, batch, vlm.language_parameters(), config, on_metrics, state_path)
+
+    from peft import LoraConfig, LoraModel
+
+    language = vlm.language_parameters()
+    owned = {id(p) for p in language}
+    targets = [name for name, module in vlm.model.named_modules()
+               if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in LORA_TARGETS
+               and all(id(p) in owned for p in module.parameters())]
+    lora = LoraModel(vlm.model, LoraConfig(r=lora_rank, lora_alpha=lora_alpha or 2 * lora_rank,
+                                           target_modules=targets, lora_dropout=0.0), "default")
+    params = [p for name, p in vlm.model.named_parameters() if "lora_" in name]
+    metrics = _train(vlm, batch, params, config, on_metrics, state_path)
+    vlm.model = lora.merge_and_unload()
+    metrics.update(lora_rank=lora_rank, lora_targets=len(targets))
+    return metrics
+
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

@@ -1,7 +1,7 @@
 """Backfills of every partition through the path the UI takes: `dagster dev` (webserver +
 daemon) and the launchPartitionBackfill GraphQL mutation: first the clip shards, then both
 caption assets (tiny checkpoints trained for a few steps in between, from the CLI).
-Slow: ~6 minutes on 2 cores."""
+Slow: ~7.5 minutes on 2 cores."""
 
 import json
 import os

@@ -54,6 +54,26 @@ def test_stage2_leaves_vision_and_projector_untouched(data):
     assert not _same(lm, vlm.language_parameters())
 
 
+def test_stage2_lora_trains_adapters_only_and_merges_them_into_a_plain_model(data, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    clips, captions = data
+    vlm = _vlm(captions)
+    lm, vision = _snapshot(vlm.language_parameters()), _snapshot(vlm.vision_parameters())
+    examples = [{"clip_index": i, "prompt": "what moves ?", "answer": c, "type": "detailed"}
+                for i, c in enumerate(captions)]
+    metrics = language_adaptation(vlm, clips, examples, STEPS, lora_rank=4)
+    assert _same(vision, vlm.vision_parameters())
+    assert not _same(lm, vlm.language_parameters())  # the adapters, merged
+    assert 0 < metrics["trainable_params"] < sum(p.numel() for p in lm) / 4
+    assert metrics["lora_targets"] == 7 * TINY.text_layers
+    assert not any("lora" in name for name in vlm.model.state_dict())
+    vlm.save_pretrained(tmp_path / "ckpt")
+    plain = AutoModelForImageTextToText.from_pretrained(tmp_path / "ckpt", local_files_only=True)
+    for name, tensor in vlm.model.state_dict().items():
+        assert torch.equal(tensor, plain.state_dict()[name])
+
+
 def test_save_load_round_trip_gives_identical_outputs(data, tmp_path):
     from transformers import AutoModelForImageTextToText
 
