@@ -113,7 +113,7 @@ def training_pairs(source: str, catalog: Catalog, store: ArtifactStore):
           AssetDep(frame_captions, partition_mapping=AllPartitionMapping()),
           AssetDep(pseudo_captions, partition_mapping=AllPartitionMapping()),
           retrieval_benchmark],
-    code_version="1",
+    code_version="2",
     pool="gpu",
 )
 def dual_encoder(
@@ -134,7 +134,7 @@ def dual_encoder(
         ShardPairs,
         train_dual_encoder,
     )
-    from model_code.training import atomic_dir
+    from model_code.training import atomic_dir, seed_everything
 
     source = context.partition_key
     pairs = training_pairs(source, catalog, store)
@@ -143,6 +143,7 @@ def dual_encoder(
         if getattr(config, name):
             setattr(train_config, name, getattr(config, name))
     classes = json.loads(store.path("benchmark", "classes.json").read_text())
+    seed_everything(config.seed)  # initial weights from the seed, not from what ran before
     model = build_dual_encoder(
         pairs["caption"].tolist() + benchmark.class_prompt_texts(classes), loss=config.loss,
         vision_path=config.vision_path or None, text_path=config.text_path or None)

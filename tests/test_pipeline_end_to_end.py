@@ -102,6 +102,19 @@ def test_ablation_table_has_a_row_per_caption_source(pipeline):
     assert all("motion_acc" in r for r in evals)
 
 
+def test_retraining_a_dual_encoder_gives_the_same_weights(pipeline):
+    import torch
+
+    from model_code.lineage import folder_hash
+
+    resources, instance, _ = pipeline
+    folder = resources["store"].checkpoint("dual_encoder/alt_text")
+    before = folder_hash(folder)
+    torch.rand(1000)  # whatever ran before in the process must not change the initial weights
+    _run(instance, resources, ["dual_encoder"], "alt_text")
+    assert folder_hash(folder) == before
+
+
 def test_video_index_answers_a_text_query(pipeline):
     from model_code.dual_encoder import DualEncoder, embed_texts
     from model_code.video_index import search
