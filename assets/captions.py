@@ -90,15 +90,17 @@ def caption_partitions(
     for partition in context.partition_keys:
         batches = shards.ClipBatches([store.shard(partition)], vlm.num_frames, config.batch_size,
                                      config.num_workers)
-        if frame_mode == "middle":  # the per-frame baseline: one still frame, as the image VLM knows
-            batches_in = ((k, f[:, f.shape[1] // 2 : f.shape[1] // 2 + 1].repeat(f.shape[1], 1))
-                          for k, f in batches)
+        if frame_mode == "middle":  # the per-frame baseline: the middle frame as a still clip,
+            # as the image VLM learned; encoded once and shown num_frames times
+            batches_in = ((k, f[:, f.shape[1] // 2 : f.shape[1] // 2 + 1]) for k, f in batches)
+            repeats = vlm.num_frames
         else:
-            batches_in = iter(batches)
+            batches_in, repeats = iter(batches), 1
         rows = [{"key": key, "caption": caption, "captioner_version": version,
                  "prompt": vlm.prompt, "partition": partition,
                  "generation": json.dumps(generation, sort_keys=True)}
-                for key, caption in caption_batches(vlm, batches_in, **generation)]
+                for key, caption in caption_batches(vlm, batches_in, repeats=repeats,
+                                                    **generation)]
         df = pd.DataFrame(rows, columns=CAPTION_COLUMNS)
         store.write_parquet(store.captions(version, partition), df)
         store.write_bytes(store.path("caption_rejects", version, f"{partition}.parquet"),

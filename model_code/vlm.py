@@ -1,9 +1,11 @@
 """The video VLM: an image VLM that reads a clip as T frames in time order.
 
-Each frame goes through the vision tower and projector on its own; its visual tokens are
-(optionally) average-pooled to `tokens_per_frame` and the frames' tokens are concatenated in
-time order in front of the prompt. The language model sees them as a sequence, so frame
-order reaches it through its positions. The checkpoint is a plain Hugging Face
+Each frame goes through the vision tower and projector on its own; its patch tokens are
+pooled (`pooling`: a grid of `tokens_per_frame` averages, or the mean and x/y moments),
+optionally followed by their change since the previous frame (`frame_differences`), and the
+frames' tokens are concatenated in time order in front of the prompt. The language model sees
+them as a sequence, so frame order reaches it through its positions (and, with
+`position_code`, through a fixed code of each token's frame and slot). The checkpoint is a plain Hugging Face
 `AutoModelForImageTextToText` folder; the few video settings live in `vidistill.json` beside it.
 """
 
@@ -126,7 +128,7 @@ class TinyVLMConfig:
     text_heads: int = 4
     num_frames: int = 8
     pooling: str = "moments"
-    tokens_per_frame: int = 3  # for pooling="grid": a square dividing the patch grid
+    tokens_per_frame: int = 4  # pooling="grid" only: a square dividing the patch grid
     position_code: bool = True
     frame_differences: bool = True
     max_position_embeddings: int = 256
@@ -178,8 +180,6 @@ class VideoVLM:
             pooled = 3
         else:
             pooled = tokens_per_frame or self.patches_per_frame
-            if frame_differences and tokens_per_frame:
-                pooled //= 2
             side = round(pooled**0.5)
             grid = round(self.patches_per_frame**0.5)
             if side * side != pooled or grid % side:
@@ -187,8 +187,8 @@ class VideoVLM:
                     f"{pooled} pooled tokens per frame must be a square whose side "
                     f"divides the {grid}x{grid} patch grid"
                 )
-        self.pooled_per_frame = pooled
-        self.tokens_per_frame = pooled * (2 if frame_differences else 1)
+        self.pooled_per_frame = pooled  # what pooling keeps of a frame
+        self.tokens_per_frame = pooled * (2 if frame_differences else 1)  # what the LM reads
         self.prompt = prompt
         self.position_code = position_code
         self.image_token_id = int(model.config.image_token_id)
@@ -303,25 +303,14 @@ class VideoVLM:
     # --- captioning ------------------------------------------------------------------------
 
     @torch.no_grad()
-    def caption(
-        self,
-        clips: np.ndarray,
-        prompt: str | None = None,
-        max_new_tokens: int = 24,
-        do_sample: bool = False,
-        num_beams: int = 1,
-        temperature: float = 1.0,
-        seed: int = 0,
-    ) -> list[str]:
-        """Captions for uint8 clips [B, T, H, W, 3]: one batched, KV-cached `generate`."""
-        batch = self.multimodal_batch(clips, [prompt or self.prompt] * len(clips))
-        return self._generate(batch, max_new_tokens, do_sample, num_beams, temperature, seed)
-
-    def caption_images(self, frames: np.ndarray, prompt: str | None = None, **generation) -> list[str]:
-        """Captions for single frames [B, H, W, 3], each shown as a still clip of num_frames:
-        the form in which the image VLM learned to caption."""
-        prompts = [prompt or IMAGE_PROMPT] * len(frames)
-        batch = self.multimodal_batch(np.asarray(frames)[:, None], prompts, repeats=self.num_frames)
+    def caption(self, clips: np.ndarray, prompt: str | None = None, repeats: int = 1,
+                **generation) -> list[str]:
+        """Captions for uint8 clips [B, T, H, W, 3]: one batched, KV-cached `generate`
+        (options: see _generate). `repeats` shows each frame that many times in a row, encoded
+        once: a single frame [B, 1, H, W, 3] with repeats=num_frames is a still clip, the form
+        in which the image VLM learned to caption."""
+        batch = self.multimodal_batch(clips, [prompt or self.prompt] * len(clips),
+                                      repeats=repeats)
         return self._generate(batch, **generation)
 
     @torch.no_grad()
@@ -374,7 +363,7 @@ class VideoVLM:
         settings = {
             "family": self.family,
             "num_frames": self.num_frames,
-            "tokens_per_frame": self.tokens_per_frame,
+            "tokens_per_frame": self.pooled_per_frame,
             "pooling": self.pooling,
             "prompt": self.prompt,
             "position_code": self.position_code,
