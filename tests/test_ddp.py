@@ -164,8 +164,8 @@ def test_gathered_loss_gradients_equal_one_process_on_the_global_batch(ddp_resul
 @pytest.mark.parametrize("loss", LOSSES)
 def test_ddp_on_two_processes_trains_like_one_process(ddp_results, loss, tmp_path):
     train_once(loss, tmp_path / "single.pt")
-    single = torch.load(tmp_path / "single.pt")
-    ddp = torch.load(ddp_results / f"ddp-{loss}.pt")
+    single = torch.load(tmp_path / "single.pt", weights_only=True)
+    ddp = torch.load(ddp_results / f"ddp-{loss}.pt", weights_only=True)
     assert len(single["losses"]) == len(ddp["losses"]) == 2
     assert ddp["losses"][0] == pytest.approx(
         single["losses"][0], abs=1e-6

@@ -4,22 +4,12 @@ import json
 
 import pytest
 from dagster import instance_for_test, materialize
+from tiny_runs import CAPTIONING, FEW, RUN_CONFIG
 
 from pipelines.definitions import defs, make_resources
 from resources.sources import ClipSource
 
 ASSETS = list(defs.assets)
-FEW = {"steps": 3, "batch_size": 4}
-RUN_CONFIG = {"ops": {
-    "image_vlm": {"config": {**FEW, "image_examples": 24}},
-    "video_caption_data": {"config": {"clips": 12}},
-    "visual_adapted_vlm": {"config": FEW},
-    "video_vlm": {"config": FEW},
-    "retrieval_benchmark": {"config": {"clips": 10}},
-    "dual_encoder": {"config": {"steps": 2, "batch_size": 8}},
-}}
-CAPTIONING = {"config": {"batch_size": 8, "max_new_tokens": 6, "num_workers": 0,
-                         "max_empty_rate": 1.0, "max_degenerate_rate": 1.0, "max_duplicate_rate": 1.0, "min_vocab_size": 0}}
 
 
 def _run(instance, resources, names, partition_key=None, extra=None):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from tiny_runs import CAPTIONING, RUN_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKFILL_STATUS = """
@@ -22,16 +23,8 @@ query($id: String!) { partitionBackfillOrError(backfillId: $id) {
   __typename ... on PartitionBackfill { status numPartitions } } }"""
 
 
-FEW = {"steps": 3, "batch_size": 4}
-TINY_CHECKPOINTS = {"ops": {
-    "image_vlm": {"config": {**FEW, "image_examples": 24}},
-    "video_caption_data": {"config": {"clips": 12}},
-    "visual_adapted_vlm": {"config": FEW},
-    "video_vlm": {"config": FEW},
-}}
-# checkpoints this briefly trained write poor captions: the quality thresholds are off here
-CAPTIONING = {"config": {"max_new_tokens": 6, "max_degenerate_rate": 1.0,
-                         "max_duplicate_rate": 1.0, "min_vocab_size": 0, "max_empty_rate": 1.0}}
+TINY_CHECKPOINTS = {"ops": {name: RUN_CONFIG["ops"][name] for name in (
+    "image_vlm", "video_caption_data", "visual_adapted_vlm", "video_vlm")}}
 
 
 def _free_port() -> int:
