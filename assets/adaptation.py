@@ -1,6 +1,7 @@
 """Adaptation group: an image VLM becomes a video VLM in two stages (DESIGN.md, step 1)."""
 
 import json
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
@@ -66,8 +67,6 @@ def _train(tracking: MlflowTracking, name: str, params: dict, fn, **kwargs) -> t
 
 def _save_checkpoint(vlm, folder: Path, tracking_run: str, metrics: dict, parents: dict,
                      config, data: dict) -> dict:
-    from dataclasses import asdict
-
     from model_code.lineage import write_lineage
     from model_code.training import atomic_dir
 
@@ -119,8 +118,7 @@ def image_vlm(
          for s in specs], seed=config.seed)
     vlm = build_tiny_image_vlm(texts + still, TinyVLMConfig(), seed=config.seed)
     train_config = config.train_config()
-    text_config = config.train_config()
-    text_config.steps, text_config.batch_size = config.text_steps, 32
+    text_config = replace(train_config, steps=config.text_steps, batch_size=32)
     metrics, run_id = _train(tracking, "image_vlm", {**vars(train_config), "examples": len(specs),
                                                      "text_steps": config.text_steps},
                              pretrain_image_vlm, vlm=vlm, frames=frames, captions=still, texts=texts,

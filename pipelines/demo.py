@@ -191,8 +191,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _print_json_table(path) -> None:
-    import json
-
     import pandas as pd
 
     with pd.option_context("display.width", 200, "display.max_columns", 30,
