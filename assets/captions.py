@@ -28,7 +28,10 @@ CAPTION_COLUMNS = ["key", "caption", "captioner_version", "prompt", "partition",
 
 class CaptioningConfig(Config):
     batch_size: int = 32
-    num_workers: int = Field(default=1, description="DataLoader processes decoding clips")
+    decode_workers: int | None = Field(
+        default=None, ge=0, description="processes decoding clips while the model captions "
+        "(they split each shard's clips); unset = the cores this step may use, 0 = decode in "
+        "the step's own process")
     max_new_tokens: int = 24
     do_sample: bool = False
     num_beams: int = 1
@@ -71,52 +74,54 @@ def caption_partitions(
     context: AssetExecutionContext, checkpoint: str, frame_mode: str, config: CaptioningConfig,
     store: ArtifactStore,
 ) -> MaterializeResult:
-    """Caption each partition of the run with one checkpoint; one Parquet file per partition
-    per captioner version, replaced atomically; undecodable clips become rejects."""
+    """Caption each partition of the run with one checkpoint (loaded once per run); one Parquet
+    file per partition per captioner version, replaced atomically; undecodable clips become
+    rejects."""
     import pandas as pd
 
     from model_code import shards
-    from model_code.captioning import caption_batches
+    from model_code.captioning import CaptionRun, caption_shards
     from model_code.lineage import read_lineage
-    from model_code.vlm import VideoVLM
 
     folder = store.checkpoint(checkpoint)
     version = f"{checkpoint}-{read_lineage(folder)['version']}"
-    vlm = VideoVLM.from_pretrained(folder, device=config.device)
     generation = {"max_new_tokens": config.max_new_tokens, "do_sample": config.do_sample,
                   "num_beams": config.num_beams, "temperature": config.temperature,
                   "seed": config.seed}
-    all_captions, samples, total_rejects = [], [], 0
-    for partition in context.partition_keys:
-        batches = shards.ClipBatches([store.shard(partition)], vlm.num_frames, config.batch_size,
-                                     config.num_workers)
-        if frame_mode == "middle":  # the per-frame baseline: the middle frame as a still clip,
-            # as the image VLM learned; encoded once and shown num_frames times
-            batches_in = ((k, f[:, f.shape[1] // 2 : f.shape[1] // 2 + 1]) for k, f in batches)
-            repeats = vlm.num_frames
-        else:
-            batches_in, repeats = iter(batches), 1
+    partitions = context.partition_keys
+    run = CaptionRun()
+    all_captions, samples, total_rejects, wait_s, generate_s = [], [], 0, 0.0, 0.0
+    for result in caption_shards(folder, [store.shard(p) for p in partitions], frame_mode,
+                                 config.batch_size, config.decode_workers, config.device, run,
+                                 **generation):
+        partition = partitions[result.shard]
         rows = [{"key": key, "caption": caption, "captioner_version": version,
-                 "prompt": vlm.prompt, "partition": partition,
+                 "prompt": run.prompt, "partition": partition,
                  "generation": json.dumps(generation, sort_keys=True)}
-                for key, caption in caption_batches(vlm, batches_in, repeats=repeats,
-                                                    **generation)]
+                for key, caption in result.captions]
         df = pd.DataFrame(rows, columns=CAPTION_COLUMNS)
         store.write_parquet(store.captions(version, partition), df)
         store.write_bytes(store.path("caption_rejects", version, f"{partition}.parquet"),
-                          shards.rejects_bytes([{**r, "source": partition} for r in batches.rejects]))
-        total_rejects += len(batches.rejects)
+                          shards.rejects_bytes([{**r, "source": partition} for r in result.rejects]))
+        total_rejects += len(result.rejects)
+        wait_s, generate_s = wait_s + result.wait_s, generate_s + result.generate_s
         all_captions += df["caption"].tolist()
         samples += rows[:3]
-        context.log.info(f"{partition}: {len(df)} captions, {len(batches.rejects)} rejects")
-    index = _clip_index(store, context.partition_keys)
+        context.log.info(f"{partition}: {len(df)} captions, {len(result.rejects)} rejects, "
+                         f"{result.generate_s:.1f}s generating, {result.wait_s:.1f}s waiting "
+                         "for frames")
+    index = _clip_index(store, partitions)
     sample_rows = [{"key": r["key"], "alt_text": index.get(r["key"], ""), "caption": r["caption"]}
                    for r in samples[:8]]
-    one = context.partition_keys[0] if len(context.partition_keys) == 1 else None
+    one = partitions[0] if len(partitions) == 1 else None
     return MaterializeResult(
         metadata={"captioner_version": version, "captions": len(all_captions),
                   "rejects": total_rejects, "samples": md_table(sample_rows, 8),
-                  "path": MetadataValue.path(str(store.captions(version, one or "*")))},
+                  "path": MetadataValue.path(str(store.captions(version, one or "*"))),
+                  "decode_workers": run.decode_workers,
+                  "model_load_s": round(run.load_s, 2),
+                  "first_batch_wait_s": round(run.first_batch_wait_s, 3),
+                  "frame_wait_share": round(wait_s / max(wait_s + generate_s, 1e-9), 4)},
         check_results=[caption_quality(all_captions, config)],
         data_version=DataVersion(file_version(store.captions(version, one))) if one else None,
     )

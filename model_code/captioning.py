@@ -1,16 +1,25 @@
-"""Pseudo-captioning: stream (keys, clips) batches through a VLM, one batched generate each."""
+"""Pseudo-captioning: stream (keys, clips) batches through a VLM, one batched generate each.
+
+A caption step starts its decode workers first, then imports torch and loads the model, so
+the first frames are ready when the model is; while the model generates, the workers decode
+the next batches. The loop records how long it waited for frames.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import json
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from model_code.vlm import VideoVLM
+from model_code.lineage import VIDISTILL_FILE
 
 
 def caption_batches(
-    vlm: VideoVLM,
+    vlm,
     batches: Iterable[tuple[list[str], np.ndarray]],
     prompt: str | None = None,
     **generation,
@@ -23,3 +32,92 @@ def caption_batches(
         if len(keys) != len(clips):
             raise ValueError(f"{len(keys)} keys for {len(clips)} clips")
         yield from zip(keys, vlm.caption(clips, prompt=prompt, **generation), strict=True)
+
+
+def frames_per_clip(checkpoint: str | Path) -> int:
+    """How many frames the VLM checkpoint reads per clip (its vidistill.json; 8 without one),
+    known before the model is loaded so that decoding can start first."""
+    settings = Path(checkpoint) / VIDISTILL_FILE
+    return int(json.loads(settings.read_text()).get("num_frames", 8)) if settings.exists() else 8
+
+
+@dataclass
+class ShardCaptions:
+    """The captions of one shard, its rejects, and where the time went."""
+
+    shard: int
+    captions: list[tuple[str, str]] = field(default_factory=list)
+    rejects: list[dict] = field(default_factory=list)
+    wait_s: float = 0.0  # waiting for decoded frames, after the first batch
+    generate_s: float = 0.0
+
+
+@dataclass
+class CaptionRun:
+    """Filled while `caption_shards` runs: the loaded model's prompt and the run's timings."""
+
+    prompt: str = ""
+    decode_workers: int = 0
+    load_s: float = 0.0
+    first_batch_wait_s: float = 0.0
+
+
+def caption_shards(
+    checkpoint: str | Path,
+    shards: Sequence[str | Path],
+    frame_mode: str = "clip",
+    batch_size: int = 32,
+    decode_workers: int | None = None,
+    device: str = "auto",
+    run: CaptionRun | None = None,
+    **generation,
+) -> Iterator[ShardCaptions]:
+    """Caption every usable clip of `shards` with the VLM at `checkpoint`, shard by shard, in
+    tar order; one ShardCaptions per shard (also for a shard with no usable clip).
+
+    frame_mode "clip" shows the VLM the clip's frames; "middle" shows its middle frame as a
+    still clip (the per-frame baseline: encoded once, repeated num_frames times)."""
+    from model_code.shards import ClipStream
+
+    if frame_mode not in ("clip", "middle"):
+        raise ValueError(f"frame_mode must be 'clip' or 'middle', not {frame_mode!r}")
+    run = run if run is not None else CaptionRun()
+    started = time.perf_counter()
+    num_frames = frames_per_clip(checkpoint)
+    with ClipStream(shards, num_frames, decode_workers) as stream:  # decoding starts here
+        from model_code.vlm import VideoVLM
+
+        vlm = VideoVLM.from_pretrained(checkpoint, device=device)
+        run.prompt, run.decode_workers = vlm.prompt, stream.workers
+        run.load_s = time.perf_counter() - started
+        repeats = vlm.num_frames if frame_mode == "middle" else 1
+        results = [ShardCaptions(i) for i in range(len(shards))]
+        done = 0
+        batches = stream.batches(batch_size)
+        first = True
+        while True:
+            t0 = time.perf_counter()
+            batch = next(batches, None)
+            waited = time.perf_counter() - t0
+            if first:
+                run.first_batch_wait_s, waited, first = waited, 0.0, False
+            if batch is None:
+                break
+            shard, keys, clips = batch
+            while done < shard:  # earlier shards are complete
+                yield _finish(results[done], stream.rejects)
+                done += 1
+            if frame_mode == "middle":
+                clips = clips[:, clips.shape[1] // 2 : clips.shape[1] // 2 + 1]
+            t1 = time.perf_counter()
+            captions = vlm.caption(clips, repeats=repeats, **generation)
+            results[shard].generate_s += time.perf_counter() - t1
+            results[shard].wait_s += waited
+            results[shard].captions += list(zip(keys, captions, strict=True))
+        for result in results[done:]:
+            yield _finish(result, stream.rejects)
+
+
+def _finish(result: ShardCaptions, rejects: list[dict]) -> ShardCaptions:
+    result.rejects = [r for r in rejects if r["shard"] == result.shard]
+    return result

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 LINEAGE_FILE = "lineage.json"
+VIDISTILL_FILE = "vidistill.json"  # a VLM checkpoint's video settings (num_frames, pooling, ...)
 
 
 def folder_hash(folder: str | Path, pattern: str = "*.safetensors") -> str:

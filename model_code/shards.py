@@ -8,18 +8,20 @@ instead of failing the shard.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import io
+import itertools
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import numpy as np
-import torch
 
 from model_code import corpus, video
 
@@ -69,31 +71,84 @@ def check_key(key: str) -> str:
 # --- reading ---------------------------------------------------------------------------------
 
 
-def _safe_samples(samples: Iterable[dict], on_reject: Callable[[Reject], None]) -> Iterator[dict]:
-    for s in samples:
-        key = s.get("__key__", "")
-        try:
-            check_key(key)
-        except ValueError as e:
-            on_reject({"key": key, "reason": str(e)})
-            continue
-        missing = [ext for ext in ("mp4", "json") if ext not in s]
+@dataclass(frozen=True)
+class Member:
+    """One sample of a shard: its key and where its files lie in the tar (offset, size)."""
+
+    key: str
+    files: dict[str, tuple[int, int]]
+
+
+def shard_members(path: str | Path, on_reject: Callable[[Reject], None]) -> list[Member]:
+    """The samples of a shard from its tar headers, without reading any video: samples are
+    the runs of files with the same key (webdataset's convention). A member that is not a
+    regular file, a key that could escape a folder, or a sample without its .mp4 or .json is
+    a reject, not a failure; so is an unreadable tar."""
+    import tarfile
+
+    from webdataset.tariterators import base_plus_ext
+
+    members: list[Member] = []
+    key, files, rejected = None, {}, None
+
+    def close() -> None:
+        if key is None or key == rejected:
+            return
+        missing = [ext for ext in ("mp4", "json") if ext not in files]
         if missing:
             on_reject({"key": key, "reason": f"incomplete sample: no .{', .'.join(missing)}"})
-            continue
-        yield s
+        else:
+            members.append(Member(key, dict(files)))
+
+    def reject(reason: str) -> None:
+        nonlocal rejected
+        on_reject({"key": key, "reason": reason})
+        rejected = key
+
+    try:
+        with tarfile.open(path) as tar:
+            for info in tar:
+                base, ext = base_plus_ext(info.name)
+                if base is None:
+                    continue  # folders and names without an extension: not part of a sample
+                if base != key:
+                    close()
+                    key, files = base, {}
+                    try:
+                        check_key(key)
+                    except ValueError as e:
+                        reject(str(e))
+                if key == rejected:
+                    continue
+                if not info.isreg():
+                    reject(f"{info.name} is not a regular file (link or device)")
+                    continue
+                files[ext] = (info.offset_data, info.size)
+            close()
+    except (tarfile.TarError, OSError) as e:
+        on_reject({"key": None, "reason": f"unreadable tar data: {e}"})
+    return members
 
 
-def _decoded(samples: Iterable[dict], num_frames: int, on_reject) -> Iterator[tuple[str, np.ndarray, dict]]:
-    for s in samples:
-        key = s["__key__"]
-        try:
-            meta = json.loads(s["json"])
-            frames = video.sample_frames(s["mp4"], num_frames, size=(meta["width"], meta["height"]))
-        except (video.VideoError, ValueError, KeyError) as e:
-            on_reject({"key": key, "reason": f"{type(e).__name__}: {e}"})
-            continue
-        yield key, frames, meta
+def decode_members(
+    path: str, members: Sequence[Member], num_frames: int
+) -> tuple[list[tuple[str, np.ndarray, dict]], list[Reject]]:
+    """(key, frames uint8 [num_frames, H, W, 3], json meta) of each member that decodes, and a
+    reject with its reason for each that does not. Runs in decode workers: no torch here."""
+    rows, rejects = [], []
+    with open(path, "rb") as f:
+        for m in members:
+            try:
+                meta = json.loads(_read(f, m.files["json"]))
+                rows.append((m.key, video.sample_frames(_read(f, m.files["mp4"]), num_frames), meta))
+            except (video.VideoError, ValueError, KeyError) as e:
+                rejects.append({"key": m.key, "reason": f"{type(e).__name__}: {e}"})
+    return rows, rejects
+
+
+def _read(f, where: tuple[int, int]) -> bytes:
+    f.seek(where[0])
+    return f.read(where[1])
 
 
 def _log_reject(reject: Reject) -> None:
@@ -106,52 +161,109 @@ def iter_shard(
     path: str | Path | list[str | Path],
     num_frames: int,
     on_reject: Callable[[Reject], None] | None = None,
-    split_by_worker: bool = True,
+    reader: tuple[int, int] = (0, 1),
 ) -> Iterator[tuple[str, np.ndarray, dict]]:
-    """(key, frames uint8 [num_frames, H, W, 3], json meta) for every usable clip of the shard(s).
-
-    Bad clips go to `on_reject` (default: logged). Inside DataLoader workers and torchrun
-    ranks, each shard is read by one worker/rank only."""
-    import webdataset as wds
-
+    """(key, frames uint8 [num_frames, H, W, 3], json meta) for every usable clip of the shard(s),
+    decoded in this process. `reader=(i, n)` keeps the i-th of every n clips of each shard, so n
+    readers (torchrun ranks x DataLoader workers) split even a single shard without decoding
+    each other's clips. Bad clips go to `on_reject` (default: logged)."""
     on_reject = on_reject or _log_reject
-    urls = [str(p) for p in (path if isinstance(path, list) else [path])]
-    stages = [wds.SimpleShardList(urls)]
-    if split_by_worker:
-        stages += [wds.split_by_node, wds.split_by_worker]
+    i, n = reader
+    for p in path if isinstance(path, list) else [path]:
+        members = shard_members(p, on_reject)[i::n]
+        for start in range(0, len(members), 8):
+            rows, rejects = decode_members(str(p), members[start:start + 8], num_frames)
+            for r in rejects:
+                on_reject(r)
+            yield from rows
 
-    def handler(exn: Exception) -> bool:
-        on_reject({"key": None, "reason": f"unreadable tar data: {exn}"})
+
+def decode_workers(requested: int | None = None) -> int:
+    """Decode processes for a step: as requested, else the cores this process may use."""
+    if requested is not None:
+        return requested
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _decode_pool(workers: int):
+    """Worker processes forked from a fresh server that imported only this module (numpy,
+    PyAV, webdataset): not torch, not transformers, not the caller's __main__. Cheap to start,
+    and safe to fork whatever threads the caller runs."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["model_code.shards"])
+    return ProcessPoolExecutor(workers, mp_context=ctx)
+
+
+class ClipStream:
+    """The usable clips of shards, in shard then tar order, decoded by `workers` processes
+    (0: in this process) that split each shard's clips in chunks, so one shard keeps every
+    worker busy. Decoding starts at construction: create the stream, then load the model, and
+    the first frames are ready when it is. Iterate for (shard index, key, frames, meta); bad
+    clips are in `rejects` with the index of their shard under "shard"."""
+
+    def __init__(self, paths: Sequence[str | Path], num_frames: int, workers: int | None = None,
+                 chunk: int = 8, ahead: int | None = None):
+        self.paths = [str(p) for p in paths]
+        self.num_frames, self.chunk = num_frames, chunk
+        self.workers = decode_workers(workers)
+        self.rejects: list[Reject] = []
+        self._pool = _decode_pool(self.workers) if self.workers > 0 else None
+        self._tasks = self._chunks()
+        self._pending: collections.deque = collections.deque()
+        for _ in range(ahead or 2 * max(1, self.workers)):
+            if not self._submit():
+                break
+
+    def _chunks(self) -> Iterator[tuple[int, list[Member]]]:
+        for shard, path in enumerate(self.paths):
+            members = shard_members(path, lambda r, s=shard: self.rejects.append({**r, "shard": s}))
+            for start in range(0, len(members), self.chunk):
+                yield shard, members[start:start + self.chunk]
+
+    def _submit(self) -> bool:
+        task = next(self._tasks, None)
+        if task is None:
+            return False
+        shard, members = task
+        args = (self.paths[shard], members, self.num_frames)
+        if self._pool is None:
+            self._pending.append((shard, args))
+        else:
+            self._pending.append((shard, self._pool.submit(decode_members, *args)))
         return True
 
-    stages.append(wds.tarfile_to_samples(handler=handler))
-    pipeline = wds.DataPipeline(*stages)
-    yield from _decoded(_safe_samples(pipeline, on_reject), num_frames, on_reject)
+    def __iter__(self) -> Iterator[tuple[int, str, np.ndarray, dict]]:
+        try:
+            while self._pending:
+                shard, job = self._pending.popleft()
+                rows, rejects = decode_members(*job) if self._pool is None else job.result()
+                self._submit()
+                self.rejects += [{**r, "shard": shard} for r in rejects]
+                for key, frames, meta in rows:
+                    yield shard, key, frames, meta
+        finally:
+            self.close()
 
+    def batches(self, batch_size: int) -> Iterator[tuple[int, list[str], np.ndarray]]:
+        """(shard index, keys, frames [B, T, H, W, 3]); a batch never spans two shards."""
+        for shard, rows in itertools.groupby(self, key=lambda row: row[0]):
+            rows = iter(rows)
+            while chunk := list(itertools.islice(rows, batch_size)):
+                yield shard, [r[1] for r in chunk], np.stack([r[2] for r in chunk])
 
-@dataclass
-class ShardClips:
-    """A torch IterableDataset-like view of shards for DataLoader workers (decode in workers)."""
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
-    paths: list[str]
-    num_frames: int
-    rejects: list[Reject] = field(default_factory=list)
+    def __enter__(self) -> Self:
+        return self
 
-    def __iter__(self) -> Iterator[tuple[str, np.ndarray, dict]]:
-        return iter_shard(self.paths, self.num_frames, on_reject=self.rejects.append)
-
-
-def read_meta(path: str | Path) -> list[dict]:
-    """The json sidecars of a shard, without decoding video (fast: for catalogs and joins)."""
-    import tarfile
-
-    metas = []
-    with tarfile.open(path) as tar:
-        for m in tar:
-            if m.name.endswith(".json"):
-                check_key(m.name[: -len(".json")])
-                metas.append(json.loads(tar.extractfile(m).read()))
-    return metas
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 # --- sources: the embedded corpus, and real videos --------------------------------------------
@@ -212,32 +324,43 @@ def clip_windows(info: video.VideoInfo, source: VideoSource, cfg: IngestConfig) 
 
 
 def ingest_source(source: VideoSource, cfg: IngestConfig) -> tuple[list[Clip], list[Reject]]:
-    """Cut one video into fixed-size, fixed-fps h264 clips. Never raises for bad input:
-    an unusable source, or an unusable window of it, comes back as a reject with its reason."""
+    """Cut one video into fixed-size, fixed-fps h264 clips in one sequential decoding pass
+    (video.decode_windows); each window is encoded as soon as its frames are in. Never raises
+    for bad input: an unusable source, or an unusable window of it, comes back as a reject
+    with its reason."""
     sid = source_id(source)
     try:
-        info = video.probe(source.path, cfg.ffmpeg)
+        info = video.probe(source.path)
         if not info.has_video:
             raise video.VideoError("no video stream (audio-only or data file)")
         windows = clip_windows(info, source, cfg)
     except (video.VideoError, OSError, UnicodeError) as e:
         return [], [{"source": source.path, "key": sid, "reason": str(e)}]
-    clips, rejects = [], []
-    for i, (start, end) in enumerate(windows):
-        key = f"{sid}-{i:03d}"
-        try:
-            mp4 = video.transcode_clip(source.path, start, end, cfg.size, cfg.fps, ffmpeg=cfg.ffmpeg)
-            n = len(video.decode_frames(mp4, cfg.ffmpeg, size=(cfg.size, cfg.size)))
-            if n < cfg.min_frames:
-                raise video.VideoError(f"too short: {n} decodable frames < {cfg.min_frames}")
-        except video.VideoError as e:
-            rejects.append({"source": source.path, "key": key, "reason": str(e)})
-            continue
-        clips.append(Clip(key, mp4, {
-            "key": key, "source": source.path, "start": start, "end": end, "fps": cfg.fps,
-            "width": cfg.size, "height": cfg.size, "frames": n, "alt_text": source.alt_text,
-            "source_codec": info.codec, "source_width": info.width, "source_height": info.height,
-        }))
+    clips, rejects, done = [], [], set()
+
+    def reject(i: int, reason: str) -> None:
+        rejects.append({"source": source.path, "key": f"{sid}-{i:03d}", "reason": reason})
+
+    try:
+        for i, frames in video.decode_windows(source.path, windows, cfg.size, cfg.fps):
+            done.add(i)
+            if len(frames) < cfg.min_frames:
+                reject(i, f"too short: {len(frames)} decodable frames < {cfg.min_frames}")
+                continue
+            start, end = windows[i]
+            key = f"{sid}-{i:03d}"
+            clips.append(Clip(key, video.encode_frames(frames, cfg.fps, crf=20, ffmpeg=cfg.ffmpeg), {
+                "key": key, "source": source.path, "start": start, "end": end, "fps": cfg.fps,
+                "width": cfg.size, "height": cfg.size, "frames": len(frames),
+                "alt_text": source.alt_text, "source_codec": info.codec,
+                "source_width": info.width, "source_height": info.height,
+            }))
+        reason = "no decodable frames in this window (the video ends before it)"
+    except video.VideoError as e:
+        reason = str(e)
+    for i in range(len(windows)):
+        if i not in done:
+            reject(i, reason)
     return clips, rejects
 
 
@@ -297,86 +420,33 @@ def rejects_bytes(rejects: list[Reject]) -> bytes:
 
 
 def load_clips(
-    path: str | Path | list[str | Path], num_frames: int
+    path: str | Path | list[str | Path], num_frames: int, workers: int | None = None
 ) -> tuple[list[str], np.ndarray, list[dict], list[Reject]]:
     """A whole shard (or several) in memory: keys, frames [N, T, H, W, 3], metas, rejects.
-    For the small supervised sets; the large corpus is streamed with iter_shard."""
-    rejects: list[Reject] = []
-    rows = list(iter_shard(path, num_frames, on_reject=rejects.append, split_by_worker=False))
+    For the small supervised sets; the large corpus is streamed with ClipStream."""
+    paths = path if isinstance(path, list) else [path]
+    with ClipStream(paths, num_frames, workers) as stream:
+        rows = [row[1:] for row in stream]
     if not rows:
-        raise ValueError(f"no usable clips in {path} ({len(rejects)} rejects)")
+        raise ValueError(f"no usable clips in {path} ({len(stream.rejects)} rejects)")
     keys, frames, metas = zip(*rows)
-    return list(keys), np.stack(frames), list(metas), rejects
-
-
-def _identity(batch):
-    return batch
-
-
-class _BatchStream(torch.utils.data.IterableDataset):
-    """Worker side of ClipBatches: decode and batch; rejects ride along with each batch."""
-
-    def __init__(self, paths: list[str], num_frames: int, batch_size: int):
-        self.paths, self.num_frames, self.batch_size = paths, num_frames, batch_size
-
-    def __iter__(self):
-        rejects: list[Reject] = []
-        keys, frames = [], []
-        for key, f, _ in iter_shard(self.paths, self.num_frames, on_reject=rejects.append):
-            keys.append(key)
-            frames.append(f)
-            if len(keys) == self.batch_size:
-                yield keys, np.stack(frames), rejects
-                keys, frames, rejects = [], [], []
-        if keys or rejects:
-            yield keys, np.stack(frames) if frames else None, rejects
-
-
-class ClipBatches:
-    """Batches of (keys, frames [B, T, H, W, 3]) from shards, decoded in DataLoader worker
-    processes while the caller's model works. Rejects travel in the same stream (workers
-    cannot append to the parent's lists) and are collected in `self.rejects`."""
-
-    def __init__(self, paths: list[str | Path], num_frames: int, batch_size: int, num_workers: int = 1):
-        self.paths = [str(p) for p in paths]
-        self.num_frames, self.batch_size, self.num_workers = num_frames, batch_size, num_workers
-        self.rejects: list[Reject] = []
-
-    def __iter__(self) -> Iterator[tuple[list[str], np.ndarray]]:
-        workers = min(self.num_workers, len(self.paths))
-        loader = torch.utils.data.DataLoader(
-            _BatchStream(self.paths, self.num_frames, self.batch_size), batch_size=None,
-            num_workers=workers, multiprocessing_context="spawn" if workers else None,
-            collate_fn=_identity,
-        )
-        for keys, frames, rejects in loader:
-            self.rejects.extend(rejects)
-            if keys:
-                yield keys, frames
+    return list(keys), np.stack(frames), list(metas), stream.rejects
 
 
 _FRAMES_CACHE: dict[tuple, dict[str, np.ndarray]] = {}
 
 
-def frames_by_key(paths: list[str | Path], num_frames: int, threads: int = 2) -> dict[str, np.ndarray]:
+def frames_by_key(
+    paths: list[str | Path], num_frames: int, workers: int | None = None
+) -> dict[str, np.ndarray]:
     """key -> frames [T, H, W, 3] for every usable clip of the shards, decoded once per process
-    (ffmpeg subprocesses in `threads` threads) and cached while the shard files are unchanged:
-    training makes many passes, and several dual encoders read the same shards."""
-    import webdataset as wds
-
+    (by `workers` decode processes, default one per core) and cached while the shard files are
+    unchanged: training makes many passes, and several dual encoders read the same shards."""
     stamp = tuple((str(p), Path(p).stat().st_mtime_ns) for p in paths)
     cache_key = (stamp, num_frames)
     if cache_key not in _FRAMES_CACHE:
-        rejects: list[Reject] = []
-        pipeline = wds.DataPipeline(wds.SimpleShardList([str(p) for p in paths]),
-                                    wds.tarfile_to_samples())
-        samples = list(_safe_samples(pipeline, rejects.append))
-
-        def decode(s: dict):
-            return list(_decoded([s], num_frames, rejects.append))
-
-        with ThreadPoolExecutor(threads) as pool:
-            decoded = [row for rows in pool.map(decode, samples) for row in rows]
+        with ClipStream(paths, num_frames, workers) as stream:
+            decoded = {key: frames for _, key, frames, _ in stream}
         _FRAMES_CACHE.clear()  # keep one corpus in memory, not every version of it
-        _FRAMES_CACHE[cache_key] = {key: frames for key, frames, _ in decoded}
+        _FRAMES_CACHE[cache_key] = decoded
     return _FRAMES_CACHE[cache_key]

@@ -144,9 +144,11 @@ def _reader() -> tuple[int, int]:
 class ShardPairs(IterableDataset):
     """(frames, caption) for each captioned clip in webdataset shards, read lazily.
 
-    Shards are split across ranks and DataLoader workers (by iter_shard); with fewer shards
-    than readers, every reader scans all shards and keeps every n-th clip instead. Order is
-    shuffled per pass: shard order by a seed shared by all ranks, clips through a buffer."""
+    Every reader (torchrun rank x DataLoader worker) decodes its own share of each shard's
+    clips (shards.iter_shard's `reader`), so even one shard keeps every worker busy and no clip
+    is decoded twice. Order is shuffled per pass: shard order by a seed shared by all ranks,
+    pairs through a buffer that starts at `initial` and grows to `shuffle_buffer` (webdataset's
+    shuffle), so the first batch comes after a few clips, not after the buffer is full."""
 
     def __init__(
         self,
@@ -155,42 +157,33 @@ class ShardPairs(IterableDataset):
         num_frames: int,
         shuffle_buffer: int = 512,
         seed: int = 0,
+        initial: int = 32,
     ):
         self.shards = [str(s) for s in shards]
         self.captions = captions
         self.num_frames = num_frames
         self.shuffle_buffer = shuffle_buffer
+        self.initial = initial
         self.seed = seed
         self.passes = 0
 
-    def _clips(
-        self, shards: list[str], reader: int, readers: int
-    ) -> Iterator[tuple[str, np.ndarray]]:
+    def _pairs(self, shards: list[str], reader: tuple[int, int]) -> Iterator[tuple[np.ndarray, str]]:
         from model_code.shards import iter_shard
 
-        if len(shards) >= readers:
-            for key, frames, _ in iter_shard(shards, self.num_frames):
-                yield key, frames
-            return
-        clips = iter_shard(shards, self.num_frames, split_by_worker=False)
-        for i, (key, frames, _) in enumerate(clips):
-            if i % readers == reader:
-                yield key, frames
+        for key, frames, _ in iter_shard(shards, self.num_frames, reader=reader):
+            for caption in self.captions.get(key, ()):
+                yield frames, caption
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, str]]:
+        import webdataset as wds
+
         self.passes += 1
         reader, readers = _reader()
         shards = list(self.shards)
         random.Random(self.seed * 1_000_003 + self.passes).shuffle(shards)  # same on every rank
         rng = random.Random((self.seed * 1_000_003 + self.passes) * 4099 + reader)
-        buffer: list[tuple[np.ndarray, str]] = []
-        for key, frames in self._clips(shards, reader, readers):
-            for caption in self.captions.get(key, ()):
-                buffer.append((frames, caption))
-            while len(buffer) > self.shuffle_buffer:
-                yield buffer.pop(rng.randrange(len(buffer)))
-        rng.shuffle(buffer)
-        yield from buffer
+        shuffle = wds.shuffle(self.shuffle_buffer, initial=self.initial, rng=rng)
+        yield from shuffle(self._pairs(shards, (reader, readers)))
 
 
 # --- training --------------------------------------------------------------------------------

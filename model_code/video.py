@@ -1,17 +1,22 @@
-"""Video I/O through ffmpeg-python: probe, cut/scale/resample/encode clips, sample frames.
+"""Video I/O: decoding in-process with PyAV, encoding through ffmpeg-python.
 
-The ffmpeg binary is resolved from config, then PATH, then the static build bundled by the
-`imageio-ffmpeg` wheel, so a fresh machine needs no apt step. There is no ffprobe in that
-build: probing reads ffmpeg's own stream report.
+Frames are decoded in the process that needs them (PyAV bundles FFmpeg's libraries), and only
+the frames kept are converted to RGB. Conversion runs on one thread per call: PyAV's default
+starts a pool of scaler threads per frame when several CPUs are visible (thousands of threads,
+about 3x the CPU time); parallelism comes from decode workers instead. Encoding a clip is one
+ffmpeg process (the binary from config, PATH, or the static build of the `imageio-ffmpeg`
+wheel, so a fresh machine needs no apt step).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
+import itertools
 import os
-import re
 import shutil
-import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,120 +53,78 @@ class VideoInfo:
     codec: str | None
 
 
-_DURATION = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
-_VIDEO = re.compile(r"Stream #\S+.*?Video:\s*(\w+).*?,\s*(\d{1,5})x(\d{1,5})")
-_FPS = re.compile(r"(\d+(?:\.\d+)?)\s*(?:fps|tbr)")
+@contextlib.contextmanager
+def open_video(data: bytes | str | Path):
+    """(container, video stream) of a file or of mp4 bytes, with multi-threaded decoding;
+    VideoError with the reason when it cannot be opened or has no video stream."""
+    import av
 
-
-def probe(path: str | Path, ffmpeg: str | None = None) -> VideoInfo:
-    """Duration, fps, size and codec from ffmpeg's stream report (works without ffprobe)."""
-    path = Path(path)
-    if not path.exists():
-        raise VideoError(f"missing file: {path}")
-    if path.stat().st_size == 0:
-        raise VideoError("empty file (0 bytes)")
-    proc = subprocess.run(
-        [ffmpeg_binary(ffmpeg), "-hide_banner", "-nostdin", "-i", str(path)],
-        capture_output=True, text=True, errors="replace", timeout=60, check=False,
-    )
-    report = proc.stderr
-    if "Invalid data found" in report or "moov atom not found" in report:
-        raise VideoError("unreadable container (corrupt or not a video)")
-    m = _DURATION.search(report)
-    duration = float(m.group(1)) * 3600 + float(m.group(2)) * 60 + float(m.group(3)) if m else 0.0
-    v = _VIDEO.search(report)
-    if not v:
-        if "Stream #" in report:
-            return VideoInfo(duration, 0.0, 0, 0, has_video=False, codec=None)
-        raise VideoError("unreadable container (no streams)")
-    line = report[v.start(): report.find("\n", v.start())]
-    f = _FPS.search(line)
-    return VideoInfo(
-        duration=duration,
-        fps=float(f.group(1)) if f else 0.0,
-        width=int(v.group(2)),
-        height=int(v.group(3)),
-        has_video=True,
-        codec=v.group(1),
-    )
-
-
-def encode_frames(frames: np.ndarray, fps: int, crf: int = 18, ffmpeg: str | None = None) -> bytes:
-    """uint8 [T, H, W, 3] -> h264 mp4 bytes (yuv420p, faststart so it decodes from a pipe)."""
-    import ffmpeg as ff
-
-    t, h, w, _ = frames.shape
-    out, _ = (
-        ff.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=fps)
-        .output("pipe:", format="mp4", vcodec="libx264", pix_fmt="yuv420p", crf=crf,
-                preset="veryfast", movflags="frag_keyframe+empty_moov+faststart", g=t,
-                **{"x264-params": "log-level=error"})
-        .global_args("-hide_banner", "-loglevel", "error", "-nostdin")
-        .run(cmd=ffmpeg_binary(ffmpeg), input=np.ascontiguousarray(frames).tobytes(),
-             capture_stdout=True, capture_stderr=True)
-    )
-    return out
-
-
-def transcode_clip(
-    path: str | Path,
-    start: float,
-    end: float,
-    size: int,
-    fps: int,
-    crf: int = 20,
-    ffmpeg: str | None = None,
-) -> bytes:
-    """Cut [start, end), resample to `fps`, scale to fit size x size keeping aspect (pad the
-    rest), encode h264 mp4. Returns the mp4 bytes; raises VideoError with the reason."""
-    import ffmpeg as ff
-
-    stream = (
-        ff.input(str(path), ss=max(0.0, start), t=max(0.0, end - start))
-        .video.filter("fps", fps=fps)
-        .filter("scale", size, size, force_original_aspect_ratio="decrease")
-        .filter("pad", size, size, "(ow-iw)/2", "(oh-ih)/2")
-        .filter("setsar", 1)
-    )
+    if not isinstance(data, bytes):
+        path = Path(data)
+        if not path.exists():
+            raise VideoError(f"missing file: {path}")
+        if path.stat().st_size == 0:
+            raise VideoError("empty file (0 bytes)")
     try:
-        out, _ = (
-            stream.output("pipe:", format="mp4", vcodec="libx264", pix_fmt="yuv420p", crf=crf,
-                          preset="veryfast", an=None,
-                          movflags="frag_keyframe+empty_moov+faststart",
-                          **{"x264-params": "log-level=error"})
-            .global_args("-hide_banner", "-loglevel", "error", "-nostdin")
-            .run(cmd=ffmpeg_binary(ffmpeg), capture_stdout=True, capture_stderr=True)
-        )
-    except ff.Error as e:
-        raise VideoError(f"transcode failed: {_last_line(e.stderr)}") from None
-    if not out:
-        raise VideoError("transcode produced no frames")
-    return out
+        container = av.open(io.BytesIO(data) if isinstance(data, bytes) else str(data))
+    except (av.FFmpegError, UnicodeError) as e:
+        raise VideoError(f"unreadable container (corrupt or not a video): {e}") from None
+    with container:
+        if not container.streams.video:
+            raise VideoError("no video stream (audio-only or data file)")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        yield container, stream
 
 
-def decode_frames(
-    data: bytes | str | Path, ffmpeg: str | None = None, size: tuple[int, int] | None = None
-) -> np.ndarray:
-    """All frames of a video (bytes or a path) as uint8 [T, H, W, 3]. Pass `size` (w, h) when
-    known (shards record it) to skip probing."""
-    import ffmpeg as ff
-
-    source = "pipe:" if isinstance(data, bytes) else str(data)
-    w, h = size or _size_of(data, ffmpeg)
+def probe(path: str | Path) -> VideoInfo:
+    """Duration, fps, size and codec from the container, without decoding."""
     try:
-        out, _ = (
-            ff.input(source)
-            .output("pipe:", format="rawvideo", pix_fmt="rgb24")
-            .global_args("-hide_banner", "-loglevel", "error", "-nostdin")
-            .run(cmd=ffmpeg_binary(ffmpeg), input=data if isinstance(data, bytes) else None,
-                 capture_stdout=True, capture_stderr=True)
-        )
-    except ff.Error as e:
-        raise VideoError(f"decode failed: {_last_line(e.stderr)}") from None
-    n = len(out) // (w * h * 3)
-    if n == 0:
+        with open_video(path) as (container, stream):
+            if stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            else:
+                duration = (container.duration or 0) / 1_000_000
+            rate = stream.average_rate or stream.guessed_rate
+            ctx = stream.codec_context
+            return VideoInfo(
+                duration,
+                float(rate) if rate else 0.0,
+                ctx.width,
+                ctx.height,
+                has_video=True,
+                codec=ctx.name,
+            )
+    except VideoError as e:
+        if str(e).startswith("no video stream"):
+            return VideoInfo(0.0, 0.0, 0, 0, has_video=False, codec=None)
+        raise
+
+
+def _frames(container, stream) -> Iterator:
+    """Decoded frames in order; a decoding error mid-stream ends the clip with VideoError."""
+    import av
+
+    try:
+        yield from container.decode(stream)
+    except av.FFmpegError as e:
+        raise VideoError(f"decode failed: {e}") from None
+
+
+def _rgb(frame, width: int | None = None, height: int | None = None) -> np.ndarray:
+    return frame.to_ndarray(
+        format="rgb24", width=width, height=height, interpolation="BICUBIC", threads=1
+    )
+
+
+def decode_frames(data: bytes | str | Path) -> np.ndarray:
+    """All frames of a video (bytes or a path) as uint8 [T, H, W, 3]. For short clips: a long
+    source video belongs to decode_windows, which never holds it whole."""
+    with open_video(data) as (container, stream):
+        frames = [_rgb(f) for f in _frames(container, stream)]
+    if not frames:
         raise VideoError("no decodable frames")
-    return np.frombuffer(out[: n * w * h * 3], np.uint8).reshape(n, h, w, 3)
+    return np.stack(frames)
 
 
 def sample_indices(total: int, num: int) -> np.ndarray:
@@ -176,37 +139,135 @@ def sample_frames(
     num: int | None = None,
     times: list[float] | None = None,
     fps: float | None = None,
-    ffmpeg: str | None = None,
-    size: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """`num` frames spread evenly over the clip, or the frames at `times` (seconds, needs fps),
-    as uint8 [num, H, W, 3]. Short clips repeat frames rather than fail."""
-    frames = decode_frames(data, ffmpeg, size)
-    if times is not None:
-        if not fps:
-            raise ValueError("sampling at times needs the clip's fps")
-        idx = np.clip(np.round(np.asarray(times) * fps).astype(int), 0, len(frames) - 1)
+    as uint8 [num, H, W, 3]. Every frame is decoded (h264 needs them) but only the kept ones
+    are converted to RGB. Short clips repeat frames rather than fail."""
+    if times is not None and not fps:
+        raise ValueError("sampling at times needs the clip's fps")
+    with open_video(data) as (container, stream):
+        frames = _frames(container, stream)
+        if times is not None:
+            order = sorted(set(times))  # past the last frame, the last frame holds
+            origin = stream.start_time or 0
+            shown = list(_frames_at(frames, order, stream, origin, 0.5 / fps, float("inf")))
+            picked = dict(zip(order, shown))
+            chosen = [picked.get(t) for t in times]
+        else:
+            decoded = list(frames)  # YUV frames; converted below when kept
+            chosen = [decoded[i] for i in sample_indices(len(decoded), num or len(decoded))]
+        if not chosen or chosen[0] is None:
+            raise VideoError("no decodable frames")
+        converted = {id(f): _rgb(f) for f in chosen}
+        return np.stack([converted[id(f)] for f in chosen])
+
+
+def fit_size(width: int, height: int, size: int) -> tuple[int, int, int, int]:
+    """(w, h, x, y): the scaled size that fits size x size keeping the aspect ratio, and where
+    it sits, centred, as ffmpeg's `scale=size:size:force_original_aspect_ratio=decrease` then
+    `pad=size:size:(ow-iw)/2:(oh-ih)/2` place it (pad offsets even, for 4:2:0 chroma)."""
+    if width >= height:
+        w, h = size, max(1, round(height * size / width))
     else:
-        idx = sample_indices(len(frames), num or len(frames))
-    return frames[idx]
+        w, h = max(1, round(width * size / height)), size
+    return w, h, (size - w) // 2 & ~1, (size - h) // 2 & ~1
 
 
-def _size_of(data: bytes | str | Path, ffmpeg: str | None) -> tuple[int, int]:
-    if isinstance(data, bytes):
-        proc = subprocess.run(
-            [ffmpeg_binary(ffmpeg), "-hide_banner", "-nostdin", "-i", "pipe:"],
-            input=data[: 1 << 20], capture_output=True, timeout=60, check=False,
+def decode_windows(
+    path: str | Path, windows: list[tuple[float, float]], size: int, fps: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """One sequential decoding pass over a source video, cut into `windows` ([start, end) in
+    seconds, in time order): (window index, uint8 [n, size, size, 3]) at `fps`, each frame
+    scaled to fit size x size keeping the aspect ratio and padded black (centred), as ffmpeg's
+    fps + scale + pad filters do. Only kept frames are converted, straight to the small size,
+    and only the current window is held: memory stays small whatever the source's size and
+    length. Decoding starts at the keyframe before the first window and stops after the last."""
+    ticks = [
+        (i, s + k / fps)
+        for i, (s, e) in enumerate(windows)
+        for k in range(max(0, round((e - s) * fps)))
+    ]
+    if not ticks:
+        return
+    with open_video(path) as (container, stream):
+        w, h, x0, y0 = fit_size(stream.codec_context.width, stream.codec_context.height, size)
+        origin = stream.start_time or 0  # times count from the stream's first frame, as -ss does
+        if ticks[0][1] > 0:
+            target = origin + int(ticks[0][1] / stream.time_base)
+            container.seek(target, stream=stream, backward=True)
+        rate = float(stream.average_rate or stream.guessed_rate or fps)
+        shown = _frames_at(_frames(container, stream), [t for _, t in ticks], stream, origin,
+                           half=0.5 / fps, frame_seconds=1.0 / rate)
+        last: tuple = (None, None)
+
+        def small(frame) -> np.ndarray:
+            nonlocal last
+            if last[0] is not frame:  # a frame held over several ticks is converted once
+                out = np.zeros((size, size, 3), np.uint8)
+                out[y0 : y0 + h, x0 : x0 + w] = _rgb(frame, w, h)
+                last = (frame, out)
+            return last[1]
+
+        pairs = zip((i for i, _ in ticks), shown)  # stops where the video does
+        for window, group in itertools.groupby(pairs, key=lambda pair: pair[0]):
+            yield window, np.stack([small(frame) for _, frame in group])
+
+
+def _frames_at(frames: Iterator, times: list[float], stream, origin: int, half: float,
+               frame_seconds: float) -> Iterator:
+    """The frame on screen at each of `times` (ascending, seconds from the stream's `origin`
+    pts), as ffmpeg's fps filter picks it: the last frame that starts before the time plus half
+    an output frame. Past the last frame of the video it holds for one frame duration."""
+    t, previous = 0, None
+
+    def seconds(frame) -> float:
+        return float((frame.pts - origin) * stream.time_base) if frame.pts is not None else 0.0
+
+    for frame in frames:
+        start = seconds(frame)
+        while t < len(times) and start > times[t] + half:
+            yield previous if previous is not None else frame
+            t += 1
+        if t == len(times):
+            return
+        previous = frame
+    if previous is not None:
+        end = seconds(previous) + frame_seconds
+        while t < len(times) and times[t] < end - 1e-6:
+            yield previous
+            t += 1
+
+
+def encode_frames(frames: np.ndarray, fps: int, crf: int = 18, ffmpeg: str | None = None) -> bytes:
+    """uint8 [T, H, W, 3] -> h264 mp4 bytes (yuv420p, faststart so it decodes from a pipe)."""
+    import ffmpeg as ff
+
+    t, h, w, _ = frames.shape
+    try:
+        out, _ = (
+            ff.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=fps)
+            .output(
+                "pipe:",
+                format="mp4",
+                vcodec="libx264",
+                pix_fmt="yuv420p",
+                crf=crf,
+                preset="veryfast",
+                movflags="frag_keyframe+empty_moov+faststart",
+                g=t,
+                **{"x264-params": "log-level=error"},
+            )
+            .global_args("-hide_banner", "-loglevel", "error", "-nostdin")
+            .run(
+                cmd=ffmpeg_binary(ffmpeg),
+                input=np.ascontiguousarray(frames).tobytes(),
+                capture_stdout=True,
+                capture_stderr=True,
+            )
         )
-        report = proc.stderr.decode(errors="replace")
-    else:
-        info = probe(data, ffmpeg)
-        if not info.has_video:
-            raise VideoError("no video stream")
-        return info.width, info.height
-    v = _VIDEO.search(report)
-    if not v:
-        raise VideoError("no video stream")
-    return int(v.group(2)), int(v.group(3))
+    except ff.Error as e:
+        raise VideoError(f"encode failed: {_last_line(e.stderr)}") from None
+    return out
 
 
 def _last_line(stderr: bytes | None) -> str:

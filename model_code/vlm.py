@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from model_code.instructions import CAPTION_PROMPT, IMAGE_PROMPT
+from model_code.lineage import VIDISTILL_FILE
 from model_code.text import build_word_tokenizer
 from model_code.training import autocast, pick_device
 
-VIDISTILL_FILE = "vidistill.json"
 POOLINGS = ("grid", "moments")
 PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
 

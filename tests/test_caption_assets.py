@@ -9,7 +9,7 @@ from assets.captions import CaptioningConfig, caption_quality
 from model_code import corpus, shards
 from pipelines.definitions import defs, make_resources
 
-PERMISSIVE = {"batch_size": 4, "max_new_tokens": 4, "num_workers": 0, "max_empty_rate": 1.0,
+PERMISSIVE = {"batch_size": 4, "max_new_tokens": 4, "decode_workers": 0, "max_empty_rate": 1.0,
               "max_degenerate_rate": 1.0, "max_duplicate_rate": 1.0, "min_vocab_size": 0}
 
 

@@ -68,7 +68,7 @@ def test_ingest_of_mixed_folder_keeps_good_videos_and_rejects_bad_ones(mixed_fol
             assert rejected[name]
     assert len(used) + len(set(rejected) - used) == len(sources)  # counts conserve
     for c in clips:
-        frames = video.decode_frames(c.mp4, size=(64, 64))
+        frames = video.decode_frames(c.mp4)
         assert frames.shape[1:] == (64, 64, 3) and len(frames) >= cfg.min_frames
         assert c.meta["alt_text"] == f"alt {Path(c.meta['source']).name}"
     # a 3 s video cut into 1 s clips gives 3 clips
@@ -91,3 +91,61 @@ def test_manifest_csv_paths_are_relative_to_the_manifest(mixed_folder, tmp_path)
     with pytest.raises(ValueError, match="no 'path' column"):
         pd.DataFrame({"file": ["a.mp4"]}).to_csv(tmp_path / "bad.csv", index=False)
         shards.read_manifest(tmp_path / "bad.csv")
+
+
+def _numbered_video(path: Path, seconds: float, fps: int, size: str = "160x96") -> None:
+    """Source frame i shows its own index: top half grey (i % 10) * 25, bottom (i // 10) * 25."""
+    w, h = map(int, size.split("x"))
+    n = int(seconds * fps)
+    frames = np.zeros((n, h, w, 3), np.uint8)
+    for i in range(n):
+        frames[i, : h // 2] = (i % 10) * 25
+        frames[i, h // 2 :] = (i // 10) % 10 * 25
+    path.write_bytes(video.encode_frames(frames, fps, crf=1))
+
+
+def _shown_index(frame: np.ndarray) -> int:
+    top, bottom = frame[16:28, 24:40].mean(), frame[34:46, 24:40].mean()  # 64x38 at y=12
+    return int(round(top / 25)) + 10 * int(round(bottom / 25))
+
+
+def test_one_pass_ingest_cuts_todays_windows_with_the_frames_at_their_times(tmp_path):
+    src = tmp_path / "numbered.mp4"
+    _numbered_video(src, seconds=7.0, fps=10)
+    cfg = shards.IngestConfig(clip_seconds=2.0, size=64, fps=8)
+    source = shards.VideoSource(str(src), start=0.6, end=6.5)
+    clips, rejects = shards.ingest_source(source, cfg)
+    expected = shards.clip_windows(video.probe(src), source, cfg)
+    assert not rejects
+    assert [(c.meta["start"], c.meta["end"]) for c in clips] == expected
+    assert expected == [(0.6, 2.6), (2.6, 4.6), (4.6, 6.5)]
+    for clip in clips:
+        frames = video.decode_frames(clip.mp4)
+        assert len(frames) == clip.meta["frames"] == round((clip.meta["end"] - clip.meta["start"]) * 8)
+        for k, frame in enumerate(frames):
+            t = clip.meta["start"] + k / 8
+            # the source frame on screen at t (to half an output frame), as ffmpeg's fps filter
+            assert abs(_shown_index(frame) - t * 10) <= 0.5 / 8 * 10 + 1, (clip.key, k)
+        assert frames[:, :12].max() < 30  # 160x96 fits as 64x38: black bars above and below
+
+
+def test_ingest_of_a_long_720p_video_holds_a_few_windows_not_the_video(tmp_path):
+    import sys
+
+    src = tmp_path / "long.mp4"
+    subprocess.run([video.ffmpeg_binary(), "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=size=1280x720:rate=10:duration=60", "-c:v", "libx264", "-preset",
+                    "ultrafast", "-pix_fmt", "yuv420p", str(src)], check=True)
+    script = (
+        "import sys\n"
+        "from model_code import shards\n"
+        "cfg = shards.IngestConfig(clip_seconds=2.0, max_clips_per_video=30)\n"
+        "clips, rejects = shards.ingest_source(shards.VideoSource(sys.argv[1]), cfg)\n"
+        "assert len(clips) == 30 and not rejects, (len(clips), rejects)\n"
+        "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(src)], capture_output=True,
+                         text=True, check=True)
+    peak_mib = int(out.stdout.split()[-1]) // 1024  # VmHWM: this process's own peak, in kB
+    # 600 frames of 1280x720 RGB would be 1.6 GiB; a few 64x64 windows are nothing
+    assert peak_mib < 400, peak_mib

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import tarfile
 
+import numpy as np
 import pytest
 
 from model_code import corpus, shards
@@ -74,3 +75,43 @@ shards.write_shard({str(target)!r}, slow())
     proc.wait()
     assert not target.exists()
     assert [p.name for p in target.parent.iterdir() if not p.name.startswith(".")] == []
+
+
+def test_a_shard_split_across_three_decode_workers_yields_every_clip_once_in_tar_order(tmp_path):
+    clips = _clips(11)
+    a, b = tmp_path / "a.tar", tmp_path / "b.tar"
+    shards.write_shard(a, clips[:7])
+    shards.write_shard(b, clips[7:])
+    with shards.ClipStream([a, b], 4, workers=3, chunk=2) as stream:
+        rows = list(stream)
+    assert [(shard, key) for shard, key, _, _ in rows] == [
+        (0 if i < 7 else 1, c.key) for i, c in enumerate(clips)]
+    inline = list(shards.iter_shard([a, b], 4))
+    assert all(np.array_equal(r[2], i[1]) for r, i in zip(rows, inline, strict=True))
+    batches = list(shards.ClipStream([a, b], 4, workers=3, chunk=2).batches(3))
+    assert [(s, len(k)) for s, k, _ in batches] == [(0, 3), (0, 3), (0, 1), (1, 3), (1, 1)]
+
+
+def test_readers_split_a_single_shard_between_them(tmp_path):
+    clips = _clips(7)
+    path = tmp_path / "one.tar"
+    shards.write_shard(path, clips)
+    seen = [k for r in range(3) for k, _, _ in shards.iter_shard(path, 2, reader=(r, 3))]
+    assert sorted(seen) == sorted(c.key for c in clips)
+
+
+def test_links_in_a_shard_are_rejects_with_their_reason(tmp_path):
+    good = _clips(2)
+    path = tmp_path / "links.tar"
+    with tarfile.open(path, "w") as tar:
+        for clip in good[:1]:
+            for ext, data in (("mp4", clip.mp4), ("json", json.dumps(clip.meta).encode())):
+                info = tarfile.TarInfo(f"{clip.key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("sneaky.mp4")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    rejects = []
+    assert [k for k, _, _ in shards.iter_shard(path, 2, on_reject=rejects.append)] == [good[0].key]
+    assert rejects == [{"key": "sneaky", "reason": "sneaky.mp4 is not a regular file (link or device)"}]

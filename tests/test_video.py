@@ -30,17 +30,37 @@ def test_decoded_clip_matches_rendered_frames_at_requested_times(tmp_path):
         assert np.abs(f.astype(int) - frames[t].astype(int)).mean() < 6
 
 
-def test_transcode_cuts_scales_and_pads(tmp_path):
-    frames = np.zeros((40, 17, 33, 3), np.uint8)
-    frames[:, :, :, 0] = 200
-    src = tmp_path / "odd.mp4"
-    src.write_bytes(video.encode_frames(np.ascontiguousarray(frames[:, :16, :32]), 20))
-    out = video.transcode_clip(src, 0.5, 1.5, size=64, fps=8)
-    decoded = video.decode_frames(out)
-    assert decoded.shape[1:] == (64, 64, 3)
-    assert 7 <= len(decoded) <= 9
-    assert decoded[:, 32, 32, 0].mean() > 150  # content in the middle
-    assert decoded[:, 2, 32].mean() < 30  # letterbox padding top
+def test_decode_windows_cuts_scales_and_pads(tmp_path):
+    frames = np.zeros((40, 16, 32, 3), np.uint8)
+    frames[..., 0] = 200
+    src = tmp_path / "wide.mp4"
+    src.write_bytes(video.encode_frames(frames, 20))
+    ((index, out),) = list(video.decode_windows(src, [(0.5, 1.5)], size=64, fps=8))
+    assert index == 0 and out.shape == (8, 64, 64, 3)
+    assert out[:, 32, 32, 0].mean() > 150  # content in the middle
+    assert out[:, 2, 32].mean() < 30  # letterbox padding top
+
+
+def _reference_decode(mp4: bytes, size: tuple[int, int]) -> np.ndarray:
+    """Yesterday's decoder: every frame through an ffmpeg process, rgb24 on a pipe."""
+    import ffmpeg as ff
+
+    out, _ = (ff.input("pipe:").output("pipe:", format="rawvideo", pix_fmt="rgb24")
+              .global_args("-loglevel", "error", "-nostdin")
+              .run(cmd=video.ffmpeg_binary(), input=mp4, capture_stdout=True))
+    w, h = size
+    return np.frombuffer(out, np.uint8).reshape(-1, h, w, 3)
+
+
+def test_in_process_decode_equals_the_ffmpeg_process_on_embedded_clips():
+    from model_code import shards
+
+    specs = corpus.split_specs("corpus", corpus.CorpusConfig(), 0, 12)
+    for clip in shards.embedded_clips(specs):
+        reference = _reference_decode(clip.mp4, (64, 64))
+        idx = video.sample_indices(len(reference), 8)
+        assert np.array_equal(video.sample_frames(clip.mp4, 8), reference[idx]), clip.key
+        assert np.array_equal(video.decode_frames(clip.mp4), reference)
 
 
 def test_probe_reports_unusable_inputs(tmp_path):

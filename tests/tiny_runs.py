@@ -10,6 +10,6 @@ RUN_CONFIG = {"ops": {
     "dual_encoder": {"config": {"steps": 2, "batch_size": 8}},
 }}
 # checkpoints this briefly trained write poor captions: the quality thresholds are off here
-CAPTIONING = {"config": {"batch_size": 8, "max_new_tokens": 6, "num_workers": 0,
+CAPTIONING = {"config": {"batch_size": 8, "max_new_tokens": 6, "decode_workers": 0,
                          "max_empty_rate": 1.0, "max_degenerate_rate": 1.0,
                          "max_duplicate_rate": 1.0, "min_vocab_size": 0}}
