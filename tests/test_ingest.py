@@ -106,7 +106,7 @@ def _numbered_video(path: Path, seconds: float, fps: int, size: str = "160x96") 
 
 def _shown_index(frame: np.ndarray) -> int:
     top, bottom = frame[16:28, 24:40].mean(), frame[34:46, 24:40].mean()  # 64x38 at y=12
-    return int(round(top / 25)) + 10 * int(round(bottom / 25))
+    return round(float(top) / 25) + 10 * round(float(bottom) / 25)
 
 
 def test_one_pass_ingest_cuts_todays_windows_with_the_frames_at_their_times(tmp_path):
