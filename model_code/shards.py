@@ -193,7 +193,7 @@ def _decode_pool(workers: int):
     from concurrent.futures import ProcessPoolExecutor
 
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["model_code.shards"])
+    ctx.set_forkserver_preload(["model_code.shards", "av"])
     return ProcessPoolExecutor(workers, mp_context=ctx)
 
 

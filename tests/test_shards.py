@@ -115,3 +115,15 @@ def test_links_in_a_shard_are_rejects_with_their_reason(tmp_path):
     rejects = []
     assert [k for k, _, _ in shards.iter_shard(path, 2, on_reject=rejects.append)] == [good[0].key]
     assert rejects == [{"key": "sneaky", "reason": "sneaky.mp4 is not a regular file (link or device)"}]
+
+
+def test_decode_workers_import_neither_torch_nor_transformers():
+    import torch  # noqa: F401  the caller has torch loaded; its decode workers must not
+
+    pool = shards._decode_pool(1)
+    try:
+        loaded = pool.submit(eval, "set(__import__('sys').modules)").result(timeout=60)
+    finally:
+        pool.shutdown()
+    assert {"model_code.shards", "av"} <= loaded  # preloaded by the fork server
+    assert not {"torch", "transformers", "dagster"} & loaded
