@@ -1,9 +1,10 @@
 """Webdataset clip shards: write them atomically, read them back as frames, ingest real videos.
 
-A shard is `clips/{partition}.tar` holding `{key}.mp4` (h264) and `{key}.json` per clip.
-Reading is a composition of small webdataset stages (shard list -> split by node/worker ->
-samples -> safe keys -> decode); a clip that fails any stage becomes a reject with its reason
-instead of failing the shard.
+A shard is `clips/{partition}.tar` holding `{key}.mp4` (h264) and `{key}.json` per clip,
+written with webdataset's TarWriter. Reading starts from the shard's tar headers (where each
+sample's files lie), so any reader can decode any share of a shard's clips by seeking to them:
+decode workers split one shard in chunks, training readers take every n-th clip. A clip that
+cannot be read or decoded becomes a reject with its reason instead of failing the shard.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import io
 import itertools
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -71,6 +73,11 @@ def check_key(key: str) -> str:
 # --- reading ---------------------------------------------------------------------------------
 
 
+_SAMPLE_FILE = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
+"""key and extension of a tar member, as webdataset groups them (its `base_plus_ext`; importing
+webdataset would import torch, which indexing a shard does not need)."""
+
+
 @dataclass(frozen=True)
 class Member:
     """One sample of a shard: its key and where its files lie in the tar (offset, size)."""
@@ -85,8 +92,6 @@ def shard_members(path: str | Path, on_reject: Callable[[Reject], None]) -> list
     regular file, a key that could escape a folder, or a sample without its .mp4 or .json is
     a reject, not a failure; so is an unreadable tar."""
     import tarfile
-
-    from webdataset.tariterators import base_plus_ext
 
     members: list[Member] = []
     key, files, rejected = None, {}, None
@@ -108,9 +113,10 @@ def shard_members(path: str | Path, on_reject: Callable[[Reject], None]) -> list
     try:
         with tarfile.open(path) as tar:
             for info in tar:
-                base, ext = base_plus_ext(info.name)
-                if base is None:
+                named = _SAMPLE_FILE.match(info.name)
+                if named is None:
                     continue  # folders and names without an extension: not part of a sample
+                base, ext = named.groups()
                 if base != key:
                     close()
                     key, files = base, {}
@@ -151,7 +157,8 @@ def _read(f, where: tuple[int, int]) -> bytes:
     return f.read(where[1])
 
 
-def _log_reject(reject: Reject) -> None:
+def log_reject(reject: Reject) -> None:
+    """The default for `on_reject`: a warning in the log."""
     import logging
 
     logging.getLogger("vidistill.shards").warning("reject %s: %s", reject.get("key"), reject["reason"])
@@ -167,7 +174,7 @@ def iter_shard(
     decoded in this process. `reader=(i, n)` keeps the i-th of every n clips of each shard, so n
     readers (torchrun ranks x DataLoader workers) split even a single shard without decoding
     each other's clips. Bad clips go to `on_reject` (default: logged)."""
-    on_reject = on_reject or _log_reject
+    on_reject = on_reject or log_reject
     i, n = reader
     for p in path if isinstance(path, list) else [path]:
         members = shard_members(p, on_reject)[i::n]
@@ -186,9 +193,9 @@ def decode_workers(requested: int | None = None) -> int:
 
 
 def _decode_pool(workers: int):
-    """Worker processes forked from a fresh server that imported only this module (numpy,
-    PyAV, webdataset): not torch, not transformers, not the caller's __main__. Cheap to start,
-    and safe to fork whatever threads the caller runs."""
+    """Worker processes forked from a fresh server that imported only this module and PyAV
+    (and numpy): not torch, not transformers, not the caller's __main__. Cheap to start, and
+    safe whatever threads the caller runs."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -400,9 +407,13 @@ def read_manifest(path: str | Path) -> list[VideoSource]:
     return sources
 
 
-def ingest(sources: list[VideoSource], cfg: IngestConfig, threads: int = 2) -> tuple[list[Clip], list[Reject]]:
-    """Ingest many sources; order of clips follows the sources, so shards are reproducible."""
-    with ThreadPoolExecutor(threads) as pool:
+def ingest(
+    sources: list[VideoSource], cfg: IngestConfig, threads: int | None = None
+) -> tuple[list[Clip], list[Reject]]:
+    """Ingest many sources, one thread each at a time (default: one per core; PyAV releases
+    the GIL while it decodes and encodes); clips follow the sources' order, so shards are
+    reproducible."""
+    with ThreadPoolExecutor(decode_workers(threads) or 1) as pool:
         results = list(pool.map(lambda s: ingest_source(s, cfg), sources))
     clips = [c for cs, _ in results for c in cs]
     rejects = [r for _, rs in results for r in rs]

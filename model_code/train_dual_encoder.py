@@ -12,6 +12,7 @@ process on the global batch (see model_code.contrastive).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import math
@@ -100,8 +101,8 @@ def collate_pairs(batch: Sequence[tuple[np.ndarray, str]]):
 def _pair_batches(pairs, config: DualEncoderTrainConfig, rank: int, world: int, epoch: int):
     """An endless stream of local batches. Map-style data (a Dataset or a list) is shuffled by a
     DistributedSampler even in one process, so rank r's step-s batch is slice r of the batch
-    one process would draw. An IterableDataset must split itself by rank and worker (as
-    ShardPairs does); cycling it forever keeps every rank stepping in lockstep."""
+    one process would draw. An IterableDataset must split itself by rank and worker and should
+    never end (as ShardPairs does); one that ends is started again."""
     local_batch = config.batch_size // world
     common = {
         "batch_size": local_batch,
@@ -142,48 +143,43 @@ def _reader() -> tuple[int, int]:
 
 
 class ShardPairs(IterableDataset):
-    """(frames, caption) for each captioned clip in webdataset shards, read lazily.
+    """(frames, caption) for each captioned clip in webdataset shards, read lazily, for ever.
 
-    Every reader (torchrun rank x DataLoader worker) decodes its own share of each shard's
-    clips (shards.iter_shard's `reader`), so even one shard keeps every worker busy and no clip
-    is decoded twice. Order is shuffled per pass: shard order by a seed shared by all ranks,
-    pairs through a buffer that starts at `initial` and grows to `shuffle_buffer` (webdataset's
-    shuffle), so the first batch comes after a few clips, not after the buffer is full."""
+    The clips are split between readers (torchrun ranks x DataLoader workers) from the shards'
+    tar headers, so even one shard keeps every worker busy and no clip is decoded twice. Each
+    pass a reader shuffles its share (clip order, seeded by pass and reader; no buffer of
+    decoded frames to fill) and decodes clip by clip: pairs flow from the first clip on.
+    Passes follow each other inside the reader, so DataLoader workers never restart and keep
+    prefetching across a pass boundary; the trainer takes as many batches as it needs."""
 
     def __init__(
-        self,
-        shards: Sequence[str],
-        captions: dict[str, list[str]],
-        num_frames: int,
-        shuffle_buffer: int = 512,
-        seed: int = 0,
-        initial: int = 32,
+        self, shards: Sequence[str], captions: dict[str, list[str]], num_frames: int, seed: int = 0
     ):
         self.shards = [str(s) for s in shards]
         self.captions = captions
         self.num_frames = num_frames
-        self.shuffle_buffer = shuffle_buffer
-        self.initial = initial
         self.seed = seed
-        self.passes = 0
-
-    def _pairs(self, shards: list[str], reader: tuple[int, int]) -> Iterator[tuple[np.ndarray, str]]:
-        from model_code.shards import iter_shard
-
-        for key, frames, _ in iter_shard(shards, self.num_frames, reader=reader):
-            for caption in self.captions.get(key, ()):
-                yield frames, caption
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, str]]:
-        import webdataset as wds
+        from model_code.shards import decode_members, log_reject, shard_members
 
-        self.passes += 1
         reader, readers = _reader()
-        shards = list(self.shards)
-        random.Random(self.seed * 1_000_003 + self.passes).shuffle(shards)  # same on every rank
-        rng = random.Random((self.seed * 1_000_003 + self.passes) * 4099 + reader)
-        shuffle = wds.shuffle(self.shuffle_buffer, initial=self.initial, rng=rng)
-        yield from shuffle(self._pairs(shards, (reader, readers)))
+        clips = [(path, m) for path in self.shards for m in shard_members(path, log_reject)
+                 if m.key in self.captions]
+        mine = clips[reader::readers]
+        if not mine:
+            raise ValueError(f"reader {reader} of {readers} got none of the {len(clips)} "
+                             "captioned clips: fewer clips than readers")
+        for epoch in itertools.count():
+            order = list(mine)
+            random.Random((self.seed * 1_000_003 + epoch) * 4099 + reader).shuffle(order)
+            for path, member in order:
+                rows, rejects = decode_members(path, [member], self.num_frames)
+                for reject in rejects:
+                    log_reject(reject)
+                for key, frames, _ in rows:
+                    for caption in self.captions[key]:
+                        yield frames, caption
 
 
 # --- training --------------------------------------------------------------------------------

@@ -1,11 +1,11 @@
-"""Video I/O: decoding in-process with PyAV, encoding through ffmpeg-python.
+"""Video I/O: probe, decode, and cut source videos into windows in one pass in-process with
+PyAV (which bundles FFmpeg's libraries); encode clips with an ffmpeg process (ffmpeg-python).
 
-Frames are decoded in the process that needs them (PyAV bundles FFmpeg's libraries), and only
-the frames kept are converted to RGB. Conversion runs on one thread per call: PyAV's default
-starts a pool of scaler threads per frame when several CPUs are visible (thousands of threads,
-about 3x the CPU time); parallelism comes from decode workers instead. Encoding a clip is one
-ffmpeg process (the binary from config, PATH, or the static build of the `imageio-ffmpeg`
-wheel, so a fresh machine needs no apt step).
+Frames are decoded in the process that needs them, and only the frames kept are converted to
+RGB. Decoding and conversion run on one thread per call: PyAV's defaults start thread pools per
+clip and per frame (thousands of threads, 2-3x the CPU time on small clips); parallelism comes
+from decode workers instead. The ffmpeg binary comes from config, PATH, or the static build of
+the `imageio-ffmpeg` wheel, so a fresh machine needs no apt step.
 """
 
 from __future__ import annotations
@@ -55,8 +55,9 @@ class VideoInfo:
 
 @contextlib.contextmanager
 def open_video(data: bytes | str | Path):
-    """(container, video stream) of a file or of mp4 bytes, with multi-threaded decoding;
-    VideoError with the reason when it cannot be opened or has no video stream."""
+    """(container, video stream) of a file or of mp4 bytes, decoded on one thread (parallelism
+    comes from decode workers, one clip or source each); VideoError with the reason when it
+    cannot be opened or has no video stream."""
     import av
 
     if not isinstance(data, bytes):
@@ -73,32 +74,32 @@ def open_video(data: bytes | str | Path):
         if not container.streams.video:
             raise VideoError("no video stream (audio-only or data file)")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = 1  # half the CPU of frame threads on small clips
         yield container, stream
 
 
 def probe(path: str | Path) -> VideoInfo:
-    """Duration, fps, size and codec from the container, without decoding."""
+    """Duration, fps, size and codec from the container, without decoding. A stream whose
+    container records no duration (a raw elementary stream, some captures) is timed by
+    counting its packets (demuxing only) at the stream's frame rate."""
     try:
         with open_video(path) as (container, stream):
+            rate = stream.guessed_rate or stream.average_rate
             if stream.duration is not None and stream.time_base is not None:
                 duration = float(stream.duration * stream.time_base)
+            elif container.duration:
+                duration = container.duration / 1_000_000
             else:
-                duration = (container.duration or 0) / 1_000_000
-            rate = stream.average_rate or stream.guessed_rate
+                packets = sum(p.size > 0 for p in container.demux(stream))
+                duration = packets / float(rate) if rate else 0.0
             ctx = stream.codec_context
-            return VideoInfo(
-                duration,
-                float(rate) if rate else 0.0,
-                ctx.width,
-                ctx.height,
-                has_video=True,
-                codec=ctx.name,
-            )
+            info = VideoInfo(duration, float(rate) if rate else 0.0, ctx.width, ctx.height,
+                             has_video=True, codec=ctx.name)
     except VideoError as e:
         if str(e).startswith("no video stream"):
             return VideoInfo(0.0, 0.0, 0, 0, has_video=False, codec=None)
         raise
+    return info
 
 
 def _frames(container, stream) -> Iterator:
@@ -217,14 +218,18 @@ def _frames_at(frames: Iterator, times: list[float], stream, origin: int, half: 
                frame_seconds: float) -> Iterator:
     """The frame on screen at each of `times` (ascending, seconds from the stream's `origin`
     pts), as ffmpeg's fps filter picks it: the last frame that starts before the time plus half
-    an output frame. Past the last frame of the video it holds for one frame duration."""
+    an output frame. Past the last frame of the video it holds for one frame duration. Frames
+    without a timestamp (raw streams) are timed by their index at the stream's frame rate."""
     t, previous = 0, None
+    rate = float(stream.guessed_rate or stream.average_rate or 1.0 / frame_seconds)
 
-    def seconds(frame) -> float:
-        return float((frame.pts - origin) * stream.time_base) if frame.pts is not None else 0.0
+    def seconds(frame, index: int) -> float:
+        if frame.pts is None:
+            return index / rate
+        return float((frame.pts - origin) * stream.time_base)
 
-    for frame in frames:
-        start = seconds(frame)
+    for index, frame in enumerate(frames):
+        start = seconds(frame, index)
         while t < len(times) and start > times[t] + half:
             yield previous if previous is not None else frame
             t += 1
@@ -232,14 +237,17 @@ def _frames_at(frames: Iterator, times: list[float], stream, origin: int, half: 
             return
         previous = frame
     if previous is not None:
-        end = seconds(previous) + frame_seconds
+        end = seconds(previous, index) + frame_seconds
         while t < len(times) and times[t] < end - 1e-6:
             yield previous
             t += 1
 
 
 def encode_frames(frames: np.ndarray, fps: int, crf: int = 18, ffmpeg: str | None = None) -> bytes:
-    """uint8 [T, H, W, 3] -> h264 mp4 bytes (yuv420p, faststart so it decodes from a pipe)."""
+    """uint8 [T, H, W, 3] -> h264 mp4 bytes (yuv420p, faststart so it decodes from a pipe), by
+    one ffmpeg process (ffmpeg-python). Not PyAV's encoder: its libx264 gave different bytes
+    for the same frames from one call to the next here, and shards must be byte-identical on
+    rerun."""
     import ffmpeg as ff
 
     t, h, w, _ = frames.shape

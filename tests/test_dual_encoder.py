@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -205,37 +207,56 @@ def _captioned_shard(tmp_path, n: int):
     return shard, {s.key: [corpus.ground_truth_caption(s)] for s in specs}
 
 
-def test_streaming_pairs_start_before_the_shuffle_buffer_is_full(tmp_path):
+def test_streaming_pairs_flow_from_the_first_clip(tmp_path, monkeypatch):
+    from model_code import shards
     from model_code.train_dual_encoder import ShardPairs
 
     shard, captions = _captioned_shard(tmp_path, 24)
-    pulled = []
-
-    class Counted(ShardPairs):
-        def _pairs(self, shards, reader):
-            for pair in super()._pairs(shards, reader):
-                pulled.append(pair[1])
-                yield pair
-
-    pairs = Counted([str(shard)], captions, num_frames=2, shuffle_buffer=64, initial=4)
-    stream = iter(pairs)
+    decoded = []
+    real = shards.decode_members
+    monkeypatch.setattr(shards, "decode_members",
+                        lambda *a: decoded.append(a[1]) or real(*a))
+    stream = iter(ShardPairs([str(shard)], captions, num_frames=2))
     next(stream)
-    assert len(pulled) <= pairs.initial < pairs.shuffle_buffer  # long before the buffer fills
-    assert len(list(stream)) + 1 == 24 == len(pulled)
+    assert len(decoded) == 1  # no buffer of decoded frames to fill before the first pair
+    rest_of_pass = [caption for _, caption in itertools.islice(stream, 23)]
+    assert len(decoded) == 24 and len(rest_of_pass) == 23
 
 
-def test_streaming_pairs_over_three_workers_give_every_clip_once_in_a_seeded_order(tmp_path):
+def test_streaming_readers_split_the_clips_and_reshuffle_each_pass(tmp_path, monkeypatch):
+    import model_code.train_dual_encoder as train
+    from model_code.train_dual_encoder import ShardPairs
+
+    shard, captions = _captioned_shard(tmp_path, 10)
+
+    def passes(reader: int, seed: int, n: int) -> list[str]:
+        monkeypatch.setattr(train, "_reader", lambda: (reader, 3))
+        pairs = iter(ShardPairs([str(shard)], captions, num_frames=2, seed=seed))
+        return [caption for _, caption in itertools.islice(pairs, n)]
+
+    shares = [passes(r, seed=1, n=2 * len(range(r, 10, 3))) for r in range(3)]
+    first = [share[: len(share) // 2] for share in shares]
+    second = [share[len(share) // 2 :] for share in shares]
+    everything = sorted(c for cs in captions.values() for c in cs)
+    once_each = [sorted(c for share in half for c in share) for half in (first, second)]
+    assert once_each == [everything, everything]  # every clip once per pass
+    assert first != second  # each pass in a new order
+    assert passes(0, seed=1, n=8) == shares[0]  # the same seed gives the same order
+    assert passes(0, seed=2, n=8) != shares[0]
+
+
+def test_streaming_pairs_through_three_dataloader_workers_are_reproducible(tmp_path):
     from torch.utils.data import DataLoader
 
     from model_code.train_dual_encoder import ShardPairs
 
     shard, captions = _captioned_shard(tmp_path, 10)
 
-    def one_pass(seed: int) -> list[str]:
-        pairs = ShardPairs([str(shard)], captions, num_frames=2, seed=seed, initial=2)
-        loader = DataLoader(pairs, batch_size=None, num_workers=3)
-        return [caption for _, caption in loader]
+    def first_pairs(seed: int) -> list[str]:
+        loader = DataLoader(ShardPairs([str(shard)], captions, num_frames=2, seed=seed),
+                            batch_size=None, num_workers=3)
+        return [caption for _, caption in itertools.islice(loader, 12)]
 
-    first = one_pass(seed=1)
-    assert sorted(first) == sorted(c for cs in captions.values() for c in cs)
-    assert one_pass(seed=1) == first
+    first = first_pairs(seed=1)
+    assert set(first) == {c for cs in captions.values() for c in cs}
+    assert first_pairs(seed=1) == first
