@@ -190,8 +190,6 @@ def partition_benchmark(args: argparse.Namespace) -> None:
     config = work / "run.yaml"
     run_config = {"ops": {"pseudo_captions": {"config": {"batch_size": args.batch_size,
                                                          **PERMISSIVE}}}}
-    if args.executor == "in_process":
-        run_config["execution"] = {"config": {"in_process": {}}}
     config.write_text(yaml.safe_dump(run_config))
     dagster = [sys.executable, "-m", "dagster", "asset", "materialize", "-m",
                "pipelines.definitions", "--select", "pseudo_captions", "--partition", PARTITION,
@@ -248,8 +246,6 @@ def main() -> None:
                         help="one caption partition end to end: Dagster CLI vs plain script")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    parser.add_argument("--executor", choices=("multiprocess", "in_process"), default="multiprocess",
-                        help="the Dagster run's executor (run config `execution`)")
     parser.add_argument("--setup", help=argparse.SUPPRESS)
     parser.add_argument("--plain", help=argparse.SUPPRESS)
     parser.add_argument("--timeline", help=argparse.SUPPRESS)

@@ -79,7 +79,7 @@ def child(spec: dict) -> dict:
     if arm in ("sample", "stream"):  # one-off per process, paid by every arm alike: timed apart
         t = time.perf_counter()
         import av
-        import webdataset  # noqa: F401  (it imports torch)
+        import webdataset  # noqa: F401  (today's reader needs it; it imports torch)
 
         import_s = time.perf_counter() - t
     rss_at_import = _status_mib("VmRSS")
@@ -259,7 +259,7 @@ def report(args, runs: dict, rss: dict, frames: dict, long_seconds: int) -> None
     imports = statistics.median(r["import_s"] for r in runs["sample/new"])
     print("per core = clips per CPU-second (child + its ffmpeg processes); ratios per core, "
           "ClipStream's wall clock.\nNot timed, once per process: import av + webdataset "
-          f"(webdataset imports torch) {imports:.2f} s.\n")
+          f"(today's shard reader; webdataset imports torch) {imports:.2f} s.\n")
 
     print(f"2. real-video ingest: {args.videos} x 10 s 25 fps testsrc2 per size -> 5 windows "
           f"of 2 s, 8 frames at 224 px each; medians of {args.repeats}")

@@ -9,7 +9,7 @@ Arms (--data), each timed in its own child process, interleaved (A, B, C, A, B, 
   synthetic  uint8 frames already in memory as one tensor: the train step alone, the baseline
   streaming  model_code.train_dual_encoder.ShardPairs over webdataset shards, through the
              DataLoader that _pair_batches builds (--stream-workers DataLoader workers, default
-             2, as the retrieval asset sets); every pass decodes the shards again
+             2, as the retrieval asset sets); every pass decodes the clips again
   memory     shards.frames_by_key (decoded once, up front, by its decode processes), then a list
              of (frames, caption) pairs through _pair_batches' DistributedSampler DataLoader
              (--memory-workers, default 0, as the retrieval asset leaves it); the up-front decode
@@ -25,7 +25,7 @@ schedule, logit-scale clamp, loss.item()).
 Per arm: the first batch's wait on its own (worker start-up and the first decode), --warmup
 steps, then --steps timed steps, each split into wait (blocked in next(batches)) and step
 (compute). wait share = wait / (wait + step); "pass-start" waits are those of the first batch
-of a pass over the data (the DataLoader's workers start every pass cold); "stalls" counts the
+of a pass over the data (map-style data restarts its DataLoader each pass); "stalls" counts the
 timed waits over 50 ms. The loader's workers run on the same cores as the step, so decoding
 can also show up as slower steps rather than as waits: read the wait share together with
 clips/s relative to the synthetic arm.
