@@ -168,21 +168,19 @@ def iter_shard(
     path: str | Path | list[str | Path],
     num_frames: int,
     on_reject: Callable[[Reject], None] | None = None,
-    reader: tuple[int, int] = (0, 1),
 ) -> Iterator[tuple[str, np.ndarray, dict]]:
     """(key, frames uint8 [num_frames, H, W, 3], json meta) for every usable clip of the shard(s),
-    decoded in this process. `reader=(i, n)` keeps the i-th of every n clips of each shard, so n
-    readers (torchrun ranks x DataLoader workers) split even a single shard without decoding
-    each other's clips. Bad clips go to `on_reject` (default: logged)."""
+    decoded in this process, in tar order. Bad clips go to `on_reject` (default: logged)."""
     on_reject = on_reject or log_reject
-    i, n = reader
-    for p in path if isinstance(path, list) else [path]:
-        members = shard_members(p, on_reject)[i::n]
-        for start in range(0, len(members), 8):
-            rows, rejects = decode_members(str(p), members[start:start + 8], num_frames)
-            for r in rejects:
-                on_reject(r)
-            yield from rows
+    stream = ClipStream(path if isinstance(path, list) else [path], num_frames, workers=0)
+    reported = 0
+    for _, key, frames, meta in stream:
+        for reject in stream.rejects[reported:]:
+            on_reject({k: v for k, v in reject.items() if k != "shard"})
+        reported = len(stream.rejects)
+        yield key, frames, meta
+    for reject in stream.rejects[reported:]:
+        on_reject({k: v for k, v in reject.items() if k != "shard"})
 
 
 def decode_workers(requested: int | None = None) -> int:
@@ -193,15 +191,15 @@ def decode_workers(requested: int | None = None) -> int:
 
 
 def _decode_pool(workers: int):
-    """Worker processes forked from a fresh server that imported only this module and PyAV
-    (and numpy): not torch, not transformers, not the caller's __main__. Cheap to start, and
-    safe whatever threads the caller runs."""
+    """Worker processes forked from the caller, all at once, when its stream is created: no
+    interpreter to start and nothing to import (a fork server or spawn would import the
+    caller's main module in every worker). A caption step creates its stream before it imports
+    torch and loads the model, so its workers never hold either; they only read tars and
+    decode."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["model_code.shards", "av"])
-    return ProcessPoolExecutor(workers, mp_context=ctx)
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
 
 
 class ClipStream:
