@@ -8,6 +8,7 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 from pydantic import Field
 
 from assets.common import checkpoint_result, file_version, md_table
+from resources.devices import Accelerators
 from resources.sources import ClipSource
 from resources.storage import ArtifactStore
 from resources.tracking import MlflowTracking
@@ -22,11 +23,12 @@ class TrainingConfig(Config):
     seed: int = 0
     device: str = Field(default="auto", description="auto = CUDA when present, else CPU")
 
-    def train_config(self):
+    def train_config(self, device: str):
+        """The model_code settings, on the device this step leased."""
         from model_code.adaptation import TrainConfig
 
         return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr,
-                           seed=self.seed, device=self.device)
+                           seed=self.seed, device=device)
 
 
 class LanguageAdaptationConfig(TrainingConfig):
@@ -90,6 +92,7 @@ def image_vlm(
     clip_source: ClipSource,
     store: ArtifactStore,
     tracking: MlflowTracking,
+    accelerators: Accelerators,
 ) -> MaterializeResult:
     """The starting point: a user's local image VLM, or by default a tiny VLM that learned
     language from text and captioning from single still frames — it knows no motion."""
@@ -100,34 +103,35 @@ def image_vlm(
     from model_code.lineage import folder_hash
     from model_code.vlm import TinyVLMConfig, VideoVLM, build_tiny_image_vlm
 
-    folder = store.checkpoint("image_vlm")
-    if config.pretrained_path:
-        source = Path(config.pretrained_path)
-        vlm = VideoVLM.from_pretrained(source, trust_remote_code=config.trust_remote_code)
-        lineage = _save_checkpoint(vlm, folder, "", {}, {"pretrained": str(source)}, config,
-                                   {"pretrained_version": folder_hash(source)})
-        return checkpoint_result(folder, lineage)
+    with accelerators.device(config.device) as device:  # leased for the whole step
+        folder = store.checkpoint("image_vlm")
+        if config.pretrained_path:
+            source = Path(config.pretrained_path)
+            vlm = VideoVLM.from_pretrained(source, trust_remote_code=config.trust_remote_code)
+            lineage = _save_checkpoint(vlm, folder, "", {}, {"pretrained": str(source)}, config,
+                                       {"pretrained_version": folder_hash(source)})
+            return checkpoint_result(folder, lineage)
 
-    cc = clip_source.corpus_config()
-    specs = corpus.split_specs("image", cc, 0, config.image_examples)
-    frames = np.stack([corpus.render_still(s) for s in specs])
-    still = [corpus.still_caption(s) for s in specs]
-    # the text an LLM would already know: sentences and Q&A about shapes and how they move
-    texts = instructions.pretraining_texts(
-        [{"key": s.key, "caption": corpus.ground_truth_caption(s), "attributes": s.attributes()}
-         for s in specs], seed=config.seed)
-    vlm = build_tiny_image_vlm(texts + still, TinyVLMConfig(), seed=config.seed)
-    train_config = config.train_config()
-    text_config = replace(train_config, steps=config.text_steps, batch_size=32)
-    metrics, run_id = _train(tracking, "image_vlm", {**vars(train_config), "examples": len(specs),
-                                                     "text_steps": config.text_steps},
-                             pretrain_image_vlm, vlm=vlm, frames=frames, captions=still, texts=texts,
-                             config=train_config, text_config=text_config)
-    lineage = _save_checkpoint(vlm, folder, run_id, metrics, {}, train_config,
-                               {"image_examples": len(specs), "corpus_seed": cc.seed})
-    clips = np.repeat(frames[:6, None], vlm.num_frames, axis=1)
-    return checkpoint_result(folder, lineage, {
-        "sample_captions": _samples(vlm, clips, [s.key for s in specs[:6]], still[:6])})
+        cc = clip_source.corpus_config()
+        specs = corpus.split_specs("image", cc, 0, config.image_examples)
+        frames = np.stack([corpus.render_still(s) for s in specs])
+        still = [corpus.still_caption(s) for s in specs]
+        # the text an LLM would already know: sentences and Q&A about shapes and how they move
+        texts = instructions.pretraining_texts(
+            [{"key": s.key, "caption": corpus.ground_truth_caption(s), "attributes": s.attributes()}
+             for s in specs], seed=config.seed)
+        vlm = build_tiny_image_vlm(texts + still, TinyVLMConfig(), seed=config.seed)
+        train_config = config.train_config(device)
+        text_config = replace(train_config, steps=config.text_steps, batch_size=32)
+        metrics, run_id = _train(tracking, "image_vlm", {**vars(train_config), "examples": len(specs),
+                                                         "text_steps": config.text_steps},
+                                 pretrain_image_vlm, vlm=vlm, frames=frames, captions=still, texts=texts,
+                                 config=train_config, text_config=text_config)
+        lineage = _save_checkpoint(vlm, folder, run_id, metrics, {}, train_config,
+                                   {"image_examples": len(specs), "corpus_seed": cc.seed})
+        clips = np.repeat(frames[:6, None], vlm.num_frames, axis=1)
+        return checkpoint_result(folder, lineage, {
+            "sample_captions": _samples(vlm, clips, [s.key for s in specs[:6]], still[:6])})
 
 
 @asset(group_name="adaptation", code_version="1")
@@ -190,24 +194,25 @@ def _version(store: ArtifactStore, name: str) -> str:
 @asset(group_name="adaptation", code_version="2", deps=[image_vlm, video_caption_data], pool="gpu")
 def visual_adapted_vlm(
     context: AssetExecutionContext, config: TrainingConfig, store: ArtifactStore,
-    tracking: MlflowTracking,
+    tracking: MlflowTracking, accelerators: Accelerators,
 ) -> MaterializeResult:
     """Stage 1: vision tower and projector learn from video captions; the LM stays frozen."""
     from model_code.adaptation import visual_adaptation
     from model_code.vlm import VideoVLM
 
-    vlm = VideoVLM.from_pretrained(store.checkpoint("image_vlm"), device=config.device)
-    keys, clips, df = _caption_data(store, vlm.num_frames)
-    captions = df["caption"].tolist()
-    train_config = config.train_config()
-    metrics, run_id = _train(tracking, "visual_adapted_vlm", {**vars(train_config), "clips": len(keys)},
-                             visual_adaptation, vlm=vlm, clips=clips, captions=captions,
-                             config=train_config,
-                             state_path=store.path("training_state", "visual_adapted_vlm.pt"))
-    folder = store.checkpoint("visual_adapted_vlm")
-    lineage = _save_checkpoint(vlm, folder, run_id, metrics, {"image_vlm": _version(store, "image_vlm")},
-                               train_config, {"video_caption_data": len(keys)})
-    return checkpoint_result(folder, lineage, {"sample_captions": _samples(vlm, clips, keys, captions)})
+    with accelerators.device(config.device) as device:  # leased for the whole step
+        vlm = VideoVLM.from_pretrained(store.checkpoint("image_vlm"), device=device)
+        keys, clips, df = _caption_data(store, vlm.num_frames)
+        captions = df["caption"].tolist()
+        train_config = config.train_config(device)
+        metrics, run_id = _train(tracking, "visual_adapted_vlm", {**vars(train_config), "clips": len(keys)},
+                                 visual_adaptation, vlm=vlm, clips=clips, captions=captions,
+                                 config=train_config,
+                                 state_path=store.path("training_state", "visual_adapted_vlm.pt"))
+        folder = store.checkpoint("visual_adapted_vlm")
+        lineage = _save_checkpoint(vlm, folder, run_id, metrics, {"image_vlm": _version(store, "image_vlm")},
+                                   train_config, {"video_caption_data": len(keys)})
+        return checkpoint_result(folder, lineage, {"sample_captions": _samples(vlm, clips, keys, captions)})
 
 
 @asset(group_name="adaptation", code_version="2", deps=[video_caption_data])
@@ -245,7 +250,7 @@ def instruction_data(
        pool="gpu")
 def video_vlm(
     context: AssetExecutionContext, config: LanguageAdaptationConfig, store: ArtifactStore,
-    tracking: MlflowTracking,
+    tracking: MlflowTracking, accelerators: Accelerators,
 ) -> MaterializeResult:
     """Stage 2: the LM learns to follow instructions about videos; vision stays frozen."""
     import pandas as pd
@@ -253,31 +258,32 @@ def video_vlm(
     from model_code.adaptation import language_adaptation
     from model_code.vlm import VideoVLM
 
-    vlm = VideoVLM.from_pretrained(store.checkpoint("visual_adapted_vlm"), device=config.device)
-    keys, clips, df = _caption_data(store, vlm.num_frames)
-    index = {k: i for i, k in enumerate(keys)}
-    rows = pd.read_parquet(store.path("instruction_data", "instructions.parquet"))
-    examples = [{"clip_index": index[r["key"]], "prompt": r["prompt"], "answer": r["answer"],
-                 "type": r["type"]} for r in rows.to_dict("records") if r["key"] in index]
-    train_config = config.train_config()
-    metrics, run_id = _train(tracking, "video_vlm", {**vars(train_config), "examples": len(examples),
-                                                       "lora_rank": config.lora_rank},
-                             language_adaptation, vlm=vlm, clips=clips, examples=examples,
-                             config=train_config, lora_rank=config.lora_rank,
-                             state_path=store.path("training_state", "video_vlm.pt"))
-    folder = store.checkpoint("video_vlm")
-    lineage = _save_checkpoint(
-        vlm, folder, run_id, metrics,
-        {"visual_adapted_vlm": _version(store, "visual_adapted_vlm")}, train_config,
-        {"instruction_examples": len(examples)})
-    return checkpoint_result(folder, lineage, {
-        "sample_captions": _samples(vlm, clips, keys, df["caption"].tolist())})
+    with accelerators.device(config.device) as device:  # leased for the whole step
+        vlm = VideoVLM.from_pretrained(store.checkpoint("visual_adapted_vlm"), device=device)
+        keys, clips, df = _caption_data(store, vlm.num_frames)
+        index = {k: i for i, k in enumerate(keys)}
+        rows = pd.read_parquet(store.path("instruction_data", "instructions.parquet"))
+        examples = [{"clip_index": index[r["key"]], "prompt": r["prompt"], "answer": r["answer"],
+                     "type": r["type"]} for r in rows.to_dict("records") if r["key"] in index]
+        train_config = config.train_config(device)
+        metrics, run_id = _train(tracking, "video_vlm", {**vars(train_config), "examples": len(examples),
+                                                           "lora_rank": config.lora_rank},
+                                 language_adaptation, vlm=vlm, clips=clips, examples=examples,
+                                 config=train_config, lora_rank=config.lora_rank,
+                                 state_path=store.path("training_state", "video_vlm.pt"))
+        folder = store.checkpoint("video_vlm")
+        lineage = _save_checkpoint(
+            vlm, folder, run_id, metrics,
+            {"visual_adapted_vlm": _version(store, "visual_adapted_vlm")}, train_config,
+            {"instruction_examples": len(examples)})
+        return checkpoint_result(folder, lineage, {
+            "sample_captions": _samples(vlm, clips, keys, df["caption"].tolist())})
 
 
 @asset(group_name="adaptation", code_version="1", pool="gpu",
        deps=[image_vlm, visual_adapted_vlm, video_vlm, "retrieval_benchmark"])
 def captioner_eval(context: AssetExecutionContext, store: ArtifactStore,
-                   tracking: MlflowTracking) -> MaterializeResult:
+                   tracking: MlflowTracking, accelerators: Accelerators) -> MaterializeResult:
     """Caption the held-out clips with each VLM stage; CIDEr, BLEU-4 and (on the embedded
     corpus) whether motion, colour and shape are named correctly, side by side."""
     from model_code import shards
@@ -289,21 +295,24 @@ def captioner_eval(context: AssetExecutionContext, store: ArtifactStore,
     refs = {}
     for s in json.loads((bench / "annotations.json").read_text())["sentences"]:
         refs.setdefault(s["video_id"], []).append(s["caption"])
-    rows, samples, clips_cache = [], {}, {}
-    for name in ("image_vlm", "visual_adapted_vlm", "video_vlm"):
-        vlm = VideoVLM.from_pretrained(store.checkpoint(name))
-        if vlm.num_frames not in clips_cache:
-            clips_cache[vlm.num_frames] = shards.load_clips(bench / "clips.tar", vlm.num_frames)
-        keys, clips, metas, _ = clips_cache[vlm.num_frames]
-        captions = [c for i in range(0, len(clips), 64) for c in vlm.caption(clips[i : i + 64])]
-        row = {"model": name, "version": read_lineage(store.checkpoint(name))["version"],
-               "BLEU-4": bleu4(captions, [refs[k] for k in keys]),
-               "CIDEr": cider(captions, [refs[k] for k in keys])}
-        if all("attributes" in m for m in metas):
-            acc = attribute_accuracy(captions, [m["attributes"] for m in metas])
-            row.update({f"{k}_acc": v for k, v in acc.items()})
-        rows.append(row)
-        samples[name] = captions[:6]
+    with accelerators.device() as device:  # leased while the models run
+        rows, samples, clips_cache = [], {}, {}
+        for name in ("image_vlm", "visual_adapted_vlm", "video_vlm"):
+            vlm = VideoVLM.from_pretrained(store.checkpoint(name), device=device)
+            if vlm.num_frames not in clips_cache:
+                clips_cache[vlm.num_frames] = shards.load_clips(bench / "clips.tar", vlm.num_frames)
+            keys, clips, metas, _ = clips_cache[vlm.num_frames]
+            captions = [c for i in range(0, len(clips), 64) for c in vlm.caption(clips[i : i + 64])]
+            row = {"model": name, "version": read_lineage(store.checkpoint(name))["version"],
+                   "BLEU-4": bleu4(captions, [refs[k] for k in keys]),
+                   "CIDEr": cider(captions, [refs[k] for k in keys])}
+            if all("attributes" in m for m in metas):
+                acc = attribute_accuracy(captions, [m["attributes"] for m in metas])
+                row.update({f"{k}_acc": v for k, v in acc.items()})
+            rows.append(row)
+            samples[name] = captions[:6]
+
+
     table = md_table(rows)
     sample_rows = [{"key": k, "reference": refs[k][0], **{n: samples[n][i] for n in samples}}
                    for i, k in enumerate(keys[:6])]

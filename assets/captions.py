@@ -21,6 +21,7 @@ from assets.common import file_version, md_table
 from assets.corpus import clip_shards
 from assets.partitions import clip_partitions, shard_backfill_policy
 from resources.catalog import Catalog
+from resources.devices import Accelerators
 from resources.storage import ArtifactStore
 
 CAPTION_COLUMNS = ["key", "caption", "captioner_version", "prompt", "partition", "generation"]
@@ -72,7 +73,7 @@ def caption_quality(captions: list[str], config: CaptioningConfig) -> AssetCheck
 
 def caption_partitions(
     context: AssetExecutionContext, checkpoint: str, frame_mode: str, config: CaptioningConfig,
-    store: ArtifactStore,
+    store: ArtifactStore, accelerators: Accelerators,
 ) -> MaterializeResult:
     """Caption each partition of the run with one checkpoint (loaded once per run); one Parquet
     file per partition per captioner version, replaced atomically; undecodable clips become
@@ -91,25 +92,27 @@ def caption_partitions(
     partitions = context.partition_keys
     run = CaptionRun()
     all_captions, samples, total_rejects, wait_s, generate_s = [], [], 0, 0.0, 0.0
-    for result in caption_shards(folder, [store.shard(p) for p in partitions], frame_mode,
-                                 config.batch_size, config.decode_workers, config.device, run,
-                                 **generation):
-        partition = partitions[result.shard]
-        rows = [{"key": key, "caption": caption, "captioner_version": version,
-                 "prompt": run.prompt, "partition": partition,
-                 "generation": json.dumps(generation, sort_keys=True)}
-                for key, caption in result.captions]
-        df = pd.DataFrame(rows, columns=CAPTION_COLUMNS)
-        store.write_parquet(store.captions(version, partition), df)
-        store.write_bytes(store.path("caption_rejects", version, f"{partition}.parquet"),
-                          shards.rejects_bytes([{**r, "source": partition} for r in result.rejects]))
-        total_rejects += len(result.rejects)
-        wait_s, generate_s = wait_s + result.wait_s, generate_s + result.generate_s
-        all_captions += df["caption"].tolist()
-        samples += rows[:3]
-        context.log.info(f"{partition}: {len(df)} captions, {len(result.rejects)} rejects, "
-                         f"{result.generate_s:.1f}s generating, {result.wait_s:.1f}s waiting "
-                         "for frames")
+    with accelerators.device(config.device) as device:  # leased for the whole run
+        context.log.info(f"captioning on {device}")
+        for result in caption_shards(folder, [store.shard(p) for p in partitions], frame_mode,
+                                     config.batch_size, config.decode_workers, device, run,
+                                     **generation):
+            partition = partitions[result.shard]
+            rows = [{"key": key, "caption": caption, "captioner_version": version,
+                     "prompt": run.prompt, "partition": partition,
+                     "generation": json.dumps(generation, sort_keys=True)}
+                    for key, caption in result.captions]
+            df = pd.DataFrame(rows, columns=CAPTION_COLUMNS)
+            store.write_parquet(store.captions(version, partition), df)
+            store.write_bytes(store.path("caption_rejects", version, f"{partition}.parquet"),
+                              shards.rejects_bytes([{**r, "source": partition} for r in result.rejects]))
+            total_rejects += len(result.rejects)
+            wait_s, generate_s = wait_s + result.wait_s, generate_s + result.generate_s
+            all_captions += df["caption"].tolist()
+            samples += rows[:3]
+            context.log.info(f"{partition}: {len(df)} captions, {len(result.rejects)} rejects, "
+                             f"{result.generate_s:.1f}s generating, {result.wait_s:.1f}s waiting "
+                             "for frames")
     index = _clip_index(store, partitions)
     sample_rows = [{"key": r["key"], "alt_text": index.get(r["key"], ""), "caption": r["caption"]}
                    for r in samples[:8]]
@@ -118,7 +121,7 @@ def caption_partitions(
         metadata={"captioner_version": version, "captions": len(all_captions),
                   "rejects": total_rejects, "samples": md_table(sample_rows, 8),
                   "path": MetadataValue.path(str(store.captions(version, one or "*"))),
-                  "decode_workers": run.decode_workers,
+                  "device": device, "decode_workers": run.decode_workers,
                   "model_load_s": round(run.load_s, 2),
                   "first_batch_wait_s": round(run.first_batch_wait_s, 3),
                   "frame_wait_share": round(wait_s / max(wait_s + generate_s, 1e-9), 4)},
@@ -149,10 +152,11 @@ def _clip_index(store: ArtifactStore, partitions: list[str]) -> dict[str, str]:
     check_specs=[AssetCheckSpec("caption_quality", asset="pseudo_captions", blocking=True)],
 )
 def pseudo_captions(
-    context: AssetExecutionContext, config: CaptioningConfig, store: ArtifactStore
+    context: AssetExecutionContext, config: CaptioningConfig, store: ArtifactStore,
+    accelerators: Accelerators,
 ) -> MaterializeResult:
     """The video VLM's caption of every clip of the shard: the distilled training signal."""
-    return caption_partitions(context, "video_vlm", "clip", config, store)
+    return caption_partitions(context, "video_vlm", "clip", config, store, accelerators)
 
 
 @asset(
@@ -165,10 +169,11 @@ def pseudo_captions(
     check_specs=[AssetCheckSpec("caption_quality", asset="frame_captions", blocking=True)],
 )
 def frame_captions(
-    context: AssetExecutionContext, config: CaptioningConfig, store: ArtifactStore
+    context: AssetExecutionContext, config: CaptioningConfig, store: ArtifactStore,
+    accelerators: Accelerators,
 ) -> MaterializeResult:
     """The image VLM's caption of each clip's middle frame: the paper's per-frame baseline."""
-    return caption_partitions(context, "image_vlm", "middle", config, store)
+    return caption_partitions(context, "image_vlm", "middle", config, store, accelerators)
 
 
 @asset(group_name="captions", deps=[clip_shards, frame_captions, pseudo_captions], code_version="1")

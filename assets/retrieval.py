@@ -22,6 +22,7 @@ from assets.common import checkpoint_result, file_version, md_table
 from assets.corpus import clip_shards
 from assets.partitions import CAPTION_SOURCES, caption_source_partitions
 from resources.catalog import Catalog
+from resources.devices import Accelerators
 from resources.sources import ClipSource
 from resources.storage import ArtifactStore
 from resources.tracking import MlflowTracking
@@ -118,11 +119,11 @@ def training_pairs(source: str, catalog: Catalog, store: ArtifactStore):
 )
 def dual_encoder(
     context: AssetExecutionContext, config: DualEncoderConfig, catalog: Catalog,
-    store: ArtifactStore, tracking: MlflowTracking,
+    store: ArtifactStore, tracking: MlflowTracking, accelerators: Accelerators,
 ) -> MaterializeResult:
     """A CLIP-style video-text dual encoder trained contrastively on one caption source."""
     import hashlib
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
     import pandas as pd
 
@@ -162,20 +163,23 @@ def dual_encoder(
     digest = hashlib.sha256(pd.util.hash_pandas_object(pairs[["key", "caption"]]).values.tobytes()
                             + repr(asdict(train_config)).encode()).hexdigest()[:12]
     state = store.path("training_state", f"dual_encoder-{source}-{digest}.pt")
-    with tracking.run(f"dual_encoder[{source}]", params={**asdict(train_config), "source": source,
-                                                         "pairs": len(pairs)}) as run:
-        metrics = train_dual_encoder(model, dataset, train_config,
-                                     on_metrics=lambda step, m: run.log_metrics(m, step),
-                                     state_path=state)
-        run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
     folder = store.checkpoint(f"dual_encoder/{source}")
-    with atomic_dir(folder) as tmp:
-        model.save_pretrained(tmp)
-        lineage = write_lineage(tmp, parents={"captions": sorted(pairs["version"].unique())},
-                                training_config=asdict(train_config), metrics=metrics,
-                                data={"source": source, "pairs": len(pairs),
-                                      "partitions": partitions},
-                                mlflow_run_id=run.run_id)
+    with accelerators.device(config.device) as device:  # leased until the weights are saved
+        train_config = replace(train_config, device=device)
+        with tracking.run(f"dual_encoder[{source}]",
+                          params={**asdict(train_config), "source": source,
+                                  "pairs": len(pairs)}) as run:
+            metrics = train_dual_encoder(model, dataset, train_config,
+                                         on_metrics=lambda step, m: run.log_metrics(m, step),
+                                         state_path=state)
+            run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        with atomic_dir(folder) as tmp:
+            model.save_pretrained(tmp)
+            lineage = write_lineage(tmp, parents={"captions": sorted(pairs["version"].unique())},
+                                    training_config=asdict(train_config), metrics=metrics,
+                                    data={"source": source, "pairs": len(pairs),
+                                          "partitions": partitions},
+                                    mlflow_run_id=run.run_id)
     state.unlink(missing_ok=True)
     return checkpoint_result(folder, lineage, {"source": source, "pairs": len(pairs),
                                                "sample_pairs": md_table(pairs.head(5).to_dict("records"))})

@@ -26,6 +26,7 @@ from dagster import (
 from assets import adaptation, captions, corpus, retrieval
 from pipelines.sensors import new_clip_shards
 from resources.catalog import Catalog
+from resources.devices import Accelerators
 from resources.sources import ClipSource
 from resources.storage import ArtifactStore
 from resources.tracking import MlflowTracking
@@ -45,6 +46,7 @@ def make_resources(root: str | None = None) -> dict:
         "catalog": Catalog(root=root),
         "clip_source": ClipSource(),
         "tracking": MlflowTracking(root=root),
+        "accelerators": Accelerators(),
     }
 
 
