@@ -1,0 +1,46 @@
+"""The production instance (deploy/dagster.yaml) on a throwaway PostgreSQL server: a backfill
+of the 8 embedded shards as 8 runs, 4 at once, through the daemon's run queue."""
+
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+from dagster_ui import DAGSTER, ROOT, backfill, dagster_dev
+from postgres import postgres_server
+
+
+@pytest.mark.slow
+def test_a_multi_run_backfill_on_postgres_runs_four_at_once_and_loses_nothing(tmp_path, monkeypatch):
+    from dagster import DagsterInstance, DagsterRunStatus
+
+    from resources.catalog import Catalog
+
+    home, data = tmp_path / "home", tmp_path / "data"
+    home.mkdir()
+    shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    with postgres_server() as pg:
+        env = {**os.environ, **pg, "DAGSTER_HOME": str(home), "VIDISTILL_DATA_ROOT": str(data),
+               "DAGSTER_MAX_CONCURRENT_RUNS": "4", "VIDISTILL_PARTITIONS_PER_RUN": "1"}
+        subprocess.run([*DAGSTER, "asset", "materialize", "-m", "pipelines.definitions",
+                        "--select", "clip_shard_plan"], cwd=ROOT, env=env, check=True,
+                       capture_output=True)
+        started = time.time()
+        with dagster_dev(env) as gql:
+            backfill(gql, ["clip_shards"], timeout_s=600)
+        print(f"8-partition backfill on PostgreSQL, 4 runs at once: {time.time() - started:.1f}s")
+        for name, value in pg.items():
+            monkeypatch.setenv(name, value)
+        with DagsterInstance.from_config(str(home)) as instance:
+            records = [r for r in instance.get_run_records()
+                       if "clip_shards" in str(r.dagster_run.asset_selection)]
+    assert len(records) == 8
+    assert {r.dagster_run.status for r in records} == {DagsterRunStatus.SUCCESS}
+    spans = [(r.start_time, r.end_time) for r in records]
+    overlap = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
+    assert 2 <= overlap <= 4  # runs overlapped, never more than the queue allows
+    counts = Catalog(root=str(data)).query(
+        "SELECT count(*) AS rows, count(DISTINCT key) AS keys, count(DISTINCT partition) AS "
+        "partitions FROM clips").to_dict("records")[0]
+    assert counts == {"rows": 1200, "keys": 1200, "partitions": 8}
