@@ -22,8 +22,11 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def postgres_server(db: str = "dagster", user: str = "dagster") -> Iterator[dict[str, str]]:
-    """Start a server; yield the DAGSTER_PG_* environment for deploy/dagster.yaml."""
+def postgres_server(
+    db: str = "dagster", user: str = "dagster", extra_dbs: tuple[str, ...] = ()
+) -> Iterator[dict[str, str]]:
+    """Start a server; yield the DAGSTER_PG_* environment for deploy/dagster.yaml (and
+    create `extra_dbs` beside `db`, e.g. one for MLflow)."""
     for tool in ("initdb", "pg_ctl", "postgres"):
         if shutil.which(tool) is None:
             raise RuntimeError(f"PostgreSQL's {tool} is not on PATH: install PostgreSQL 15")
@@ -42,7 +45,8 @@ def postgres_server(db: str = "dagster", user: str = "dagster") -> Iterator[dict
         f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off "
         "-c max_connections=200", "start")
     try:
-        run("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", user, db)
+        for name in (db, *extra_dbs):
+            run("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", user, name)
         yield {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(port),
                "DAGSTER_PG_USER": user, "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_DB": db}
     finally:

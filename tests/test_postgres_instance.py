@@ -16,11 +16,12 @@ def test_a_multi_run_backfill_on_postgres_runs_four_at_once_and_loses_nothing(tm
     from dagster import DagsterInstance, DagsterRunStatus
 
     from resources.catalog import Catalog
+    from resources.tracking import MlflowTracking
 
     home, data = tmp_path / "home", tmp_path / "data"
     home.mkdir()
     shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
-    with postgres_server() as pg:
+    with postgres_server(extra_dbs=("mlflow",)) as pg:
         env = {**os.environ, **pg, "DAGSTER_HOME": str(home), "VIDISTILL_DATA_ROOT": str(data),
                "DAGSTER_MAX_CONCURRENT_RUNS": "4", "VIDISTILL_PARTITIONS_PER_RUN": "1"}
         subprocess.run([*DAGSTER, "asset", "materialize", "-m", "pipelines.definitions",
@@ -35,6 +36,12 @@ def test_a_multi_run_backfill_on_postgres_runs_four_at_once_and_loses_nothing(tm
         with DagsterInstance.from_config(str(home)) as instance:
             records = [r for r in instance.get_run_records()
                        if "clip_shards" in str(r.dagster_run.asset_selection)]
+        # MLflow's backend store on the same server, in its own database
+        tracking = MlflowTracking(root=str(data), tracking_uri=(
+            f"postgresql://{pg['DAGSTER_PG_USER']}@127.0.0.1:{pg['DAGSTER_PG_PORT']}/mlflow"))
+        with tracking.run("on-postgres", params={"lr": 0.1}) as run:
+            run.log_metrics({"loss": 1.5}, 1)
+        logged = tracking.client().get_run(run.run_id).data
     assert len(records) == 8
     assert {r.dagster_run.status for r in records} == {DagsterRunStatus.SUCCESS}
     spans = [(r.start_time, r.end_time) for r in records]
@@ -44,3 +51,4 @@ def test_a_multi_run_backfill_on_postgres_runs_four_at_once_and_loses_nothing(tm
         "SELECT count(*) AS rows, count(DISTINCT key) AS keys, count(DISTINCT partition) AS "
         "partitions FROM clips").to_dict("records")[0]
     assert counts == {"rows": 1200, "keys": 1200, "partitions": 8}
+    assert logged.metrics == {"loss": 1.5} and logged.params == {"lr": "0.1"}
