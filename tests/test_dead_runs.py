@@ -1,0 +1,84 @@
+"""A run killed with `kill -9` must not keep the `gpu` pool: launched as the UI launches it
+(`dagster dev`, the run launcher), its run worker is killed mid-step; run monitoring ends the run
+and frees its slot, nothing is published, and the next run of the asset succeeds."""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+from dagster_ui import DAGSTER, ROOT, dagster_dev
+
+LAUNCH = """
+mutation($params: ExecutionParams!) { launchPipelineExecution(executionParams: $params) {
+  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
+
+SLOW = {"steps": 5000, "text_steps": 5000, "image_examples": 64}  # far longer than the test
+QUICK = {"steps": 2, "text_steps": 2, "image_examples": 8, "batch_size": 4}
+
+
+def _launch(gql, config: dict) -> str:
+    params = {"selector": {"repositoryLocationName": "pipelines.definitions",
+                           "repositoryName": "__repository__", "pipelineName": "__ASSET_JOB",
+                           "assetSelection": [{"path": ["image_vlm"]}]},
+              "runConfigData": {"ops": {"image_vlm": {"config": config}}}}
+    result = gql(LAUNCH, {"params": params})["launchPipelineExecution"]
+    assert result["__typename"] == "LaunchRunSuccess", result
+    return result["run"]["runId"]
+
+
+def _wait(what: str, check, timeout_s: float = 180):
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def _run_worker_pid(instance, run_id: str) -> int | None:
+    """The pid of the process executing the run's steps, from its engine event."""
+    for record in instance.all_logs(run_id):
+        found = re.search(r"Executing steps in process \(pid: (\d+)\)", record.message or "")
+        if found:
+            return int(found.group(1))
+    return None
+
+
+@pytest.mark.slow
+def test_a_killed_run_frees_its_gpu_slot_and_the_next_run_succeeds(tmp_path, monkeypatch):
+    from dagster import AssetKey, DagsterInstance, DagsterRunStatus
+
+    home, data = tmp_path / "home", tmp_path / "data"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "VIDISTILL_DATA_ROOT": str(data)}
+    subprocess.run([*DAGSTER, "instance", "concurrency", "set", "gpu", "1"], env=env,
+                   check=True, capture_output=True)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with DagsterInstance.get() as instance, dagster_dev(env) as gql:
+        def status(run_id: str):
+            return instance.get_run_by_id(run_id).status
+
+        def gpu():
+            return instance.event_log_storage.get_concurrency_info("gpu")
+
+        doomed = _launch(gql, SLOW)
+        _wait("the first run to hold the gpu slot", lambda: doomed in gpu().active_run_ids)
+        pid = _wait("its run worker", lambda: _run_worker_pid(instance, doomed))
+        os.kill(pid, signal.SIGKILL)
+        _wait("run monitoring to end the killed run",
+              lambda: status(doomed) in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED))
+        _wait("the gpu slot to be free again", lambda: not gpu().active_run_ids, timeout_s=120)
+        assert instance.get_latest_materialization_event(AssetKey("image_vlm")) is None
+        assert not (data / "checkpoints" / "image_vlm").exists()  # nothing half-published
+
+        after = _launch(gql, QUICK)
+        final = _wait("the next run to finish", lambda: status(after) if status(after) in (
+            DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE) else None, timeout_s=300)
+        assert final == DagsterRunStatus.SUCCESS
+    assert (data / "checkpoints" / "image_vlm" / "lineage.json").exists()
