@@ -2,11 +2,13 @@
 (`dagster dev`, the run launcher), its run worker is killed mid-step; run monitoring ends the run
 and frees its slot, nothing is published, and the next run of the asset succeeds."""
 
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -82,3 +84,42 @@ def test_a_killed_run_frees_its_gpu_slot_and_the_next_run_succeeds(tmp_path, mon
             DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE) else None, timeout_s=300)
         assert final == DagsterRunStatus.SUCCESS
     assert (data / "checkpoints" / "image_vlm" / "lineage.json").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_cli_run_is_ended_and_its_slot_freed_by_one_command(tmp_path, monkeypatch):
+    from dagster import DagsterInstance, DagsterRunStatus
+
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "VIDISTILL_DATA_ROOT": str(tmp_path / "data")}
+    subprocess.run([*DAGSTER, "instance", "concurrency", "set", "gpu", "1"], env=env,
+                   check=True, capture_output=True)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    cli = subprocess.Popen(
+        [*DAGSTER, "asset", "materialize", "-m", "pipelines.definitions", "--select", "image_vlm",
+         "--config-json", json.dumps({"ops": {"image_vlm": {"config": SLOW}}})],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with DagsterInstance.get() as instance:
+        def gpu():
+            return instance.event_log_storage.get_concurrency_info("gpu")
+
+        try:
+            (run_id,) = _wait("the CLI run to hold the gpu slot", lambda: gpu().active_run_ids)
+        finally:
+            cli.kill()  # kill -9: nothing in the CLI process gets to clean up
+            cli.wait()
+        time.sleep(2)
+        assert instance.get_run_by_id(run_id).status == DagsterRunStatus.STARTED
+        assert gpu().active_run_ids == {run_id}  # stuck: no monitor watches a foreground run
+
+        free = [sys.executable, "-m", "pipelines.free_dead_runs"]
+        listed = subprocess.run([*free, "--dry-run"], cwd=ROOT, env=env, check=True,
+                                capture_output=True, text=True).stdout
+        assert run_id in listed and gpu().active_run_ids == {run_id}
+        ended = subprocess.run(free, cwd=ROOT, env=env, check=True, capture_output=True,
+                               text=True).stdout
+        assert run_id in ended
+        assert instance.get_run_by_id(run_id).status == DagsterRunStatus.FAILURE
+        assert not gpu().active_run_ids
