@@ -211,6 +211,11 @@ class ClipStream:
 
     def __init__(self, paths: Sequence[str | Path], num_frames: int, workers: int | None = None,
                  chunk: int = 8, ahead: int | None = None):
+        if workers is not None and workers < 0:
+            raise ValueError(f"decode workers must be 0 (decode in this process) or more, "
+                             f"not {workers}")
+        if num_frames < 1 or chunk < 1:
+            raise ValueError(f"num_frames and chunk must be at least 1, not {num_frames}, {chunk}")
         self.paths = [str(p) for p in paths]
         self.num_frames, self.chunk = num_frames, chunk
         self.workers = decode_workers(workers)
@@ -254,6 +259,8 @@ class ClipStream:
 
     def batches(self, batch_size: int) -> Iterator[tuple[int, list[str], np.ndarray]]:
         """(shard index, keys, frames [B, T, H, W, 3]); a batch never spans two shards."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         for shard, rows in itertools.groupby(self, key=lambda row: row[0]):
             rows = iter(rows)
             while chunk := list(itertools.islice(rows, batch_size)):

@@ -90,6 +90,10 @@ def test_a_shard_split_across_three_decode_workers_yields_every_clip_once_in_tar
     assert all(np.array_equal(r[2], i[1]) for r, i in zip(rows, inline, strict=True))
     batches = list(shards.ClipStream([a, b], 4, workers=3, chunk=2).batches(3))
     assert [(s, len(k)) for s, k, _ in batches] == [(0, 3), (0, 3), (0, 1), (1, 3), (1, 1)]
+    with pytest.raises(ValueError, match="decode workers must be 0"):
+        shards.ClipStream([a], 4, workers=-1)
+    with pytest.raises(ValueError, match="batch_size must be at least 1, not 0"):
+        next(shards.ClipStream([a], 4, workers=0).batches(0))
 
 
 def test_links_in_a_shard_are_rejects_with_their_reason(tmp_path):
