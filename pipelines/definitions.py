@@ -24,6 +24,7 @@ from dagster import (
 )
 
 from assets import adaptation, captions, corpus, retrieval
+from pipelines.jobs import JOBS
 from pipelines.sensors import new_clip_shards
 from resources.catalog import Catalog
 from resources.devices import Accelerators
@@ -45,7 +46,8 @@ def make_resources(root: str | None = None) -> dict:
         "store": ArtifactStore(root=root),
         "catalog": Catalog(root=root),
         "clip_source": ClipSource(),
-        "tracking": MlflowTracking(root=root),
+        "tracking": MlflowTracking(root=root,
+                                   tracking_uri=os.environ.get("VIDISTILL_TRACKING_URI", "")),
         "accelerators": Accelerators(),
     }
 
@@ -55,6 +57,7 @@ ASSET_MODULES = [corpus, adaptation, captions, retrieval]
 defs = Definitions(
     assets=load_assets_from_modules(ASSET_MODULES),
     asset_checks=load_asset_checks_from_modules(ASSET_MODULES),
+    jobs=JOBS,
     sensors=[new_clip_shards],
     resources=make_resources(),
     # A run is the unit of parallelism (the run queue, the `gpu` pool, one run per partition on

@@ -1,17 +1,17 @@
 """Sensors: pick up new shards as they appear in the source."""
 
-from dagster import AssetSelection, RunRequest, SensorEvaluationContext, SensorResult, sensor
+from dagster import RunRequest, SensorEvaluationContext, SensorResult, sensor
 
 from assets.partitions import clip_partitions
+from pipelines.jobs import shard_job
 from resources.sources import ClipSource
 
-PER_SHARD_ASSETS = AssetSelection.assets("clip_shards", "frame_captions", "pseudo_captions")
 
-
-@sensor(asset_selection=PER_SHARD_ASSETS, minimum_interval_seconds=60)
+@sensor(job=shard_job, minimum_interval_seconds=60)
 def new_clip_shards(context: SensorEvaluationContext, clip_source: ClipSource) -> SensorResult:
-    """Register a partition for every new shard of the source and request its runs (the clip
-    shard, then its captions). Existing partitions are never touched."""
+    """Register a partition for every new shard of the source and request its run (the clip
+    shard, then its captions, in a run that asks for its GPUs). Existing partitions are never
+    touched."""
     plan = clip_source.plan()
     existing = set(context.instance.get_dynamic_partitions(clip_partitions.name))
     new = [k for k in plan if k not in existing]

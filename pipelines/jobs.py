@@ -1,0 +1,49 @@
+"""Jobs that carry what a cluster needs to place their runs: the GPUs each run's pod requests
+from Kubernetes (dagster-k8s's K8sRunLauncher reads the `dagster-k8s/config` run tag). Launch
+GPU work from these jobs (the sensor does), so every run of it asks for its GPUs.
+
+GPU counts are read when the code location loads: $VIDISTILL_GPUS_PER_RUN for a caption run
+(default 1), $VIDISTILL_TRAIN_GPUS for a training run (default 1)."""
+
+from __future__ import annotations
+
+import os
+
+from dagster import AssetSelection, define_asset_job
+
+from assets.partitions import caption_source_partitions, clip_partitions
+
+
+def gpu_count(variable: str, default: int = 1) -> int:
+    value = os.environ.get(variable, str(default))
+    if not value.isdigit():
+        raise ValueError(f"${variable} must be a whole number of GPUs (0 or more), not {value!r}")
+    return int(value)
+
+
+def gpu_request(gpus: int) -> dict[str, dict]:
+    """Run tags that make the Kubernetes run launcher request `gpus` NVIDIA GPUs for the pod."""
+    if gpus == 0:
+        return {}
+    limits = {"nvidia.com/gpu": str(gpus)}
+    return {"dagster-k8s/config": {"container_config": {"resources": {"limits": limits}}}}
+
+
+PER_SHARD_ASSETS = AssetSelection.assets("clip_shards", "frame_captions", "pseudo_captions")
+
+shard_job = define_asset_job(
+    "shard_and_caption", selection=PER_SHARD_ASSETS, partitions_def=clip_partitions,
+    tags=gpu_request(gpu_count("VIDISTILL_GPUS_PER_RUN")),
+    description="One clip shard and its captions: one run (one pod) per partition.")
+
+dual_encoder_job = define_asset_job(
+    "dual_encoder", selection=AssetSelection.assets("dual_encoder", "benchmark_scores"),
+    partitions_def=caption_source_partitions, tags=gpu_request(gpu_count("VIDISTILL_TRAIN_GPUS")),
+    description="The dual encoder of one caption source, trained and scored.")
+
+adaptation_job = define_asset_job(
+    "video_adaptation", selection=AssetSelection.groups("adaptation"),
+    tags=gpu_request(gpu_count("VIDISTILL_TRAIN_GPUS")),
+    description="The image VLM, both adaptation stages and their evaluation.")
+
+JOBS = [shard_job, dual_encoder_job, adaptation_job]
