@@ -231,8 +231,12 @@ def train_dual_encoder(
     batches = _pair_batches(pairs, config, rank, world, epoch=step // batches_per_epoch)
     start_step, window, metrics = step, [], {}
     t0, cpu0 = time.perf_counter(), time.process_time()
+    waited = 0.0  # blocked on the data path, after the first batch
     while step < config.steps:
+        t_wait = time.perf_counter()
         frames, captions = next(batches)
+        if step > start_step:
+            waited += time.perf_counter() - t_wait
         tokens = model.tokenize(captions)
         with autocast(device):
             out = ddp(
@@ -266,6 +270,7 @@ def train_dual_encoder(
                 "logit_scale": model.logit_scale.detach().exp().item(),
                 "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
                 "clips_per_s": (step - start_step) * config.batch_size / max(wall, 1e-9),
+                "data_wait_share": waited / max(wall, 1e-9),
             }
             window = []
             if on_metrics is not None and rank == 0:
@@ -286,6 +291,7 @@ def train_dual_encoder(
         "wall_s": wall,
         "cpu_s": time.process_time() - cpu0,  # all threads; on idle cores wall ~ cpu_s / cores
         "clips_per_s": (step - start_step) * config.batch_size / max(wall, 1e-9),
+        "data_wait_share": waited / max(wall, 1e-9),  # of the wall time: should stay near 0
         "logit_scale": model.logit_scale.detach().exp().item(),
         "world_size": world,
     }

@@ -157,6 +157,27 @@ def test_training_lowers_the_loss_and_resumes_from_its_state(tmp_path):
     cfg.steps = 32
     more = train_dual_encoder(model, pairs, cfg, state_path=state)
     assert more["steps"] == 32 and more["steps_run"] == 2
+    assert 0 <= more["data_wait_share"] < 1  # reported with every run: is the data path keeping up
+
+
+def test_training_reports_how_long_it_waited_for_data():
+    import time
+
+    torch.manual_seed(0)
+    pairs = [(c, f"clip number {i}") for i, c in enumerate(_clips(n=8, size=16))]
+
+    class Slow(torch.utils.data.Dataset):  # a data path that cannot keep up
+        def __len__(self):
+            return len(pairs)
+
+        def __getitem__(self, i):
+            time.sleep(0.05)
+            return pairs[i]
+
+    cfg = DualEncoderTrainConfig(steps=4, batch_size=4, warmup_steps=1, log_every=2)
+    slow = train_dual_encoder(build_dual_encoder([p[1] for p in pairs], **TINY), Slow(), cfg)
+    fast = train_dual_encoder(build_dual_encoder([p[1] for p in pairs], **TINY), pairs, cfg)
+    assert slow["data_wait_share"] > 0.3 > fast["data_wait_share"]
 
 
 def test_cli_trains_from_shards_and_writes_a_loadable_folder(tmp_path):
