@@ -37,7 +37,7 @@ shard_job = define_asset_job(
     description="One clip shard and its captions: one run (one pod) per partition.")
 
 dual_encoder_job = define_asset_job(
-    "dual_encoder", selection=AssetSelection.assets("dual_encoder", "benchmark_scores"),
+    "train_dual_encoder", selection=AssetSelection.assets("dual_encoder", "benchmark_scores"),
     partitions_def=caption_source_partitions, tags=gpu_request(gpu_count("VIDISTILL_TRAIN_GPUS")),
     description="The dual encoder of one caption source, trained and scored.")
 
