@@ -63,3 +63,15 @@ def test_cpu_only_machines_lease_nothing(tmp_path):
     assert not (tmp_path / "locks").exists()
     with pytest.raises(ValueError, match="cannot lease 3 of 2"):
         lease_devices(tmp_path, count=3, total=2)
+
+
+def test_the_new_settings_refuse_out_of_range_values_by_name():
+    from pydantic import ValidationError
+
+    from assets.captions import CaptioningConfig
+    from resources.devices import Accelerators
+
+    with pytest.raises(ValidationError, match="decode_workers"):
+        CaptioningConfig(decode_workers=-1)
+    with pytest.raises(ValidationError, match="timeout_s"):
+        Accelerators(timeout_s=0)
