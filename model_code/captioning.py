@@ -7,7 +7,6 @@ the next batches. The loop records how long it waited for frames.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model_code.lineage import VIDISTILL_FILE
+from model_code.lineage import read_video_settings
 
 
 def caption_batches(
@@ -32,13 +31,6 @@ def caption_batches(
         if len(keys) != len(clips):
             raise ValueError(f"{len(keys)} keys for {len(clips)} clips")
         yield from zip(keys, vlm.caption(clips, prompt=prompt, **generation), strict=True)
-
-
-def frames_per_clip(checkpoint: str | Path) -> int:
-    """How many frames the VLM checkpoint reads per clip (its vidistill.json; 8 without one),
-    known before the model is loaded so that decoding can start first."""
-    settings = Path(checkpoint) / VIDISTILL_FILE
-    return int(json.loads(settings.read_text()).get("num_frames", 8)) if settings.exists() else 8
 
 
 @dataclass
@@ -83,7 +75,7 @@ def caption_shards(
         raise ValueError(f"frame_mode must be 'clip' or 'middle', not {frame_mode!r}")
     run = run if run is not None else CaptionRun()
     started = time.perf_counter()
-    num_frames = frames_per_clip(checkpoint)
+    num_frames = int(read_video_settings(checkpoint)["num_frames"])  # before the model loads
     with ClipStream(shards, num_frames, decode_workers) as stream:  # decoding starts here
         from model_code.vlm import VideoVLM
 

@@ -57,6 +57,13 @@ def write_lineage(folder: str | Path, **fields) -> dict:
     return record
 
 
+def read_video_settings(folder: str | Path) -> dict:
+    """A VLM checkpoint's video settings (vidistill.json), with num_frames 8 when absent: read
+    by the model loader and, before the model loads, by the caption step's decoder."""
+    path = Path(folder) / VIDISTILL_FILE
+    return {"num_frames": 8, **(json.loads(path.read_text()) if path.exists() else {})}
+
+
 def read_lineage(folder: str | Path) -> dict:
     path = Path(folder) / LINEAGE_FILE
     if not path.exists():

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from model_code.instructions import CAPTION_PROMPT, IMAGE_PROMPT
-from model_code.lineage import VIDISTILL_FILE
+from model_code.lineage import VIDISTILL_FILE, read_video_settings
 from model_code.text import build_word_tokenizer
 from model_code.training import autocast, pick_device
 
@@ -394,10 +394,8 @@ class VideoVLM:
             path, use_safetensors=True, local_files_only=True, trust_remote_code=trust_remote_code
         )
         family = model.config.model_type
-        settings = {"family": family, "num_frames": 8, "tokens_per_frame": None,
-                    "prompt": CAPTION_PROMPT}
-        if (path / VIDISTILL_FILE).exists():
-            settings.update(json.loads((path / VIDISTILL_FILE).read_text()))
+        settings = {"family": family, "tokens_per_frame": None, "prompt": CAPTION_PROMPT,
+                    **read_video_settings(path)}
         try:
             processor = AutoProcessor.from_pretrained(
                 path, local_files_only=True, trust_remote_code=trust_remote_code

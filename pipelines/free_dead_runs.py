@@ -30,6 +30,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def executing_pid(instance, run_id: str) -> int | None:
+    """The pid of the process that executes the run's steps, from its engine event."""
+    for record in instance.all_logs(run_id):
+        match = _EXECUTING.search(record.message or "")
+        if match:
+            return int(match.group(1))
+    return None
+
+
 def dead_runs(instance) -> list[tuple[str, int]]:
     """(run id, pid) of the started runs whose executing process on this machine is gone."""
     from dagster import DagsterRunStatus, RunsFilter
@@ -38,11 +47,9 @@ def dead_runs(instance) -> list[tuple[str, int]]:
     running = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED,
                                                      DagsterRunStatus.STARTING]))
     for run in running:
-        for record in instance.all_logs(run.run_id):
-            match = _EXECUTING.search(record.message or "")
-            if match and not _alive(int(match.group(1))):
-                found.append((run.run_id, int(match.group(1))))
-                break
+        pid = executing_pid(instance, run.run_id)
+        if pid is not None and not _alive(pid):
+            found.append((run.run_id, pid))
     return found
 
 

@@ -4,7 +4,6 @@ and frees its slot, nothing is published, and the next run of the asset succeeds
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -13,6 +12,8 @@ import time
 
 import pytest
 from dagster_ui import DAGSTER, ROOT, dagster_dev
+
+from pipelines.free_dead_runs import executing_pid
 
 LAUNCH = """
 mutation($params: ExecutionParams!) { launchPipelineExecution(executionParams: $params) {
@@ -42,15 +43,6 @@ def _wait(what: str, check, timeout_s: float = 180):
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
-def _run_worker_pid(instance, run_id: str) -> int | None:
-    """The pid of the process executing the run's steps, from its engine event."""
-    for record in instance.all_logs(run_id):
-        found = re.search(r"Executing steps in process \(pid: (\d+)\)", record.message or "")
-        if found:
-            return int(found.group(1))
-    return None
-
-
 @pytest.mark.slow
 def test_a_killed_run_frees_its_gpu_slot_and_the_next_run_succeeds(tmp_path, monkeypatch):
     from dagster import AssetKey, DagsterInstance, DagsterRunStatus
@@ -71,7 +63,7 @@ def test_a_killed_run_frees_its_gpu_slot_and_the_next_run_succeeds(tmp_path, mon
 
         doomed = _launch(gql, SLOW)
         _wait("the first run to hold the gpu slot", lambda: doomed in gpu().active_run_ids)
-        pid = _wait("its run worker", lambda: _run_worker_pid(instance, doomed))
+        pid = _wait("its run worker", lambda: executing_pid(instance, doomed))
         os.kill(pid, signal.SIGKILL)
         _wait("run monitoring to end the killed run",
               lambda: status(doomed) in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED))
