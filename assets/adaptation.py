@@ -1,49 +1,40 @@
 """Adaptation group: an image VLM becomes a video VLM in two stages (DESIGN.md, step 1)."""
 
 import json
-from dataclasses import asdict, replace
 from pathlib import Path
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from assets.common import checkpoint_result, file_version, md_table
+from assets.common import (
+    checkpoint_result,
+    file_version,
+    launchpad_config,
+    md_table,
+    train_through_launcher,
+    trainer_fields,
+)
+from model_code.train_configs import (
+    ImageVLMTrainConfig,
+    LanguageAdaptationTrainConfig,
+    VisualAdaptationTrainConfig,
+)
 from resources.devices import Accelerators
+from resources.launcher import TrainingLauncher
 from resources.sources import ClipSource
 from resources.storage import ArtifactStore
 from resources.tracking import MlflowTracking
 
-
-class TrainingConfig(Config):
-    """Optimisation settings a user may change in the launchpad (defaults: the CPU demo)."""
-
-    steps: int = 800
-    batch_size: int = 16
-    lr: float = 1e-3
-    seed: int = 0
-    device: str = Field(default="auto", description="auto = CUDA when present, else CPU")
-
-    def train_config(self, device: str):
-        """The model_code settings, on the device this step leased."""
-        from model_code.adaptation import TrainConfig
-
-        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr,
-                           seed=self.seed, device=device)
-
-
-class LanguageAdaptationConfig(TrainingConfig):
-    steps: int = 1200
-    lora_rank: int = Field(default=0, description="0 = tune the whole LM; r > 0 = rank-r LoRA "
-                           "adapters (peft) merged into the weights at the end")
-
-
-class ImageVLMConfig(TrainingConfig):
-    text_steps: int = Field(default=300, description="text-only LM pretraining steps (batch 32)")
-    pretrained_path: str = Field(
-        default="", description="A local image-text-to-text checkpoint folder (LLaVA-style). "
-        "Empty: build the tiny default and train it on single frames of the embedded corpus.")
-    trust_remote_code: bool = False
-    image_examples: int = 1500
+ImageVLMConfig = launchpad_config(
+    ImageVLMTrainConfig, "ImageVLMConfig",
+    pretrained_path=(str, Field(default="", description="A local image-text-to-text checkpoint "
+                     "folder (LLaVA-style). Empty: build the tiny default and train it on single "
+                     "frames of the embedded corpus.")),
+    trust_remote_code=(bool, Field(default=False, description="run the checkpoint's own code "
+                       "(only for a folder you trust)")))
+VisualAdaptationConfig = launchpad_config(VisualAdaptationTrainConfig, "VisualAdaptationConfig")
+LanguageAdaptationConfig = launchpad_config(LanguageAdaptationTrainConfig,
+                                            "LanguageAdaptationConfig")
 
 
 class VideoCaptionDataConfig(Config):
@@ -59,79 +50,51 @@ class InstructionDataConfig(Config):
     seed: int = 0
 
 
-def _train(tracking: MlflowTracking, name: str, params: dict, fn, **kwargs) -> tuple[dict, str]:
-    """Run a training function inside an MLflow run that gets its per-step curves."""
-    with tracking.run(name, params=params) as run:
-        metrics = fn(on_metrics=lambda step, m: run.log_metrics(m, step), **kwargs)
-        run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-        return metrics, run.run_id
+TRAINING = {"group_name": "adaptation", "code_version": "3", "pool": "gpu"}
 
 
-def _save_checkpoint(vlm, folder: Path, tracking_run: str, metrics: dict, parents: dict,
-                     config, data: dict) -> dict:
-    from model_code.lineage import write_lineage
-    from model_code.training import atomic_dir
-
-    with atomic_dir(folder) as tmp:
-        vlm.save_pretrained(tmp)
-        lineage = write_lineage(tmp, parents=parents, training_config=asdict(config), data=data,
-                                metrics=metrics, mlflow_run_id=tracking_run)
-    return lineage
+def _train(context, name: str, job: dict, store: ArtifactStore, tracking: MlflowTracking,
+           launcher: TrainingLauncher, accelerators: Accelerators) -> MaterializeResult:
+    """One stage of model_code.train_vlm, through the launcher (torchrun under Pipes)."""
+    job = {"stage": name, "out": str(store.checkpoint(name)),
+           "state": str(store.path("training_state", f"{name}.pt")), **job}
+    return train_through_launcher(context, launcher=launcher, tracking=tracking, store=store,
+                                  accelerators=accelerators, module="model_code.train_vlm",
+                                  name=name, job=job)
 
 
-def _samples(vlm, clips, keys: list[str], refs: list[str], n: int = 6) -> MetadataValue:
-    captions = vlm.caption(clips[:n])
-    return md_table([{"key": k, "caption": c, "reference": r}
-                     for k, c, r in zip(keys, captions, refs)])
-
-
-@asset(group_name="adaptation", code_version="2", pool="gpu")
+@asset(**TRAINING)
 def image_vlm(
     context: AssetExecutionContext,
     config: ImageVLMConfig,
     clip_source: ClipSource,
     store: ArtifactStore,
     tracking: MlflowTracking,
+    launcher: TrainingLauncher,
     accelerators: Accelerators,
 ) -> MaterializeResult:
     """The starting point: a user's local image VLM, or by default a tiny VLM that learned
     language from text and captioning from single still frames — it knows no motion."""
-    import numpy as np
+    from dataclasses import asdict
 
-    from model_code import corpus, instructions
-    from model_code.adaptation import pretrain_image_vlm
-    from model_code.lineage import folder_hash
-    from model_code.vlm import TinyVLMConfig, VideoVLM, build_tiny_image_vlm
+    if config.pretrained_path:
+        from model_code.lineage import folder_hash, write_lineage
+        from model_code.training import atomic_dir
+        from model_code.vlm import VideoVLM
 
-    with accelerators.device(config.device) as device:  # leased for the whole step
+        source = Path(config.pretrained_path)
+        vlm = VideoVLM.from_pretrained(source, device="cpu",
+                                       trust_remote_code=config.trust_remote_code)
         folder = store.checkpoint("image_vlm")
-        if config.pretrained_path:
-            source = Path(config.pretrained_path)
-            vlm = VideoVLM.from_pretrained(source, trust_remote_code=config.trust_remote_code)
-            lineage = _save_checkpoint(vlm, folder, "", {}, {"pretrained": str(source)}, config,
-                                       {"pretrained_version": folder_hash(source)})
-            return checkpoint_result(folder, lineage)
-
-        cc = clip_source.corpus_config()
-        specs = corpus.split_specs("image", cc, 0, config.image_examples)
-        frames = np.stack([corpus.render_still(s) for s in specs])
-        still = [corpus.still_caption(s) for s in specs]
-        # the text an LLM would already know: sentences and Q&A about shapes and how they move
-        texts = instructions.pretraining_texts(
-            [{"key": s.key, "caption": corpus.ground_truth_caption(s), "attributes": s.attributes()}
-             for s in specs], seed=config.seed)
-        vlm = build_tiny_image_vlm(texts + still, TinyVLMConfig(), seed=config.seed)
-        train_config = config.train_config(device)
-        text_config = replace(train_config, steps=config.text_steps, batch_size=32)
-        metrics, run_id = _train(tracking, "image_vlm", {**vars(train_config), "examples": len(specs),
-                                                         "text_steps": config.text_steps},
-                                 pretrain_image_vlm, vlm=vlm, frames=frames, captions=still, texts=texts,
-                                 config=train_config, text_config=text_config)
-        lineage = _save_checkpoint(vlm, folder, run_id, metrics, {}, train_config,
-                                   {"image_examples": len(specs), "corpus_seed": cc.seed})
-        clips = np.repeat(frames[:6, None], vlm.num_frames, axis=1)
-        return checkpoint_result(folder, lineage, {
-            "sample_captions": _samples(vlm, clips, [s.key for s in specs[:6]], still[:6])})
+        with atomic_dir(folder) as tmp:
+            vlm.save_pretrained(tmp)
+            lineage = write_lineage(tmp, kind="image_vlm", parents={"pretrained": str(source)},
+                                    data={"pretrained_version": folder_hash(source)})
+        return checkpoint_result(folder, lineage)
+    job = {"config": trainer_fields(config, ImageVLMTrainConfig),
+           "corpus": asdict(clip_source.corpus_config()),
+           "data": {"corpus_seed": clip_source.seed}}
+    return _train(context, "image_vlm", job, store, tracking, launcher, accelerators)
 
 
 @asset(group_name="adaptation", code_version="1")
@@ -174,45 +137,23 @@ def video_caption_data(
     )
 
 
-def _caption_data(store: ArtifactStore, num_frames: int):
-    import pandas as pd
-
-    from model_code import shards
-
-    folder = store.path("video_caption_data")
-    keys, clips, _, _ = shards.load_clips(folder / "clips.tar", num_frames)
-    df = pd.read_parquet(folder / "captions.parquet").set_index("key").loc[keys].reset_index()
-    return keys, clips, df
-
-
 def _version(store: ArtifactStore, name: str) -> str:
     from model_code.lineage import read_lineage
 
     return read_lineage(store.checkpoint(name))["version"]
 
 
-@asset(group_name="adaptation", code_version="2", deps=[image_vlm, video_caption_data], pool="gpu")
+@asset(**TRAINING, deps=[image_vlm, video_caption_data])
 def visual_adapted_vlm(
-    context: AssetExecutionContext, config: TrainingConfig, store: ArtifactStore,
-    tracking: MlflowTracking, accelerators: Accelerators,
+    context: AssetExecutionContext, config: VisualAdaptationConfig, store: ArtifactStore,
+    tracking: MlflowTracking, launcher: TrainingLauncher, accelerators: Accelerators,
 ) -> MaterializeResult:
     """Stage 1: vision tower and projector learn from video captions; the LM stays frozen."""
-    from model_code.adaptation import visual_adaptation
-    from model_code.vlm import VideoVLM
-
-    with accelerators.device(config.device) as device:  # leased for the whole step
-        vlm = VideoVLM.from_pretrained(store.checkpoint("image_vlm"), device=device)
-        keys, clips, df = _caption_data(store, vlm.num_frames)
-        captions = df["caption"].tolist()
-        train_config = config.train_config(device)
-        metrics, run_id = _train(tracking, "visual_adapted_vlm", {**vars(train_config), "clips": len(keys)},
-                                 visual_adaptation, vlm=vlm, clips=clips, captions=captions,
-                                 config=train_config,
-                                 state_path=store.path("training_state", "visual_adapted_vlm.pt"))
-        folder = store.checkpoint("visual_adapted_vlm")
-        lineage = _save_checkpoint(vlm, folder, run_id, metrics, {"image_vlm": _version(store, "image_vlm")},
-                                   train_config, {"video_caption_data": len(keys)})
-        return checkpoint_result(folder, lineage, {"sample_captions": _samples(vlm, clips, keys, captions)})
+    job = {"config": trainer_fields(config, VisualAdaptationTrainConfig),
+           "base": str(store.checkpoint("image_vlm")),
+           "caption_data": str(store.path("video_caption_data")),
+           "parents": {"image_vlm": _version(store, "image_vlm")}}
+    return _train(context, "visual_adapted_vlm", job, store, tracking, launcher, accelerators)
 
 
 @asset(group_name="adaptation", code_version="2", deps=[video_caption_data])
@@ -246,38 +187,18 @@ def instruction_data(
     )
 
 
-@asset(group_name="adaptation", code_version="2", deps=[visual_adapted_vlm, instruction_data],
-       pool="gpu")
+@asset(**TRAINING, deps=[visual_adapted_vlm, instruction_data])
 def video_vlm(
     context: AssetExecutionContext, config: LanguageAdaptationConfig, store: ArtifactStore,
-    tracking: MlflowTracking, accelerators: Accelerators,
+    tracking: MlflowTracking, launcher: TrainingLauncher, accelerators: Accelerators,
 ) -> MaterializeResult:
     """Stage 2: the LM learns to follow instructions about videos; vision stays frozen."""
-    import pandas as pd
-
-    from model_code.adaptation import language_adaptation
-    from model_code.vlm import VideoVLM
-
-    with accelerators.device(config.device) as device:  # leased for the whole step
-        vlm = VideoVLM.from_pretrained(store.checkpoint("visual_adapted_vlm"), device=device)
-        keys, clips, df = _caption_data(store, vlm.num_frames)
-        index = {k: i for i, k in enumerate(keys)}
-        rows = pd.read_parquet(store.path("instruction_data", "instructions.parquet"))
-        examples = [{"clip_index": index[r["key"]], "prompt": r["prompt"], "answer": r["answer"],
-                     "type": r["type"]} for r in rows.to_dict("records") if r["key"] in index]
-        train_config = config.train_config(device)
-        metrics, run_id = _train(tracking, "video_vlm", {**vars(train_config), "examples": len(examples),
-                                                           "lora_rank": config.lora_rank},
-                                 language_adaptation, vlm=vlm, clips=clips, examples=examples,
-                                 config=train_config, lora_rank=config.lora_rank,
-                                 state_path=store.path("training_state", "video_vlm.pt"))
-        folder = store.checkpoint("video_vlm")
-        lineage = _save_checkpoint(
-            vlm, folder, run_id, metrics,
-            {"visual_adapted_vlm": _version(store, "visual_adapted_vlm")}, train_config,
-            {"instruction_examples": len(examples)})
-        return checkpoint_result(folder, lineage, {
-            "sample_captions": _samples(vlm, clips, keys, df["caption"].tolist())})
+    job = {"config": trainer_fields(config, LanguageAdaptationTrainConfig),
+           "base": str(store.checkpoint("visual_adapted_vlm")),
+           "caption_data": str(store.path("video_caption_data")),
+           "instructions": str(store.path("instruction_data", "instructions.parquet")),
+           "parents": {"visual_adapted_vlm": _version(store, "visual_adapted_vlm")}}
+    return _train(context, "video_vlm", job, store, tracking, launcher, accelerators)
 
 
 @asset(group_name="adaptation", code_version="1", pool="gpu",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any, Literal
 
-from dagster import DataVersion, MaterializeResult, MetadataValue
+from dagster import Config, DataVersion, MaterializeResult, MetadataValue
 
 
 def md_table(rows: list[dict], max_rows: int = 10) -> MetadataValue:
@@ -35,14 +36,49 @@ def file_version(path: str | Path) -> str:
 
 def checkpoint_result(folder: Path, lineage: dict, extra: dict | None = None) -> MaterializeResult:
     """Metadata + DataVersion of a checkpoint folder, from its lineage.json record."""
-    metadata = {
-        "path": MetadataValue.path(str(folder)),
-        "version": lineage["version"],
-        "code_version": lineage["code_version"],
-        "parents": MetadataValue.json(lineage.get("parents", {})),
-        "mlflow_run_id": lineage.get("mlflow_run_id", ""),
-    }
-    metrics = lineage.get("metrics", {})
-    metadata.update({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
-    metadata.update(extra or {})
+    from model_code.trainer import checkpoint_metadata
+
+    metadata = checkpoint_metadata(folder, lineage, extra)
+    metadata["path"] = MetadataValue.path(str(folder))
+    metadata["parents"] = MetadataValue.json(metadata["parents"])
     return MaterializeResult(metadata=metadata, data_version=DataVersion(lineage["version"]))
+
+
+def launchpad_config(trainer_config: type, name: str, **extra: tuple[type, Any]) -> type[Config]:
+    """A Dagster Config class with one field per field of a trainer's dataclass
+    (model_code.train_configs): its type, default, bounds, choices and help, so the launchpad
+    and the trainer's CLI share the one set of defaults. `extra` adds asset-only fields as
+    (type, pydantic Field)."""
+    from pydantic import Field, create_model
+
+    from model_code.train_configs import field_specs
+
+    fields: dict[str, Any] = {}
+    for field_name, hint, default, meta in field_specs(trainer_config):
+        kind = Literal[meta["choices"]] if "choices" in meta else hint
+        bounds = {k: meta[k] for k in ("ge", "gt") if k in meta}
+        fields[field_name] = (kind, Field(default=default, description=meta["help"], **bounds))
+    fields.update(extra)
+    model = create_model(name, __base__=Config, __doc__=trainer_config.__doc__, **fields)
+    model.__module__ = __name__
+    return model
+
+
+def trainer_fields(config: Config, trainer_config: type) -> dict[str, Any]:
+    """The trainer's part of a launchpad config: what goes in the job's `config`."""
+    from dataclasses import fields
+
+    return {f.name: getattr(config, f.name) for f in fields(trainer_config)}
+
+
+def train_through_launcher(context, *, launcher, tracking, store, accelerators, module: str,
+                           name: str, job: dict, params: dict | None = None,
+                           extra: dict | None = None) -> MaterializeResult:
+    """Run a trainer program through the launcher inside an MLflow run that rank 0 logs its
+    curves to; the materialization is what rank 0 reported, plus `extra`."""
+    config = job["config"]
+    with tracking.run(name, params={**config, **(params or {})}) as run:
+        return launcher.train(context, module=module, job=job, name=name.replace("/", "-"),
+                              store=store, nproc=config["nproc_per_node"],
+                              device=config["device"], accelerators=accelerators,
+                              env=tracking.env(run.run_id), extra=extra)

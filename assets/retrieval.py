@@ -18,11 +18,19 @@ from dagster import (
 from pydantic import Field
 
 from assets.captions import frame_captions, pseudo_captions
-from assets.common import checkpoint_result, file_version, md_table
+from assets.common import (
+    file_version,
+    launchpad_config,
+    md_table,
+    train_through_launcher,
+    trainer_fields,
+)
 from assets.corpus import clip_shards
 from assets.partitions import CAPTION_SOURCES, caption_source_partitions
+from model_code.train_configs import DualEncoderTrainConfig
 from resources.catalog import Catalog
 from resources.devices import Accelerators
+from resources.launcher import TrainingLauncher
 from resources.sources import ClipSource
 from resources.storage import ArtifactStore
 from resources.tracking import MlflowTracking
@@ -70,18 +78,7 @@ def retrieval_benchmark(
     )
 
 
-class DualEncoderConfig(Config):
-    steps: int = 0
-    batch_size: int = 0
-    lr: float = 0.0
-    loss: str = Field(default="infonce", description="infonce (CLIP) or sigmoid (SigLIP)")
-    seed: int = 0
-    device: str = "auto"
-    vision_path: str = Field(default="", description="local CLIP/SigLIP vision checkpoint; "
-                             "empty = tiny from config")
-    text_path: str = ""
-    in_memory_clips: int = Field(default=50_000, description="up to this many pairs, decode the "
-                                 "clips once and keep them in memory; beyond, stream the shards")
+DualEncoderConfig = launchpad_config(DualEncoderTrainConfig, "DualEncoderConfig")
 
 
 def training_pairs(source: str, catalog: Catalog, store: ArtifactStore):
@@ -114,75 +111,36 @@ def training_pairs(source: str, catalog: Catalog, store: ArtifactStore):
           AssetDep(frame_captions, partition_mapping=AllPartitionMapping()),
           AssetDep(pseudo_captions, partition_mapping=AllPartitionMapping()),
           retrieval_benchmark],
-    code_version="2",
+    code_version="3",
     pool="gpu",
 )
 def dual_encoder(
     context: AssetExecutionContext, config: DualEncoderConfig, catalog: Catalog,
-    store: ArtifactStore, tracking: MlflowTracking, accelerators: Accelerators,
+    store: ArtifactStore, tracking: MlflowTracking, launcher: TrainingLauncher,
+    accelerators: Accelerators,
 ) -> MaterializeResult:
-    """A CLIP-style video-text dual encoder trained contrastively on one caption source."""
-    import hashlib
-    from dataclasses import asdict, replace
-
-    import pandas as pd
-
-    from model_code import benchmark, shards
-    from model_code.dual_encoder import build_dual_encoder
-    from model_code.lineage import write_lineage
-    from model_code.train_dual_encoder import (
-        DualEncoderTrainConfig,
-        ShardPairs,
-        train_dual_encoder,
-    )
-    from model_code.training import atomic_dir, seed_everything
+    """A CLIP-style video-text dual encoder trained contrastively on one caption source
+    (model_code.train_dual_encoder, through the launcher: torchrun under Pipes)."""
+    from model_code import benchmark
 
     source = context.partition_key
     pairs = training_pairs(source, catalog, store)
-    train_config = DualEncoderTrainConfig(seed=config.seed, device=config.device, loss=config.loss)
-    for name in ("steps", "batch_size", "lr"):
-        if getattr(config, name):
-            setattr(train_config, name, getattr(config, name))
-    classes = json.loads(store.path("benchmark", "classes.json").read_text())
-    seed_everything(config.seed)  # initial weights from the seed, not from what ran before
-    model = build_dual_encoder(
-        pairs["caption"].tolist() + benchmark.class_prompt_texts(classes), loss=config.loss,
-        vision_path=config.vision_path or None, text_path=config.text_path or None)
     partitions = sorted(pairs["partition"].unique())
-    shard_paths = [store.shard(p) for p in partitions]
-    num_frames = model.config.num_frames
-    if len(pairs) <= config.in_memory_clips:  # decode once, train many passes from memory
-        frames = shards.frames_by_key(shard_paths, num_frames=num_frames)
-        pairs = pairs[pairs["key"].isin(frames)]
-        dataset = [(frames[k], c) for k, c in zip(pairs["key"], pairs["caption"])]
-    else:  # stream from the shards, split across DataLoader workers and torchrun ranks
-        captions = pairs.groupby("key")["caption"].apply(list).to_dict()
-        dataset = ShardPairs(shard_paths, captions, num_frames, seed=config.seed)
-        train_config.num_workers = max(train_config.num_workers, 2)
-    # resumable state, keyed by what is trained on: a rerun on new captions starts afresh
-    digest = hashlib.sha256(pd.util.hash_pandas_object(pairs[["key", "caption"]]).values.tobytes()
-                            + repr(asdict(train_config)).encode()).hexdigest()[:12]
-    state = store.path("training_state", f"dual_encoder-{source}-{digest}.pt")
-    folder = store.checkpoint(f"dual_encoder/{source}")
-    with accelerators.device(config.device) as device:  # leased until the weights are saved
-        train_config = replace(train_config, device=device)
-        with tracking.run(f"dual_encoder[{source}]",
-                          params={**asdict(train_config), "source": source,
-                                  "pairs": len(pairs)}) as run:
-            metrics = train_dual_encoder(model, dataset, train_config,
-                                         on_metrics=lambda step, m: run.log_metrics(m, step),
-                                         state_path=state)
-            run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-        with atomic_dir(folder) as tmp:
-            model.save_pretrained(tmp)
-            lineage = write_lineage(tmp, parents={"captions": sorted(pairs["version"].unique())},
-                                    training_config=asdict(train_config), metrics=metrics,
-                                    data={"source": source, "pairs": len(pairs),
-                                          "partitions": partitions},
-                                    mlflow_run_id=run.run_id)
-    state.unlink(missing_ok=True)
-    return checkpoint_result(folder, lineage, {"source": source, "pairs": len(pairs),
-                                               "sample_pairs": md_table(pairs.head(5).to_dict("records"))})
+    pairs_path = store.write_parquet(store.path("training_inputs", f"dual_encoder-{source}.parquet"),
+                                     pairs[["key", "caption", "version"]])
+    classes = json.loads(store.path("benchmark", "classes.json").read_text())
+    job = {"config": trainer_fields(config, DualEncoderTrainConfig), "pairs": str(pairs_path),
+           "shards": [str(store.shard(p)) for p in partitions],
+           "out": str(store.checkpoint(f"dual_encoder/{source}")),
+           "state": str(store.path("training_state", f"dual_encoder-{source}")),
+           "extra_texts": benchmark.class_prompt_texts(classes),
+           "parents": {"captions": sorted(pairs["version"].unique())},
+           "data": {"source": source, "partitions": partitions}}
+    return train_through_launcher(
+        context, launcher=launcher, tracking=tracking, store=store, accelerators=accelerators,
+        module="model_code.train_dual_encoder", name=f"dual_encoder[{source}]", job=job,
+        params={"source": source, "pairs": len(pairs)},
+        extra={"source": source, "sample_pairs": md_table(pairs.head(5).to_dict("records"))})
 
 
 @asset(group_name="retrieval", partitions_def=caption_source_partitions,

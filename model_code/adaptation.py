@@ -11,8 +11,7 @@
 All three share one loop: AdamW, linear warm-up + cosine decay, gradient clipping, bf16
 autocast on CUDA, periodic atomic checkpoints that a rerun resumes from.
 
-`python -m model_code.adaptation --demo` runs the three steps on the embedded corpus and
-prints captioning quality per model.
+`model_code.train_vlm` is the program that runs each of them (one process or torchrun).
 """
 
 from __future__ import annotations
@@ -26,12 +25,15 @@ import numpy as np
 import torch
 
 from model_code.instructions import CAPTION_PROMPT, IMAGE_PROMPT
+from model_code.train_configs import TrainConfig
 from model_code.training import (
     autocast,
     cosine_with_warmup,
+    global_mean,
     load_training_state,
     save_training_state,
     seed_everything,
+    setup_distributed,
 )
 from model_code.vlm import VideoVLM
 
@@ -39,22 +41,49 @@ MetricsCallback = Callable[[int, dict], None]
 
 
 @dataclass
-class TrainConfig:
-    steps: int = 500
-    batch_size: int = 16
-    lr: float = 2e-3
-    warmup_steps: int = 25
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    seed: int = 0
-    device: str = "auto"
-    checkpoint_every: int = 100
-    log_every: int = 25
+class Rows:
+    """Rows of one batch, before they become model inputs: clips [B, T, H, W, 3] (None for
+    text), prompts and answers; `repeats` shows each frame that many times."""
+
+    clips: np.ndarray | None
+    prompts: list[str]
+    answers: list[str]
+    repeats: int = 1
+
+    def shard(self, rank: int, world: int) -> Rows:
+        """This rank's rows of the global batch."""
+        return Rows(None if self.clips is None else self.clips[rank::world],
+                    self.prompts[rank::world], self.answers[rank::world], self.repeats)
+
+
+class _Loss(torch.nn.Module):
+    """The training loss of a VLM on a list of batches (their losses summed), as one module,
+    so DistributedDataParallel sees the whole forward: vision tower, projector and LM.
+
+    On several ranks each batch's loss is its token-loss sum over the *global* count of answer
+    tokens (times the world size, which DDP's gradient mean divides back out): gradients equal
+    those of one process on the global batch, however the answer lengths fall."""
+
+    def __init__(self, vlm: VideoVLM, world: int):
+        super().__init__()
+        self.vlm, self.model, self.world = vlm, vlm.model, world
+
+    def forward(self, batches: list[Rows]) -> torch.Tensor:
+        built = [self.vlm.multimodal_batch(b.clips, b.prompts, b.answers, repeats=b.repeats)
+                 for b in batches]
+        if self.world == 1:
+            return sum(self.model(**b).loss for b in built)
+        import torch.distributed as dist
+
+        counts = torch.stack([(b["labels"][:, 1:] != -100).sum() for b in built]).float()
+        dist.all_reduce(counts)
+        return sum(self.model(**b, num_items_in_batch=n / self.world).loss
+                   for b, n in zip(built, counts, strict=True))
 
 
 def _train(
     vlm: VideoVLM,
-    make_batches: Callable[[np.random.Generator], list[dict]],
+    make_batches: Callable[[np.random.Generator], list[Rows]],
     params: list[torch.nn.Parameter],
     config: TrainConfig,
     on_metrics: MetricsCallback | None,
@@ -63,12 +92,17 @@ def _train(
 ) -> dict:
     """Train `params` only (every other parameter gets requires_grad=False) for config.steps.
 
-    Step i's batches (their losses are summed) are drawn with a generator seeded by
-    (seed, i), so a resumed run sees the same batches as an uninterrupted one. The state file is removed once the run completes: it
-    exists only to resume an interrupted run.
+    Step i's global batches (their losses are summed) are drawn with a generator seeded by
+    (seed, i), so a resumed run sees the same batches as an uninterrupted one, and under
+    torchrun rank r trains on rows r, r + world, ... of each (DDP; frozen parameters stay
+    frozen on every rank). Rank 0 reports and saves. The state file is removed once the run
+    completes: it exists only to resume an interrupted run.
     """
+    rank, world, device = setup_distributed(config.device)
+    if config.batch_size % world:
+        raise ValueError(f"batch_size {config.batch_size} does not split over {world} ranks")
     seed_everything(config.seed)
-    vlm.to(config.device)
+    vlm.to(device)
     trainable = {id(p) for p in params}
     for p in vlm.model.parameters():
         p.requires_grad_(id(p) in trainable)
@@ -81,6 +115,13 @@ def _train(
         start = load_training_state(state_path, vlm.model, optimizer, scheduler)
     n_trainable = sum(p.numel() for p in params)
     n_total = sum(p.numel() for p in vlm.model.parameters())
+    loss_of = _Loss(vlm, world)
+    if world > 1:  # parameters the forward skips (a vision layer past the one read) are fine
+        from torch.nn.parallel import DistributedDataParallel
+
+        loss_of = DistributedDataParallel(
+            loss_of, device_ids=[device] if device.type == "cuda" else None,
+            find_unused_parameters=True)
 
     vlm.model.train()
     t0 = time.perf_counter()
@@ -88,32 +129,36 @@ def _train(
     loss_value = float("nan")
     for step in range(start, config.steps):
         batches = make_batches(np.random.default_rng([config.seed, step]))
+        if world > 1:
+            batches = [b.shard(rank, world) for b in batches]
         with autocast(vlm.device):
-            loss = sum(vlm.model(**batch).loss for batch in batches)
+            loss = loss_of(batches)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        grad_norm = (torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                     if config.grad_clip else torch.tensor(float("nan")))
         optimizer.step()
         scheduler.step()
         window.append(loss.item())
 
         done = step + 1
         if done % config.log_every == 0 or done == config.steps:
-            loss_value = float(np.mean(window))
+            loss_value = global_mean(float(np.mean(window)), world, device)
             window = []
-            if on_metrics is not None:
+            if on_metrics is not None and rank == 0:
                 on_metrics(step_offset + done, {
                     "loss": loss_value,
                     "lr": scheduler.get_last_lr()[0],
                     "grad_norm": float(grad_norm),
                 })
-        if state_path is not None and done % config.checkpoint_every == 0 and done < config.steps:
+        if (state_path is not None and rank == 0 and done % config.checkpoint_every == 0
+                and done < config.steps):
             save_training_state(state_path, vlm.model, optimizer, scheduler, done)
 
     vlm.model.eval()
     for p in vlm.model.parameters():
         p.requires_grad_(True)
-    if state_path is not None:
+    if state_path is not None and rank == 0:
         Path(state_path).unlink(missing_ok=True)
     return {
         "loss": loss_value,
@@ -121,6 +166,7 @@ def _train(
         "wall_s": round(time.perf_counter() - t0, 2),
         "trainable_params": n_trainable,
         "frozen_params": n_total - n_trainable,
+        "world_size": world,
     }
 
 
@@ -152,9 +198,9 @@ def pretrain_image_vlm(
         image_state = Path(state_path)
         text_state = image_state.with_name(image_state.name + ".text")
 
-    def text_batch(rng: np.random.Generator, size: int) -> dict:
+    def text_batch(rng: np.random.Generator, size: int) -> Rows:
         idx = _pick(rng, len(texts), size)
-        return vlm.multimodal_batch(None, [""] * len(idx), [texts[i] for i in idx])
+        return Rows(None, [""] * len(idx), [texts[i] for i in idx])
 
     text_metrics = {"steps": 0, "wall_s": 0.0}
     if image_state is None or not image_state.exists():  # else the text phase is done
@@ -163,10 +209,10 @@ def pretrain_image_vlm(
             vlm.language_parameters(), text_config, on_metrics, text_state,
         )
 
-    def still_clips(rng: np.random.Generator) -> list[dict]:
+    def still_clips(rng: np.random.Generator) -> list[Rows]:
         idx = _pick(rng, len(frames), config.batch_size)
-        images = vlm.multimodal_batch(frames[idx][:, None], [IMAGE_PROMPT] * len(idx),
-                                      [captions[i] for i in idx], repeats=vlm.num_frames)
+        images = Rows(frames[idx][:, None], [IMAGE_PROMPT] * len(idx),
+                      [captions[i] for i in idx], repeats=vlm.num_frames)
         return [images, text_batch(rng, config.batch_size)]
 
     metrics = _train(
@@ -191,10 +237,9 @@ def visual_adaptation(
     From here on the model is a video captioner: its default prompt becomes CAPTION_PROMPT."""
     vlm.prompt = CAPTION_PROMPT
 
-    def batch(rng: np.random.Generator) -> list[dict]:
+    def batch(rng: np.random.Generator) -> list[Rows]:
         idx = _pick(rng, len(clips), config.batch_size)
-        return [vlm.multimodal_batch(clips[idx], [CAPTION_PROMPT] * len(idx),
-                                     [captions[i] for i in idx])]
+        return [Rows(clips[idx], [CAPTION_PROMPT] * len(idx), [captions[i] for i in idx])]
 
     return _train(vlm, batch, vlm.vision_parameters(), config, on_metrics, state_path)
 
@@ -216,13 +261,10 @@ def language_adaptation(
     attention and MLP projections only, then merges them into the weights, so the checkpoint
     is a plain model of the same architecture."""
 
-    def batch(rng: np.random.Generator) -> list[dict]:
+    def batch(rng: np.random.Generator) -> list[Rows]:
         rows = [examples[i] for i in _pick(rng, len(examples), config.batch_size)]
-        return [vlm.multimodal_batch(
-            clips[[r["clip_index"] for r in rows]],
-            [r["prompt"] for r in rows],
-            [r["answer"] for r in rows],
-        )]
+        return [Rows(clips[[r["clip_index"] for r in rows]], [r["prompt"] for r in rows],
+                     [r["answer"] for r in rows])]
 
     if lora_rank <= 0:
         return _train(vlm, batch, vlm.language_parameters(), config, on_metrics, state_path)

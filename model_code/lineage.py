@@ -44,14 +44,30 @@ def code_version() -> str:
     return "src-" + h.hexdigest()[:12]
 
 
-def write_lineage(folder: str | Path, **fields) -> dict:
-    """Write lineage.json (version = weights hash, plus whatever the caller knows)."""
+def write_lineage(
+    folder: str | Path,
+    *,
+    kind: str,
+    parents: dict | None = None,
+    training_config: dict | None = None,
+    data: dict | None = None,
+    metrics: dict | None = None,
+    mlflow_run_id: str = "",
+) -> dict:
+    """Write lineage.json: the version (hash of the weights), the code version, and what the
+    checkpoint is (`kind`), came from (`parents`: name -> version), was trained with and on, and
+    scored, with the MLflow run that holds its curves."""
     folder = Path(folder)
     record = {
         "version": folder_hash(folder),
         "code_version": code_version(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **fields,
+        "kind": kind,
+        "parents": parents or {},
+        "training_config": training_config or {},
+        "data": data or {},
+        "metrics": metrics or {},
+        "mlflow_run_id": mlflow_run_id,
     }
     (folder / LINEAGE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
     return record

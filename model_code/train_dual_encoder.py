@@ -2,6 +2,7 @@
 
     python -m model_code.train_dual_encoder --pairs captions.parquet --shards clips/*.tar --out de/
     torchrun --nproc_per_node 2 -m model_code.train_dual_encoder --pairs ... --shards ... --out ...
+    torchrun --nproc_per_node 2 -m model_code.train_dual_encoder --job job.json   # as the asset
     python -m model_code.train_dual_encoder --demo        # does the caption source matter?
 
 Under torchrun every rank takes its slice of the data and `batch_size` stays the *global*
@@ -16,12 +17,11 @@ import itertools
 import json
 import logging
 import math
-import os
 import random
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,59 +34,19 @@ from model_code import corpus, video
 from model_code.benchmark import zero_shot_prompts
 from model_code.contrastive import contrastive_loss, sigmoid_loss
 from model_code.retrieval_metrics import retrieval_metrics, zero_shot_classification
+from model_code.train_configs import DualEncoderTrainConfig
 from model_code.training import (
     atomic_dir,
     autocast,
     cosine_with_warmup,
+    global_mean,
     load_training_state,
-    pick_device,
     save_training_state,
     seed_everything,
+    setup_distributed,
 )
 
 log = logging.getLogger("vidistill.dual_encoder")
-
-
-@dataclass
-class DualEncoderTrainConfig:
-    steps: int = 300
-    batch_size: int = 128  # global: split evenly across ranks; bigger means more negatives
-    lr: float = 1e-3
-    warmup_steps: int = 30
-    weight_decay: float = 0.05
-    grad_clip: float = 1.0
-    seed: int = 0
-    device: str = "auto"
-    loss: str = "infonce"  # or "sigmoid" (SigLIP)
-    num_workers: int = 0
-    checkpoint_every: int = 0  # steps between training-state saves (0: only at the end)
-    log_every: int = 10
-
-
-# --- distributed -----------------------------------------------------------------------------
-
-
-def _setup_distributed(requested_device: str):
-    """(rank, world size, device). Joins the torchrun process group when WORLD_SIZE > 1:
-    nccl with one GPU per local rank, gloo on CPU."""
-    device = pick_device(requested_device)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, device
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size(), device
-
-
-def _global_mean(value: float, world: int, device) -> float:
-    if world == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return float(t.item()) / world
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -104,15 +64,17 @@ def _pair_batches(pairs, config: DualEncoderTrainConfig, rank: int, world: int, 
     one process would draw. An IterableDataset must split itself by rank and worker and should
     never end (as ShardPairs does); one that ends is started again."""
     local_batch = config.batch_size // world
+    streamed = isinstance(pairs, IterableDataset)
+    workers = config.num_workers if streamed else 0  # data in memory needs no decode workers
     common = {
         "batch_size": local_batch,
         "drop_last": True,
-        "num_workers": config.num_workers,
+        "num_workers": workers,
         "collate_fn": collate_pairs,
-        "persistent_workers": config.num_workers > 0,
+        "persistent_workers": workers > 0,
         "pin_memory": torch.cuda.is_available(),
     }
-    if isinstance(pairs, IterableDataset):
+    if streamed:
         sampler, loader = None, DataLoader(pairs, **common)
     else:
         sampler = DistributedSampler(
@@ -198,7 +160,7 @@ def train_dual_encoder(
     metrics)` is called on rank 0 every `log_every` steps. Returns the final metrics."""
     if config.loss not in ("infonce", "sigmoid"):
         raise ValueError(f"loss must be 'infonce' or 'sigmoid', not {config.loss!r}")
-    rank, world, device = _setup_distributed(config.device)
+    rank, world, device = setup_distributed(config.device)
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} does not split over {world} ranks")
     seed_everything(config.seed)
@@ -265,7 +227,7 @@ def train_dual_encoder(
         if step % config.log_every == 0 or last:
             wall = time.perf_counter() - t0
             metrics = {
-                "loss": _global_mean(float(np.mean(window)), world, device),
+                "loss": global_mean(float(np.mean(window)), world, device),
                 "lr": scheduler.get_last_lr()[0],
                 "logit_scale": model.logit_scale.detach().exp().item(),
                 "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
@@ -297,78 +259,73 @@ def train_dual_encoder(
     }
 
 
-# --- CLI: train from shards --------------------------------------------------------------------
+# --- the program: train from shards -----------------------------------------------------------
 
 
-def read_pairs(path: str | Path) -> dict[str, list[str]]:
-    """key -> captions, from a parquet with columns key, caption (one row per pair)."""
+def read_pairs(path: str | Path):
+    """The pairs table (parquet: key, caption, and optionally version), in file order."""
     import pandas as pd
 
-    frame = pd.read_parquet(path, columns=["key", "caption"]).dropna()
-    captions: dict[str, list[str]] = {}
-    for key, caption in zip(frame["key"].astype(str), frame["caption"].astype(str), strict=True):
-        captions.setdefault(key, []).append(caption)
-    return captions
+    frame = pd.read_parquet(path).dropna(subset=["key", "caption"])
+    frame["key"], frame["caption"] = frame["key"].astype(str), frame["caption"].astype(str)
+    return frame.reset_index(drop=True)
 
 
-def _print_metrics(step: int, metrics: dict) -> None:
-    print(json.dumps({"step": step, **metrics}), flush=True)
+def _digest(pairs, config: DualEncoderTrainConfig) -> str:
+    """What the training state is keyed by: a rerun on other captions or settings starts afresh."""
+    import hashlib
+
+    import pandas as pd
+
+    return hashlib.sha256(pd.util.hash_pandas_object(pairs[["key", "caption"]]).values.tobytes()
+                          + repr(asdict(config)).encode()).hexdigest()[:12]
 
 
-def train_from_shards(args: argparse.Namespace) -> dict:
+def train(job: dict, report=None) -> dict:
+    """The dual-encoder program (DESIGN.md step 3): a job's pairs and shards in, a checkpoint
+    folder with lineage.json out (rank 0, atomically). The asset, the CLI and torchrun all run
+    this. Job keys: config (DualEncoderTrainConfig fields), pairs (parquet: key, caption),
+    shards (webdataset tars), out (folder), state (training-state path prefix, optional),
+    extra_texts (for the vocabulary: class prompts, queries), parents and data (for lineage)."""
+    from model_code import shards as shard_io
     from model_code.dual_encoder import build_dual_encoder
     from model_code.lineage import write_lineage
+    from model_code.train_configs import from_dict
+    from model_code.trainer import Reporter
 
-    captions = read_pairs(args.pairs)
-    texts = [c for cs in captions.values() for c in cs]
-    if args.vocab_extra:
-        texts += Path(args.vocab_extra).read_text().splitlines()
-    config = DualEncoderTrainConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        warmup_steps=args.warmup_steps,
-        seed=args.seed,
-        device=args.device,
-        loss=args.loss,
-        num_workers=args.num_workers,
-        checkpoint_every=args.checkpoint_every,
-        log_every=args.log_every,
-    )
-    seed_everything(config.seed)
+    report = report or Reporter()
+    config = from_dict(DualEncoderTrainConfig, job.get("config", {}))
+    pairs = read_pairs(job["pairs"])
+    if pairs.empty:
+        raise ValueError(f"{job['pairs']} holds no (key, caption) pairs")
+    seed_everything(config.seed)  # initial weights from the seed, not from what ran before
     model = build_dual_encoder(
-        texts,
-        num_frames=args.num_frames,
-        image_size=args.image_size,
-        patch_size=args.patch_size,
-        loss=args.loss,
-        vision_path=args.vision_path,
-        text_path=args.text_path,
-    )
-    pairs = ShardPairs(args.shards, captions, args.num_frames, seed=args.seed)
-    metrics = train_dual_encoder(
-        model, pairs, config, on_metrics=_print_metrics, state_path=args.state
-    )
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    if rank == 0:
-        with atomic_dir(args.out) as tmp:
+        pairs["caption"].tolist() + list(job.get("extra_texts", [])), num_frames=config.num_frames,
+        image_size=config.image_size, patch_size=config.patch_size, loss=config.loss,
+        vision_path=config.vision_path, text_path=config.text_path)
+    shard_paths = [str(s) for s in job["shards"]]
+    if len(pairs) <= config.in_memory_clips:  # decode once, train many passes from memory
+        frames = shard_io.frames_by_key(shard_paths, num_frames=model.config.num_frames)
+        pairs = pairs[pairs["key"].isin(frames)]
+        dataset = [(frames[k], c) for k, c in zip(pairs["key"], pairs["caption"], strict=True)]
+    else:  # stream from the shards, split across DataLoader workers and torchrun ranks
+        captions = pairs.groupby("key", sort=False)["caption"].apply(list).to_dict()
+        dataset = ShardPairs(shard_paths, captions, model.config.num_frames, seed=config.seed)
+    state = Path(f"{job['state']}-{_digest(pairs, config)}.pt") if job.get("state") else None
+    metrics = train_dual_encoder(model, dataset, config, on_metrics=report.metrics,
+                                 state_path=state)
+    if report.rank == 0:
+        with atomic_dir(job["out"]) as tmp:
             model.save_pretrained(tmp)
-            write_lineage(
-                tmp,
-                kind="dual_encoder",
-                training=asdict(config),
-                metrics=metrics,
-                data={
-                    "pairs": str(args.pairs),
-                    "shards": [str(s) for s in args.shards],
-                    "n_pairs": len(texts),
-                    "n_clips": len(captions),
-                },
-            )
-        print(json.dumps({"final": metrics, "out": str(args.out)}), flush=True)
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+            lineage = write_lineage(
+                tmp, kind="dual_encoder", parents=job.get("parents", {}),
+                training_config=asdict(config), metrics=metrics,
+                data={**job.get("data", {}), "pairs": len(pairs),
+                      "clips": int(pairs["key"].nunique())},
+                mlflow_run_id=report.mlflow_run_id)
+        if state is not None:
+            state.unlink(missing_ok=True)
+        report.checkpoint(job["out"], lineage, {"pairs": len(pairs)})
     return metrics
 
 
@@ -479,6 +436,9 @@ def format_demo_table(rows: list[dict]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from model_code import train_configs
+    from model_code.trainer import quiet_libraries, read_job, run_job
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -488,48 +448,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--sources", nargs="+", default=list(DEMO_SOURCES))
     parser.add_argument("--demo-json", type=Path, help="write the demo rows here")
+    parser.add_argument("--job", type=Path, help="a job file (what the asset launches); "
+                        "overrides the flags below")
     parser.add_argument("--pairs", type=Path, help="parquet with columns key, caption")
     parser.add_argument("--shards", nargs="+", default=[], help="webdataset clip shards (.tar)")
     parser.add_argument("--out", type=Path, help="output checkpoint folder")
     parser.add_argument(
-        "--state", type=Path, help="training-state file to checkpoint to / resume from"
+        "--state", type=Path, help="training-state path prefix to checkpoint to / resume from"
     )
     parser.add_argument(
         "--vocab-extra", type=Path, help="more texts for the vocabulary, one a line"
     )
-    parser.add_argument(
-        "--vision-path", type=Path, help="local CLIP/SigLIP checkpoint for the frames"
-    )
-    parser.add_argument("--text-path", type=Path, help="local CLIP/SigLIP checkpoint for the text")
-    parser.add_argument("--num-frames", type=int, default=8)
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--patch-size", type=int, default=16)
-    d = DualEncoderTrainConfig()
-    parser.add_argument("--steps", type=int, default=d.steps)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--lr", type=float, default=d.lr)
-    parser.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--device", default=d.device)
-    parser.add_argument("--loss", choices=("infonce", "sigmoid"), default=d.loss)
-    parser.add_argument("--num-workers", type=int, default=2)
-    parser.add_argument("--checkpoint-every", type=int, default=100)
-    parser.add_argument("--log-every", type=int, default=d.log_every)
+    train_configs.add_arguments(parser, DualEncoderTrainConfig)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
+    quiet_libraries()
     if args.demo:
         rows = run_demo(seeds=args.seeds, sources=args.sources)
         print(format_demo_table(rows))
         if args.demo_json:
             args.demo_json.write_text(json.dumps(rows, indent=2))
         return 0
-    if not (args.pairs and args.shards and args.out):
-        parser.error("--pairs, --shards and --out are required (or --demo)")
-    train_from_shards(args)
-    return 0
+    if args.job:
+        job = read_job(args.job)
+    elif args.pairs and args.shards and args.out:
+        config = train_configs.from_args(DualEncoderTrainConfig, args)
+        job = {"config": asdict(config), "pairs": str(args.pairs), "shards": args.shards,
+               "out": str(args.out), "state": str(args.state) if args.state else None,
+               "extra_texts": args.vocab_extra.read_text().splitlines() if args.vocab_extra else [],
+               "parents": {"pairs": str(args.pairs)}}
+    else:
+        parser.error("--job, or --pairs, --shards and --out, are required (or --demo)")
+    return run_job(train, job)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,36 @@ def pick_device(requested: str = "auto"):
     return torch.device(requested)
 
 
+def setup_distributed(requested: str = "auto"):
+    """(rank, world size, device). Joins the torchrun process group when WORLD_SIZE > 1:
+    nccl with one GPU per local rank, gloo on CPU. One process: (0, 1, pick_device(...))."""
+    import torch
+    import torch.distributed as dist
+
+    device = pick_device(requested)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def global_mean(value: float, world: int, device) -> float:
+    """The mean of `value` over the ranks (itself in one process)."""
+    if world == 1:
+        return value
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t.item()) / world
+
+
 def autocast(device):
     """bf16 autocast on CUDA; full precision on CPU (bf16 matmuls on 2 cores are slower, not faster)."""
     import torch

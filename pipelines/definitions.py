@@ -28,6 +28,7 @@ from pipelines.jobs import JOBS
 from pipelines.sensors import new_clip_shards
 from resources.catalog import Catalog
 from resources.devices import Accelerators
+from resources.launcher import TrainingLauncher
 from resources.sources import ClipSource
 from resources.storage import ArtifactStore
 from resources.tracking import MlflowTracking
@@ -49,6 +50,12 @@ def make_resources(root: str | None = None) -> dict:
         "tracking": MlflowTracking(root=root,
                                    tracking_uri=os.environ.get("VIDISTILL_TRACKING_URI", "")),
         "accelerators": Accelerators(),
+        # training under torchrun through Pipes: here by default, or a pod per training
+        "launcher": TrainingLauncher(
+            backend=os.environ.get("VIDISTILL_TRAINING_BACKEND", "subprocess"),
+            image=os.environ.get("VIDISTILL_IMAGE", ""),
+            namespace=os.environ.get("VIDISTILL_NAMESPACE", "dagster"),
+            data_volume_claim=os.environ.get("VIDISTILL_DATA_CLAIM", "")),
     }
 
 

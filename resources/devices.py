@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from dagster import ConfigurableResource
 from pydantic import Field
+
+if TYPE_CHECKING:
+    from model_code.devices import DeviceLease
 
 
 class Accelerators(ConfigurableResource):
@@ -21,13 +25,20 @@ class Accelerators(ConfigurableResource):
                              description="how long a step waits for a free device")
 
     @contextlib.contextmanager
-    def device(self, requested: str = "auto", count: int = 1) -> Iterator[str]:
-        """The device to use: `requested` as given, or for "auto" a leased `cuda:i` (CPU on a
-        machine without CUDA), held until the block ends."""
-        if requested != "auto":
-            yield requested
-            return
-        from model_code.devices import lease_devices
+    def lease(self, requested: str = "auto", count: int = 1) -> Iterator[DeviceLease]:
+        """For "auto", `count` devices no other step holds (none on a machine without CUDA),
+        held until the block ends; a device the user named is not leased."""
+        from model_code.devices import DeviceLease, lease_devices
 
+        if requested != "auto":
+            yield DeviceLease([])
+            return
         with lease_devices(self.lock_dir, count, timeout_s=self.timeout_s) as lease:
-            yield lease.device
+            yield lease
+
+    @contextlib.contextmanager
+    def device(self, requested: str = "auto", count: int = 1) -> Iterator[str]:
+        """The device to use in this process: `requested` as given, or for "auto" a leased
+        `cuda:i` (CPU on a machine without CUDA), held until the block ends."""
+        with self.lease(requested, count) as lease:
+            yield lease.device if requested == "auto" else requested

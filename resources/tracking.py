@@ -26,6 +26,10 @@ class MlflowTracking(ConfigurableResource):
         path.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{path}"
 
+    def env(self, run_id: str) -> dict[str, str]:
+        """What a child process needs to log to this run (MLflow reads both variables)."""
+        return {"MLFLOW_TRACKING_URI": self.uri(), "MLFLOW_RUN_ID": run_id}
+
     def client(self):
         from mlflow.tracking import MlflowClient
 

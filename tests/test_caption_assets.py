@@ -21,7 +21,7 @@ def _tiny_video_vlm(folder) -> None:
                            vision_heads=2, text_heads=2, num_frames=4)
     vlm = build_tiny_image_vlm(["a red circle moves left"], config)
     vlm.save_pretrained(folder)
-    write_lineage(folder, parents={})
+    write_lineage(folder, kind="video_vlm")
 
 
 def test_a_corrupted_clip_becomes_a_reject_and_the_partition_succeeds(tmp_path):

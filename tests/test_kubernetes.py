@@ -80,3 +80,35 @@ def test_the_code_location_loads_whole():
     Definitions.validate_loadable(defs)
     assert {"shard_and_caption", "train_dual_encoder", "video_adaptation"} <= set(
         defs.get_repository_def().job_names)
+
+
+def test_training_pods_are_chosen_by_configuration_and_request_a_gpu_per_rank(monkeypatch):
+    """The Pipes launch of training in a pod (PipesK8sClient), rendered: the pod body
+    dagster-k8s would create runs torchrun on N ranks with N GPUs and the data volume."""
+    from dagster_k8s.pipes import build_pod_body
+
+    from pipelines.definitions import make_resources
+
+    monkeypatch.setenv("VIDISTILL_TRAINING_BACKEND", "k8s")
+    monkeypatch.setenv("VIDISTILL_IMAGE", "registry.example.com/vidistill:0.1.0")
+    monkeypatch.setenv("VIDISTILL_DATA_CLAIM", "vidistill-data")
+    launcher = make_resources("/data")["launcher"]
+    assert launcher.backend == "k8s"
+    job_file = Path("/data/training_jobs/dual_encoder[alt_text]-r1.json")
+    args = launcher.k8s_args("model_code.train_dual_encoder", job_file, 2,
+                             {"MLFLOW_RUN_ID": "abc"}, "/data")
+    pod = build_pod_body("train-1", args["image"], args["command"], args["env"], None,
+                         args["base_pod_spec"])
+    (container,) = pod.spec.containers
+    assert container.image == "registry.example.com/vidistill:0.1.0"
+    assert container.command == ["python", "-m", "torch.distributed.run", "--standalone",
+                                 "--nproc_per_node=2", "-m", "model_code.train_dual_encoder",
+                                 "--job", str(job_file)]
+    assert container.resources.limits == {"nvidia.com/gpu": "2"}
+    assert {e.name: e.value for e in container.env} == {"MLFLOW_RUN_ID": "abc"}
+    assert ("data", "/data") in [(m.name, m.mount_path) for m in container.volume_mounts]
+    claims = {v.name: v.persistent_volume_claim for v in pod.spec.volumes}
+    assert claims["data"].claim_name == "vidistill-data"
+    monkeypatch.setenv("VIDISTILL_IMAGE", "")
+    with pytest.raises(ValueError, match="TrainingLauncher.image"):
+        make_resources("/data")["launcher"].k8s_args("m", job_file, 1, {}, "/data")

@@ -1,0 +1,167 @@
+"""Train the VLM: the default image VLM, stage 1 (visual) or stage 2 (language) adaptation.
+
+    python -m model_code.train_vlm --job job.json
+    torchrun --nproc_per_node 2 -m model_code.train_vlm --job job.json     # DDP
+
+A job is a JSON object (what the adaptation assets write and launch):
+
+    {"stage": "image_vlm" | "visual_adapted_vlm" | "video_vlm",
+     "config": {...},              # the stage's dataclass in model_code.train_configs
+     "out": "checkpoints/...",     # the checkpoint folder, written atomically by rank 0
+     "state": "training_state/x.pt",   # optional: resumable training state
+     "corpus": {...},              # image_vlm: the embedded corpus's CorpusConfig
+     "base": "checkpoints/...",    # stages 1 and 2: the checkpoint to start from
+     "caption_data": "video_caption_data",   # stages 1 and 2: clips.tar + captions.parquet
+     "instructions": "instructions.parquet", # stage 2
+     "parents": {...}, "data": {...}}        # recorded in lineage.json
+
+Every rank loads the same data and model; each trains on its rows of every global batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from model_code.train_configs import (
+    ImageVLMTrainConfig,
+    LanguageAdaptationTrainConfig,
+    VisualAdaptationTrainConfig,
+    from_dict,
+)
+from model_code.trainer import Reporter, quiet_libraries, read_job, run_job
+
+SAMPLES = 6  # clips captioned for the materialization's sample table
+
+
+def _caption_data(folder: str | Path, num_frames: int):
+    """keys, clips [N, T, H, W, 3] and the caption table, in the shard's order."""
+    import pandas as pd
+
+    from model_code import shards
+
+    folder = Path(folder)
+    keys, clips, _, _ = shards.load_clips(folder / "clips.tar", num_frames)
+    df = pd.read_parquet(folder / "captions.parquet").set_index("key").loc[keys].reset_index()
+    return keys, clips, df
+
+
+def _samples(vlm, clips, keys: list[str], refs: list[str]) -> dict:
+    """A markdown table of sample captions, as Pipes metadata."""
+    captions = vlm.caption(clips[:SAMPLES])
+    lines = ["| key | caption | reference |", "|---|---|---|"]
+    lines += [f"| {k} | {c} | {r} |".replace("\n", " ")
+              for k, c, r in zip(keys, captions, refs, strict=False)]
+    return {"raw_value": "\n".join(lines), "type": "md"}
+
+
+def _publish(vlm, job: dict, config, metrics: dict, report: Reporter, samples: dict) -> dict:
+    """Rank 0: the checkpoint folder, atomically, with its lineage; reported to Pipes."""
+    from model_code.lineage import write_lineage
+    from model_code.training import atomic_dir
+
+    with atomic_dir(job["out"]) as tmp:
+        vlm.save_pretrained(tmp)
+        lineage = write_lineage(tmp, kind=job["stage"], parents=job.get("parents", {}),
+                                training_config=asdict(config), data=job.get("data", {}),
+                                metrics=metrics, mlflow_run_id=report.mlflow_run_id)
+    report.checkpoint(job["out"], lineage, {"sample_captions": samples})
+    return lineage
+
+
+def train_image_vlm(job: dict, report: Reporter) -> dict:
+    """Text-only LM pretraining, then captioning single still frames of the embedded corpus."""
+    from model_code import corpus, instructions
+    from model_code.adaptation import pretrain_image_vlm
+    from model_code.vlm import TinyVLMConfig, build_tiny_image_vlm
+
+    config = from_dict(ImageVLMTrainConfig, job.get("config", {}))
+    cc = corpus.CorpusConfig(**job.get("corpus", {}))
+    specs = corpus.split_specs("image", cc, 0, config.image_examples)
+    frames = np.stack([corpus.render_still(s) for s in specs])
+    still = [corpus.still_caption(s) for s in specs]
+    # the text an LLM would already know: sentences and Q&A about shapes and how they move
+    texts = instructions.pretraining_texts(
+        [{"key": s.key, "caption": corpus.ground_truth_caption(s), "attributes": s.attributes()}
+         for s in specs], seed=config.seed)
+    vlm = build_tiny_image_vlm(texts + still, TinyVLMConfig(), seed=config.seed)
+    text_config = replace(config, steps=config.text_steps, batch_size=config.text_batch_size)
+    metrics = pretrain_image_vlm(vlm, frames, still, texts, config=config,
+                                 text_config=text_config, on_metrics=report.metrics,
+                                 state_path=job.get("state"))
+    if report.rank == 0:
+        clips = np.repeat(frames[:SAMPLES, None], vlm.num_frames, axis=1)
+        samples = _samples(vlm, clips, [s.key for s in specs], still)
+        _publish(vlm, job, config, {**metrics, "examples": len(specs)}, report, samples)
+    return metrics
+
+
+def train_visual(job: dict, report: Reporter) -> dict:
+    """Stage 1: vision tower + projector learn from video captions; the LM stays frozen."""
+    from model_code.adaptation import visual_adaptation
+    from model_code.vlm import VideoVLM
+
+    config = from_dict(VisualAdaptationTrainConfig, job.get("config", {}))
+    vlm = VideoVLM.from_pretrained(job["base"], device="cpu")  # _train moves it to its device
+    keys, clips, df = _caption_data(job["caption_data"], vlm.num_frames)
+    captions = df["caption"].tolist()
+    metrics = visual_adaptation(vlm, clips, captions, config, on_metrics=report.metrics,
+                                state_path=job.get("state"))
+    if report.rank == 0:
+        _publish(vlm, job, config, {**metrics, "clips": len(keys)}, report,
+                 _samples(vlm, clips, keys, captions))
+    return metrics
+
+
+def train_language(job: dict, report: Reporter) -> dict:
+    """Stage 2: the LM learns to follow instructions about the videos; vision stays frozen."""
+    import pandas as pd
+
+    from model_code.adaptation import language_adaptation
+    from model_code.vlm import VideoVLM
+
+    config = from_dict(LanguageAdaptationTrainConfig, job.get("config", {}))
+    vlm = VideoVLM.from_pretrained(job["base"], device="cpu")
+    keys, clips, df = _caption_data(job["caption_data"], vlm.num_frames)
+    index = {k: i for i, k in enumerate(keys)}
+    rows = pd.read_parquet(job["instructions"])
+    examples = [{"clip_index": index[r["key"]], "prompt": r["prompt"], "answer": r["answer"],
+                 "type": r["type"]} for r in rows.to_dict("records") if r["key"] in index]
+    if not examples:
+        raise ValueError(f"none of the instructions in {job['instructions']} is about a clip "
+                         f"of {job['caption_data']}")
+    metrics = language_adaptation(vlm, clips, examples, config, on_metrics=report.metrics,
+                                  state_path=job.get("state"), lora_rank=config.lora_rank)
+    if report.rank == 0:
+        _publish(vlm, job, config, {**metrics, "examples": len(examples)}, report,
+                 _samples(vlm, clips, keys, df["caption"].tolist()))
+    return metrics
+
+
+STAGES = {"image_vlm": train_image_vlm, "visual_adapted_vlm": train_visual,
+          "video_vlm": train_language}
+
+
+def train(job: dict, report: Reporter | None = None) -> dict:
+    """The VLM program: the job's stage, on this rank."""
+    if job.get("stage") not in STAGES:
+        raise ValueError(f"job stage must be one of {sorted(STAGES)}, not {job.get('stage')!r}")
+    return STAGES[job["stage"]](job, report or Reporter())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--job", type=Path, required=True, help="the job file")
+    args = parser.parse_args(argv)
+    quiet_libraries()
+    return run_job(train, read_job(args.job))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""How a training asset runs its trainer: `torchrun` through Dagster Pipes, here or in a pod."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from dagster import ConfigurableResource, Failure, MaterializeResult, MetadataValue
+from pydantic import Field
+
+from model_code.training import atomic_write_bytes
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def torchrun_command(module: str, job_file: str | Path, nproc: int, python: str = sys.executable,
+                     log_dir: str | None = None) -> list[str]:
+    """`torchrun --standalone --nproc_per_node N [--log-dir D] -m module --job job_file`."""
+    command = [python, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={nproc}"]
+    if log_dir:
+        command += ["--log-dir", log_dir]
+    return command + ["-m", module, "--job", str(job_file)]
+
+
+def rank_errors(log_dir: str | Path) -> list[dict]:
+    """The errors torchrun's ranks recorded (`record` writes <log_dir>/.../<rank>/error.json),
+    the root cause first: the earliest, and a rank that failed on its own before one that only
+    lost a peer."""
+    errors = []
+    for path in Path(log_dir).glob("**/error.json"):
+        try:
+            body = json.loads(path.read_text())["message"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(body, str):
+            body = {"message": body, "extraInfo": {}}
+        extra = body.get("extraInfo", {})
+        message = str(body.get("message", ""))
+        peer = any(s in message for s in ("closed by peer", "Connection reset", "NCCL", "Broken pipe"))
+        errors.append({"rank": int(path.parent.name) if path.parent.name.isdigit() else -1,
+                       "message": message, "traceback": str(extra.get("py_callstack", "")),
+                       "timestamp": int(extra.get("timestamp", 0) or 0), "lost_peer": peer})
+    return sorted(errors, key=lambda e: (e["lost_peer"], e["timestamp"], e["rank"]))
+
+
+class TrainingLauncher(ConfigurableResource):
+    """Runs a trainer program (model_code.train_vlm, model_code.train_dual_encoder) under
+    `torchrun --nproc_per_node N` through Dagster Pipes: rank 0's logs and its checkpoint's
+    materialization come back to the step; a rank that fails fails the step with its error.
+
+    backend "subprocess" (default): torchrun on this machine, pinned to the devices the step
+    leased. backend "k8s": one pod per training through PipesK8sClient, requesting N GPUs,
+    with the data root on a PersistentVolumeClaim mounted at the same path."""
+
+    backend: Literal["subprocess", "k8s"] = Field(
+        default="subprocess", description="subprocess: torchrun here; k8s: torchrun in a pod")
+    image: str = Field(default="", description="k8s: the project's image (deploy/Dockerfile)")
+    namespace: str = Field(default="dagster", description="k8s: namespace of the training pods")
+    data_volume_claim: str = Field(
+        default="", description="k8s: PersistentVolumeClaim holding the data root; mounted at the "
+        "data root's path in the pod")
+    gpus_per_rank: int = Field(default=1, ge=0, description="k8s: GPUs requested per rank "
+                               "(0 for CPU pods)")
+
+    def train(self, context, *, module: str, job: dict, name: str, store, nproc: int,
+              device: str, accelerators, env: dict[str, str] | None = None,
+              extra: dict | None = None) -> MaterializeResult:
+        """Write the job file (training_jobs/ under the data root), run the trainer on `nproc`
+        ranks, and return the checkpoint's materialization as rank 0 reported it (plus `extra`
+        metadata)."""
+        job_file = store.path("training_jobs", f"{name}-{context.run_id}.json")
+        atomic_write_bytes(job_file, json.dumps(job, indent=1, default=str).encode())
+        env = dict(env or {})
+        if self.backend == "k8s":
+            result = self._k8s(context, module, job_file, nproc, env, str(store.path()))
+        else:
+            result = self._subprocess(context, module, job_file, nproc, device, accelerators, env)
+        metadata = {**(result.metadata or {}), **(extra or {})}
+        if "path" in metadata and isinstance(metadata["path"], str):
+            metadata["path"] = MetadataValue.path(metadata["path"])
+        return MaterializeResult(metadata=metadata, data_version=result.data_version)
+
+    def _subprocess(self, context, module, job_file, nproc, device, accelerators, env):
+        from dagster import PipesSubprocessClient
+
+        env.setdefault("OMP_NUM_THREADS", os.environ.get(
+            "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc))))
+        with accelerators.lease(device, count=nproc) as lease, \
+                tempfile.TemporaryDirectory(prefix="torchrun-") as logs:
+            env.update(lease.env())  # the ranks see only the leased devices
+            context.log.info(f"training {module} on {nproc} rank(s)"
+                             + (f", devices {lease.indices}" if lease.indices else ""))
+            try:
+                return PipesSubprocessClient(cwd=str(PROJECT_ROOT)).run(
+                    context=context, command=torchrun_command(module, job_file, nproc,
+                                                              log_dir=logs),
+                    env=env).get_materialize_result()
+            except Exception as error:
+                errors = rank_errors(logs)
+                if not errors:
+                    raise
+                first = errors[0]
+                raise Failure(
+                    description=f"rank {first['rank']} of {nproc} failed: {first['message']}",
+                    metadata={f"rank {e['rank']}": MetadataValue.text(e["traceback"] or e["message"])
+                              for e in errors}) from error
+
+    def pod_spec(self, nproc: int, data_root: str) -> dict:
+        """The training pod: N x gpus_per_rank GPUs, the data root's volume, /dev/shm for the
+        DataLoader workers and NCCL."""
+        container: dict = {"volume_mounts": [{"name": "dshm", "mount_path": "/dev/shm"}]}
+        volumes: list[dict] = [{"name": "dshm", "empty_dir": {"medium": "Memory"}}]
+        if self.gpus_per_rank:
+            gpus = str(nproc * self.gpus_per_rank)
+            container["resources"] = {"limits": {"nvidia.com/gpu": gpus}}
+        if self.data_volume_claim:
+            container["volume_mounts"].append({"name": "data", "mount_path": data_root})
+            volumes.append({"name": "data", "persistent_volume_claim": {
+                "claim_name": self.data_volume_claim}})
+        return {"containers": [container], "volumes": volumes}
+
+    def k8s_args(self, module: str, job_file: Path, nproc: int, env: dict[str, str],
+                 data_root: str) -> dict:
+        """What PipesK8sClient.run gets (besides the context)."""
+        if not self.image:
+            raise ValueError("TrainingLauncher.image must name the project's image when "
+                             "backend is k8s")
+        return {"image": self.image, "namespace": self.namespace,
+                "command": torchrun_command(module, job_file, nproc, python="python"),
+                "env": env, "base_pod_spec": self.pod_spec(nproc, data_root)}
+
+    def _k8s(self, context, module, job_file, nproc, env, data_root):
+        from dagster_k8s import PipesK8sClient
+
+        return PipesK8sClient().run(context=context, **self.k8s_args(
+            module, job_file, nproc, env, data_root)).get_materialize_result()

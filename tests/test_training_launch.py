@@ -1,0 +1,207 @@
+"""Training launched as users launch it: the asset runs the trainer program under torchrun
+through Dagster Pipes. On 2 CPU ranks (gloo) it must train like one process on the same global
+batch, report from rank 0, and fail with the failing rank's message; on 1 rank it must equal
+the trainer run in-process bit for bit."""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import torch
+from dagster import AssetExecutionContext, asset, instance_for_test, materialize
+from safetensors.torch import load_file
+
+from pipelines.definitions import defs, make_resources
+from resources.devices import Accelerators
+from resources.launcher import TrainingLauncher
+from resources.sources import ClipSource
+from resources.storage import ArtifactStore
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = list(defs.assets)
+TRAIN = {"steps": 2, "batch_size": 8, "warmup_steps": 1, "log_every": 1}
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    """The same threads in the ranks and in-process, so one-rank results can match bit for bit."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Two clip shards in the catalog and the benchmark's classes: what dual_encoder reads."""
+    root = tmp_path_factory.mktemp("data")
+    resources = make_resources(str(root))
+    resources["clip_source"] = ClipSource(corpus_clips=16, clips_per_shard=8)
+    with instance_for_test() as instance:
+        assert materialize(ASSETS, selection=["clip_shard_plan"], instance=instance,
+                           resources=resources).success
+        for p in instance.get_dynamic_partitions("clip_shards"):
+            assert materialize(ASSETS, selection=["clip_shards"], partition_key=p,
+                               instance=instance, resources=resources).success
+        assert materialize(ASSETS, selection=["retrieval_benchmark"], instance=instance,
+                           resources=resources, run_config={"ops": {"retrieval_benchmark": {
+                               "config": {"clips": 10}}}}).success
+        yield resources, instance
+
+
+def _train_dual_encoder(corpus, source: str, nproc: int):
+    resources, instance = corpus
+    result = materialize(
+        ASSETS, selection=["dual_encoder"], partition_key=source, instance=instance,
+        resources=resources,
+        run_config={"ops": {"dual_encoder": {"config": {**TRAIN, "nproc_per_node": nproc}}}})
+    assert result.success
+    (materialization,) = result.asset_materializations_for_node("dual_encoder")
+    store = resources["store"]
+    (job_file,) = store.path("training_jobs").glob(f"dual_encoder[[]{source}]-{result.run_id}.json")
+    return materialization, json.loads(job_file.read_text())
+
+
+def _in_process(job: dict, out: Path) -> dict[str, torch.Tensor]:
+    from model_code.train_dual_encoder import train
+
+    train({**job, "out": str(out), "state": None,
+           "config": {**job["config"], "nproc_per_node": 1}})
+    return load_file(out / "model.safetensors")
+
+
+def test_dual_encoder_on_two_ranks_reports_from_rank_0_and_trains_like_one_process(
+        corpus, tmp_path):
+    materialization, job = _train_dual_encoder(corpus, "alt_text", nproc=2)
+    meta = materialization.metadata
+    folder = Path(meta["path"].value)
+    assert meta["world_size"].value == 2  # rank 0's metrics, through Pipes
+    lineage = json.loads((folder / "lineage.json").read_text())
+    assert meta["version"].value == lineage["version"] == materialization.tags[
+        "dagster/data_version"]
+    assert lineage["training_config"]["nproc_per_node"] == 2
+    assert lineage["parents"] == {"captions": ["alt_text"]}
+
+    tracking = corpus[0]["tracking"]
+    history = tracking.client().get_metric_history(meta["mlflow_run_id"].value, "loss")
+    assert sorted(m.step for m in history) == [1, 2]  # rank 0 logged each step, once
+
+    two = load_file(folder / "model.safetensors")
+    one = _in_process(job, tmp_path / "one")
+    worst = max((two[k] - v).abs().max().item() for k, v in one.items())
+    assert worst < 1e-4, worst  # float rounding of the gathered loss, after two Adam steps
+
+
+def test_one_rank_through_pipes_equals_the_trainer_in_process_bit_for_bit(corpus, tmp_path):
+    materialization, job = _train_dual_encoder(corpus, "ground_truth", nproc=1)
+    launched = load_file(Path(materialization.metadata["path"].value) / "model.safetensors")
+    local = _in_process(job, tmp_path / "local")
+    assert launched.keys() == local.keys()
+    assert all(torch.equal(launched[k], local[k]) for k in local)
+
+
+def test_a_failing_rank_fails_the_step_with_its_message(tmp_path):
+    @asset
+    def broken(context: AssetExecutionContext, launcher: TrainingLauncher, store: ArtifactStore,
+               accelerators: Accelerators):
+        return launcher.train(context, module="tests.rank_fails", job={"config": {},
+                              "pairs": "pairs.parquet"}, name="broken", store=store, nproc=2,
+                              device="auto", accelerators=accelerators)
+
+    resources = {"launcher": TrainingLauncher(), "store": ArtifactStore(root=str(tmp_path)),
+                 "accelerators": Accelerators(lock_dir=str(tmp_path / "locks"))}
+    result = materialize([broken], resources=resources, raise_on_error=False)
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    description = failure.step_failure_data.user_failure_data.description
+    assert description == "rank 1 of 2 failed: ValueError: rank 1 cannot read pairs.parquet"
+
+
+def test_launchpad_defaults_are_the_trainers_and_bad_values_name_the_field(tmp_path):
+    from dagster import DagsterInvalidConfigError
+
+    from assets.adaptation import LanguageAdaptationConfig
+    from assets.retrieval import DualEncoderConfig
+    from model_code.train_configs import (
+        DualEncoderTrainConfig,
+        LanguageAdaptationTrainConfig,
+        from_dict,
+    )
+
+    for launchpad, trainer in ((DualEncoderConfig, DualEncoderTrainConfig),
+                               (LanguageAdaptationConfig, LanguageAdaptationTrainConfig)):
+        assert {f.name: getattr(launchpad(), f.name) for f in fields(trainer)} == vars(trainer())
+    with pytest.raises(ValueError, match="DualEncoderTrainConfig.batch_size must be >= 2"):
+        from_dict(DualEncoderTrainConfig, {"batch_size": 1})
+    with pytest.raises(ValueError, match="has no field stpes"):
+        from_dict(DualEncoderTrainConfig, {"stpes": 10})
+    with pytest.raises(ValueError, match="LanguageAdaptationTrainConfig.device must be"):
+        from_dict(LanguageAdaptationTrainConfig, {"device": "gpu0"})
+    with pytest.raises(DagsterInvalidConfigError, match="loss"):
+        materialize(ASSETS, selection=["dual_encoder"], partition_key="alt_text",
+                    resources=make_resources(str(tmp_path)), run_config={"ops": {"dual_encoder": {"config": {"loss": "triplet"}}}})
+
+
+# --- stage 1 on two ranks ---------------------------------------------------------------------
+
+
+def _stage1_inputs(folder: Path) -> dict:
+    """A tiny image VLM and a dozen captioned clips: a visual_adapted_vlm job."""
+    import pandas as pd
+
+    from model_code import corpus, shards
+    from model_code.lineage import write_lineage
+    from model_code.vlm import TinyVLMConfig, build_tiny_image_vlm
+
+    specs = corpus.split_specs("adapt", corpus.CorpusConfig(), 0, 12)
+    captions = [corpus.ground_truth_caption(s) for s in specs]
+    config = TinyVLMConfig(vision_hidden=32, vision_layers=1, text_hidden=16, text_layers=1,
+                           vision_heads=2, text_heads=2, num_frames=4)
+    vlm = build_tiny_image_vlm(captions, config)
+    vlm.save_pretrained(folder / "image_vlm")
+    write_lineage(folder / "image_vlm", kind="image_vlm")
+    data = folder / "video_caption_data"
+    shards.write_shard(data / "clips.tar", shards.embedded_clips(specs))
+    pd.DataFrame({"key": [s.key for s in specs], "caption": captions}).to_parquet(
+        data / "captions.parquet")
+    return {"stage": "visual_adapted_vlm", "base": str(folder / "image_vlm"),
+            "caption_data": str(data),
+            "config": {"steps": 2, "batch_size": 4, "lr": 1e-2, "warmup_steps": 1,
+                       "log_every": 1}}
+
+
+def _torchrun(job: dict, folder: Path, nproc: int) -> tuple[dict[str, torch.Tensor], list[float]]:
+    """Run the program; its weights and the per-step losses rank 0 printed."""
+    job = {**job, "out": str(folder / f"out-{nproc}")}
+    path = folder / f"job-{nproc}.json"
+    path.write_text(json.dumps(job))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           f"--nproc_per_node={nproc}", "-m", "model_code.train_vlm", "--job",
+                           str(path)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    steps = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"step"')]
+    return load_file(Path(job["out"]) / "model.safetensors"), [s["loss"] for s in steps]
+
+
+def test_stage1_on_two_ranks_keeps_the_lm_and_trains_like_one_process(tmp_path):
+    job = _stage1_inputs(tmp_path)
+    base = load_file(tmp_path / "image_vlm" / "model.safetensors")
+    (one, one_losses), (two, two_losses) = _torchrun(job, tmp_path, 1), _torchrun(job, tmp_path, 2)
+    assert len(two_losses) == 2  # rank 0 alone reports, once a step
+    assert two_losses == pytest.approx(one_losses, rel=1e-5)  # the global batch's token mean
+    language = [k for k in base if "language_model" in k or k.startswith("lm_head")]
+    vision = [k for k in base if "vision_tower" in k or "multi_modal_projector" in k]
+    assert language and vision
+    assert all(torch.equal(two[k], base[k]) for k in language)  # frozen on every rank
+    assert any(not torch.equal(two[k], base[k]) for k in vision)  # and the vision side learned
+    worst = max((two[k] - one[k]).abs().max().item() for k in vision)
+    assert worst < 1e-4, worst
