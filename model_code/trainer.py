@@ -74,9 +74,10 @@ class Reporter:
     def log(self, message: str) -> None:
         if self.rank != 0:
             return
-        print(message, flush=True)
-        if self.pipes is not None:
+        if self.pipes is not None:  # the step's log has it; its stdout need not
             self.pipes.log.info(message)
+        else:
+            print(message, flush=True)
 
     def metrics(self, step: int, metrics: dict) -> None:
         """Per-step metrics: a JSON line, a Pipes log line, an MLflow batch."""

@@ -27,6 +27,16 @@ def torchrun_command(module: str, job_file: str | Path, nproc: int, python: str 
     return command + ["-m", module, "--job", str(job_file)]
 
 
+def step_threads() -> int:
+    """The intra-op threads this step was given (torch's setting when the step set one, else
+    $OMP_NUM_THREADS, else the cores): what its ranks share, so a launched training computes
+    with the threads an in-process one would have."""
+    if "torch" in sys.modules:
+        return sys.modules["torch"].get_num_threads()
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else os.cpu_count() or 1
+
+
 def rank_errors(log_dir: str | Path) -> list[dict]:
     """The errors torchrun's ranks recorded (`record` writes <log_dir>/.../<rank>/error.json),
     the root cause first: the earliest, and a rank that failed on its own before one that only
@@ -88,8 +98,7 @@ class TrainingLauncher(ConfigurableResource):
     def _subprocess(self, context, module, job_file, nproc, device, accelerators, env):
         from dagster import PipesSubprocessClient
 
-        env.setdefault("OMP_NUM_THREADS", os.environ.get(
-            "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc))))
+        env.setdefault("OMP_NUM_THREADS", str(max(1, step_threads() // nproc)))
         with accelerators.lease(device, count=nproc) as lease, \
                 tempfile.TemporaryDirectory(prefix="torchrun-") as logs:
             env.update(lease.env())  # the ranks see only the leased devices
