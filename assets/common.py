@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,12 +52,16 @@ def launchpad_config(trainer_config: type, name: str, **extra: tuple[type, Any])
     (type, pydantic Field)."""
     from pydantic import Field, create_model
 
-    from model_code.train_configs import field_specs
+    from model_code.train_configs import DEVICE, field_specs
+    from resources.fields import OptionalDirOrNone
 
     fields: dict[str, Any] = {}
     for field_name, hint, default, meta in field_specs(trainer_config):
         kind = Literal[meta["choices"]] if "choices" in meta else hint
+        kind = OptionalDirOrNone if meta.get("folder") else kind
         bounds = {k: meta[k] for k in ("ge", "gt") if k in meta}
+        if field_name == "device":
+            bounds["pattern"] = DEVICE.pattern
         fields[field_name] = (kind, Field(default=default, description=meta["help"], **bounds))
     fields.update(extra)
     model = create_model(name, __base__=Config, __doc__=trainer_config.__doc__, **fields)
@@ -78,7 +83,7 @@ def train_through_launcher(context, *, launcher, tracking, store, accelerators, 
     curves to; the materialization is what rank 0 reported, plus `extra`."""
     config = job["config"]
     with tracking.run(name, params={**config, **(params or {})}) as run:
-        return launcher.train(context, module=module, job=job, name=name.replace("/", "-"),
+        return launcher.train(context, module=module, job=job, name=re.sub(r"[^A-Za-z0-9_.=+-]+", "-", name).strip("-"),
                               store=store, nproc=config["nproc_per_node"],
                               device=config["device"], accelerators=accelerators,
                               env=tracking.env(run.run_id), extra=extra)

@@ -63,7 +63,7 @@ def _train_dual_encoder(corpus, source: str, nproc: int):
     assert result.success
     (materialization,) = result.asset_materializations_for_node("dual_encoder")
     store = resources["store"]
-    (job_file,) = store.path("training_jobs").glob(f"dual_encoder[[]{source}]-{result.run_id}.json")
+    (job_file,) = store.path("training_jobs").glob(f"dual_encoder-{source}-{result.run_id}.json")
     return materialization, json.loads(job_file.read_text())
 
 

@@ -1,0 +1,404 @@
+"""What a skeptical user tries: keys that point outside the data root, nonsense config, training
+that goes wrong or is killed, broken checkpoint files, odd tar members."""
+
+import json
+import os
+import random
+import string
+from pathlib import Path
+
+import pytest
+
+from resources.storage import ArtifactStore
+
+# --- paths built from keys stay inside the data root -----------------------------------------
+
+
+def _random_key(rng: random.Random) -> str:
+    alphabet = string.ascii_letters + string.digits + "._-=+/\\ :~$*?[]{}\x00\n" + "éß中🎞"
+    pieces = ["..", ".", "/", "//", "~", "/etc/passwd", "..\\..", "a" * 300, "shard-00001"]
+    key = ""
+    for _ in range(rng.randint(0, 8)):
+        key += rng.choice(pieces) if rng.random() < 0.3 else rng.choice(alphabet)
+    return key
+
+
+def test_every_key_maps_inside_the_data_root_or_is_refused(tmp_path):
+    store = ArtifactStore(root=str(tmp_path / "data"))
+    root = Path(store.root).resolve()
+    rng = random.Random(0)
+    refused = inside = 0
+    for _ in range(5000):
+        key = _random_key(rng)
+        for build in (store.shard, lambda k: store.captions("video_vlm-abc", k),
+                      lambda k: store.captions(k, "shard-00000"), store.checkpoint,
+                      lambda k: store.path("scores", f"{k}.parquet")):
+            try:
+                path = build(key)
+            except ValueError as error:
+                assert "key" in str(error) or "name" in str(error)
+                refused += 1
+                continue
+            inside += 1
+            normal = Path(os.path.normpath(path))
+            assert normal == path and normal.is_relative_to(root), (key, path)
+    assert refused and inside  # both outcomes happen: the property is exercised
+
+
+@pytest.mark.parametrize("key", ["/some/dir/abs", "../../x", "a/../../b", "..", ".hidden",
+                                 "with space", "x" * 201, ""])
+def test_a_partition_key_outside_the_pattern_is_refused_by_name(tmp_path, key):
+    store = ArtifactStore(root=str(tmp_path))
+    with pytest.raises(ValueError, match="key"):
+        store.shard(key)
+
+
+def test_checkpoint_names_with_folders_stay_allowed(tmp_path):
+    store = ArtifactStore(root=str(tmp_path))
+    assert store.checkpoint("dual_encoder/alt_text") == tmp_path.resolve() / "checkpoints" / \
+        "dual_encoder" / "alt_text"
+
+
+# --- every config field is checked at launch, by name ----------------------------------------
+
+MISSING_PATH = "/nonexistent/vidistill/x"
+# (config or resource class, field) -> values that must be refused. Every field of every asset
+# config and resource must be here: a new field without a check fails the coverage test below.
+BAD = {
+    ("ClipSource", "source"): [MISSING_PATH], ("ClipSource", "clips_per_shard"): [-5, 0],
+    ("ClipSource", "corpus_clips"): [0], ("ClipSource", "seed"): [-1],
+    ("ClipSource", "size"): [0, 63, 8], ("ClipSource", "fps"): [0],
+    ("ClipSource", "frames"): [0, 1], ("ClipSource", "clip_seconds"): [0.0, -2.0],
+    ("ClipSource", "ffmpeg"): [MISSING_PATH],
+    ("ArtifactStore", "root"): [""], ("Catalog", "root"): [""],
+    ("MlflowTracking", "tracking_uri"): ["no scheme here"], ("MlflowTracking", "experiment"): [""],
+    ("MlflowTracking", "root"): [""],
+    ("Accelerators", "lock_dir"): [""], ("Accelerators", "timeout_s"): [0.0, -1.0],
+    ("TrainingLauncher", "backend"): ["slurm"], ("TrainingLauncher", "image"): ["Has Spaces"],
+    ("TrainingLauncher", "namespace"): ["Not_A_Name"],
+    ("TrainingLauncher", "data_volume_claim"): ["/abs"], ("TrainingLauncher", "gpus_per_rank"): [-1],
+    ("CaptioningConfig", "batch_size"): [0, -1], ("CaptioningConfig", "decode_workers"): [-1],
+    ("CaptioningConfig", "max_new_tokens"): [0], ("CaptioningConfig", "do_sample"): ["maybe"],
+    ("CaptioningConfig", "num_beams"): [0], ("CaptioningConfig", "temperature"): [0.0],
+    ("CaptioningConfig", "seed"): [-1], ("CaptioningConfig", "device"): ["gpu0"],
+    ("CaptioningConfig", "max_empty_rate"): [-0.1, 1.5],
+    ("CaptioningConfig", "max_degenerate_rate"): [2.0],
+    ("CaptioningConfig", "max_duplicate_rate"): [-1.0],
+    ("CaptioningConfig", "min_vocab_size"): [-1],
+    ("RetrievalBenchmarkConfig", "annotations"): [MISSING_PATH],
+    ("RetrievalBenchmarkConfig", "videos_dir"): [MISSING_PATH],
+    ("RetrievalBenchmarkConfig", "test_list"): [MISSING_PATH],
+    ("RetrievalBenchmarkConfig", "clips"): [0],
+    ("VideoCaptionDataConfig", "annotations"): [MISSING_PATH],
+    ("VideoCaptionDataConfig", "videos_dir"): [MISSING_PATH],
+    ("VideoCaptionDataConfig", "clips"): [0],
+    ("InstructionDataConfig", "llm_path"): [MISSING_PATH],
+    ("InstructionDataConfig", "seed"): [-1],
+    ("ImageVLMConfig", "pretrained_path"): [MISSING_PATH],
+    ("ImageVLMConfig", "trust_remote_code"): ["maybe"],
+}
+TRAINING = {  # the trainers' fields (model_code.train_configs), in every launchpad config
+    "steps": [-5, 0], "batch_size": [0], "lr": [0.0, -1e-3], "warmup_steps": [-1],
+    "weight_decay": [-0.1], "grad_clip": [-1.0], "seed": [-1], "device": ["gpu0", ""],
+    "nproc_per_node": [0], "checkpoint_every": [0], "checkpoint_every_s": [0.0],
+    "log_every": [0], "text_steps": [-1], "text_batch_size": [0], "image_examples": [0],
+    "lora_rank": [-1], "loss": ["triplet"], "num_workers": [-1], "in_memory_clips": [-1],
+    "num_frames": [0], "image_size": [4], "patch_size": [0], "vision_path": [MISSING_PATH],
+    "text_path": [MISSING_PATH],
+}
+
+
+def _config_classes():
+    """Every launchpad config of the real Definitions, and every resource."""
+    import inspect
+
+    from pipelines.definitions import defs, make_resources
+
+    classes = {}
+    for assets_def in defs.assets:
+        fn = assets_def.op.compute_fn.decorated_fn
+        param = inspect.signature(fn).parameters.get("config")
+        if param is not None:
+            classes[param.annotation.__name__] = param.annotation
+    for resource in make_resources("data").values():
+        classes[type(resource).__name__] = type(resource)
+    return classes
+
+
+def _cases():
+    for name, cls in sorted(_config_classes().items()):
+        for field in cls.model_fields:
+            for value in BAD.get((name, field)) or TRAINING.get(field, [None]):
+                yield pytest.param(cls, field, value, id=f"{name}.{field}={value!r}")
+
+
+def test_every_config_field_has_a_value_that_must_be_refused():
+    missing = [f"{name}.{field}" for name, cls in _config_classes().items()
+               for field in cls.model_fields
+               if (name, field) not in BAD and field not in TRAINING]
+    assert not missing, f"add out-of-range values for {missing}"
+
+
+@pytest.mark.parametrize(("cls", "field", "value"), list(_cases()))
+def test_an_out_of_range_value_is_refused_naming_the_field(cls, field, value):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as error:
+        cls(**{field: value})
+    assert error.value.errors()[0]["loc"] == (field,)
+    assert field in str(error.value)
+
+
+def test_a_bad_launchpad_value_fails_the_run_before_the_step_does_anything(tmp_path):
+    from dagster import materialize
+
+    from pipelines.definitions import defs, make_resources
+
+    resources = make_resources(str(tmp_path / "data"))
+    result = materialize(list(defs.assets), selection=["dual_encoder"], partition_key="alt_text",
+                         resources=resources, raise_on_error=False,
+                         run_config={"ops": {"dual_encoder": {"config": {"steps": -5}}}})
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    error = failure.step_failure_data.error.cause
+    assert error.cls_name == "ValidationError" and "steps" in error.message
+    assert not (tmp_path / "data" / "training_jobs").exists()  # nothing was launched
+
+
+def test_the_trainers_refuse_bad_values_by_name_without_dagster():
+    from model_code.train_configs import TRAIN_CONFIGS, from_dict
+
+    for cls in TRAIN_CONFIGS.values():
+        for field in cls.__dataclass_fields__:
+            for value in TRAINING[field]:
+                with pytest.raises(ValueError, match=rf"{cls.__name__}\.{field}\b"):
+                    from_dict(cls, {field: value})
+
+
+# --- training that goes wrong never publishes; training that is killed resumes exactly --------
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _killed_at(step: int):
+    """A reporter that 'kills' the run when it reports `step` (as kill -9 would, minus the
+    process: no cleanup of the training state happens either way)."""
+    from model_code.trainer import Reporter
+
+    class KilledAt(Reporter):
+        def metrics(self, at: int, metrics: dict) -> None:
+            if at == step:
+                raise Interrupted(at)
+
+    return KilledAt()
+
+
+def _dual_encoder_job(folder: Path, **config) -> dict:
+    import pandas as pd
+
+    from model_code import corpus, shards
+
+    specs = corpus.split_specs("corpus", corpus.CorpusConfig(), 0, 16)
+    if not (folder / "clips.tar").exists():
+        shards.write_shard(folder / "clips.tar", shards.embedded_clips(specs))
+        pd.DataFrame({"key": [s.key for s in specs],
+                      "caption": [corpus.ground_truth_caption(s) for s in specs]}).to_parquet(
+            folder / "pairs.parquet")
+    return {"pairs": str(folder / "pairs.parquet"), "shards": [str(folder / "clips.tar")],
+            "config": {"steps": 6, "batch_size": 8, "warmup_steps": 1, "log_every": 1,
+                       "checkpoint_every": 3, "image_size": 16, "patch_size": 8, **config}}
+
+
+@pytest.mark.parametrize(("kill_at", "config"), [
+    (2, {}),  # before the first save: starts again from step 0
+    (4, {}),  # mid-epoch (2 batches an epoch): resumes at step 3, the second batch of epoch 1
+    (5, {}),
+    (5, {"in_memory_clips": 0, "num_workers": 2}),  # streamed from the shard by 2 workers
+], ids=["step2", "step4-mid-epoch", "step5", "step5-streamed"])
+def test_a_killed_dual_encoder_training_resumes_to_the_same_weights(tmp_path, kill_at, config):
+    import torch
+
+    from model_code.train_dual_encoder import train
+
+    torch.set_num_threads(1)
+    job = _dual_encoder_job(tmp_path, **config)
+    train({**job, "out": str(tmp_path / "whole"), "state": str(tmp_path / "state-a" / "de")})
+    killed = {**job, "out": str(tmp_path / "resumed"), "state": str(tmp_path / "state-b" / "de")}
+    with pytest.raises(Interrupted):
+        train(killed, _killed_at(kill_at))
+    assert not (tmp_path / "resumed").exists()
+    train(killed)
+    assert (tmp_path / "resumed" / "model.safetensors").read_bytes() == \
+        (tmp_path / "whole" / "model.safetensors").read_bytes()
+    assert not list((tmp_path / "state-b").glob("*.pt"))  # done: nothing left to resume
+
+
+def test_a_killed_stage1_training_resumes_to_the_same_weights(tmp_path):
+    import torch
+    from test_training_launch import _stage1_inputs
+
+    from model_code.train_vlm import train
+
+    torch.set_num_threads(1)
+    job = _stage1_inputs(tmp_path)
+    job["config"].update(steps=6, checkpoint_every=3)
+    train({**job, "out": str(tmp_path / "whole"), "state": str(tmp_path / "a.pt")})
+    killed = {**job, "out": str(tmp_path / "resumed"), "state": str(tmp_path / "b.pt")}
+    with pytest.raises(Interrupted):
+        train(killed, _killed_at(5))
+    train(killed)
+    assert (tmp_path / "resumed" / "model.safetensors").read_bytes() == \
+        (tmp_path / "whole" / "model.safetensors").read_bytes()
+
+
+def test_a_diverged_training_fails_and_leaves_the_published_checkpoint(tmp_path, monkeypatch):
+    import model_code.train_dual_encoder as trainer
+
+    published = tmp_path / "out"
+    published.mkdir()
+    (published / "model.safetensors").write_bytes(b"the good one")
+    monkeypatch.setattr(trainer, "contrastive_loss", lambda *a, **k: a[0].sum() * float("nan"))
+    with pytest.raises(FloatingPointError, match="the loss is nan at step 1"):
+        trainer.train({**_dual_encoder_job(tmp_path), "out": str(published)})
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+    assert (published / "model.safetensors").read_bytes() == b"the good one"
+
+
+def test_lineage_is_strict_json_even_with_a_nan_metric(tmp_path):
+    from model_code.lineage import write_lineage
+
+    (tmp_path / "model.safetensors").write_bytes(b"w")
+    write_lineage(tmp_path, kind="dual_encoder", metrics={"loss": float("nan"), "steps": 3})
+
+    def refuse(constant):
+        raise ValueError(constant)
+
+    record = json.loads((tmp_path / "lineage.json").read_text(), parse_constant=refuse)
+    assert record["metrics"] == {"loss": None, "steps": 3}
+
+
+def test_a_rerun_ends_the_mlflow_run_of_a_killed_attempt(tmp_path):
+    from resources.tracking import MlflowTracking
+
+    tracking = MlflowTracking(root=str(tmp_path))
+    client = tracking.client()
+    abandoned = client.create_run(tracking._experiment_id(client), run_name="dual_encoder[x]")
+    with tracking.run("dual_encoder[x]"):
+        pass
+    assert client.get_run(abandoned.info.run_id).info.status == "KILLED"
+
+
+# --- broken checkpoint files are named -------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", r"lineage.json is not valid JSON"),
+    ("[1, 2]", r"lineage.json must hold a JSON object"),
+    ('{"kind": "video_vlm"}', r"lineage.json: field 'version'"),
+])
+def test_a_broken_lineage_file_is_named(tmp_path, text, message):
+    from model_code.lineage import read_lineage
+
+    (tmp_path / "lineage.json").write_text(text)
+    with pytest.raises(ValueError, match=message):
+        read_lineage(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def vlm_folder(tmp_path_factory):
+    from model_code.vlm import TinyVLMConfig, build_tiny_image_vlm
+
+    folder = tmp_path_factory.mktemp("vlm")
+    config = TinyVLMConfig(vision_hidden=32, vision_layers=1, text_hidden=16, text_layers=1,
+                           vision_heads=2, text_heads=2, num_frames=4)
+    build_tiny_image_vlm(["a red circle"], config).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda s: "{not json", r"vidistill.json is not valid JSON"),
+    (lambda s: json.dumps({**s, "num_frames": 0}), r"vidistill.json: num_frames must be a whole"),
+    (lambda s: json.dumps({**s, "num_frames": "eight"}), r"num_frames must be"),
+    (lambda s: json.dumps({**s, "frames": 8}), r"vidistill.json: unknown field 'frames'"),
+])
+def test_broken_video_settings_are_named(vlm_folder, tmp_path, edit, message):
+    import shutil
+
+    from model_code.vlm import VideoVLM
+
+    folder = tmp_path / "vlm"
+    shutil.copytree(vlm_folder, folder)
+    settings = json.loads((folder / "vidistill.json").read_text())
+    (folder / "vidistill.json").write_text(edit(settings))
+    with pytest.raises(ValueError, match=message):
+        VideoVLM.from_pretrained(folder, device="cpu")
+
+
+def test_a_checkpoint_of_another_model_family_is_named(vlm_folder, tmp_path):
+    import shutil
+
+    from model_code.vlm import VideoVLM
+
+    folder = tmp_path / "vlm"
+    shutil.copytree(vlm_folder, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "bert"}))
+    with pytest.raises(ValueError, match=r"config.json: model_type 'bert' is not a VLM family"):
+        VideoVLM.from_pretrained(folder, device="cpu")
+
+
+# --- tar members and file modes --------------------------------------------------------------
+
+
+def test_links_and_bad_keys_are_rejects_and_the_rest_of_the_shard_is_read(tmp_path):
+    import io
+    import tarfile
+
+    from model_code import corpus, shards
+
+    good = tmp_path / "good.tar"
+    shards.write_shard(good, shards.embedded_clips(corpus.split_specs("corpus",
+                                                                      corpus.CorpusConfig(), 0, 2)))
+    mixed = tmp_path / "mixed.tar"
+    with tarfile.open(good) as src, tarfile.open(mixed, "w") as dst:
+        for info in src:
+            dst.addfile(info, src.extractfile(info))
+        for name, kind in (("link.mp4", tarfile.SYMTYPE), ("link.json", tarfile.LNKTYPE)):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, "/etc/passwd"
+            dst.addfile(info)
+        for name in ("../evil.mp4", "../evil.json"):
+            info = tarfile.TarInfo(name)
+            info.size = 2
+            dst.addfile(info, io.BytesIO(b"{}"))
+        last = src.getmembers()[-2:]  # a good sample after the bad ones
+        for info in last:
+            copy = tarfile.TarInfo("later." + info.name.split(".", 1)[1])
+            copy.size = info.size
+            dst.addfile(copy, src.extractfile(info))
+    rejects = []
+    members = shards.shard_members(mixed, rejects.append)
+    assert len(members) == 3 and members[-1].key == "later"
+    reasons = {r["key"]: r["reason"] for r in rejects}
+    assert "not a regular file" in reasons["link"]
+    assert "unsafe clip key" in reasons["../evil"]
+
+
+def test_published_files_respect_the_umask(tmp_path):
+    import stat
+
+    from model_code.dual_encoder import build_dual_encoder
+    from model_code.training import atomic_dir
+
+    old = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "ckpt") as tmp:
+            build_dual_encoder(["a b"], vision_width=16, text_width=16,
+                               projection_dim=8).save_pretrained(tmp)
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "ckpt").iterdir()}
+    assert modes["model.safetensors"] == 0o644 and set(modes.values()) == {0o644}
+    assert stat.S_IMODE((tmp_path / "ckpt").stat().st_mode) == 0o755
