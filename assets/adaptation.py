@@ -20,6 +20,7 @@ from model_code.train_configs import (
     VisualAdaptationTrainConfig,
 )
 from resources.devices import Accelerators
+from resources.fields import OptionalDir, OptionalFile
 from resources.launcher import TrainingLauncher
 from resources.sources import ClipSource
 from resources.storage import ArtifactStore
@@ -27,7 +28,7 @@ from resources.tracking import MlflowTracking
 
 ImageVLMConfig = launchpad_config(
     ImageVLMTrainConfig, "ImageVLMConfig",
-    pretrained_path=(str, Field(default="", description="A local image-text-to-text checkpoint "
+    pretrained_path=(OptionalDir, Field(default="", description="A local image-text-to-text checkpoint "
                      "folder (LLaVA-style). Empty: build the tiny default and train it on single "
                      "frames of the embedded corpus.")),
     trust_remote_code=(bool, Field(default=False, description="run the checkpoint's own code "
@@ -38,16 +39,16 @@ LanguageAdaptationConfig = launchpad_config(LanguageAdaptationTrainConfig,
 
 
 class VideoCaptionDataConfig(Config):
-    annotations: str = Field(default="", description="MSR-VTT/VATEX-style annotation JSON; "
+    annotations: OptionalFile = Field(default="", description="MSR-VTT/VATEX-style annotation JSON; "
                              "empty = the embedded corpus's supervised adaptation split")
-    videos_dir: str = ""
-    clips: int = 900
+    videos_dir: OptionalDir = Field(default="", description="folder of the annotated videos")
+    clips: int = Field(default=900, ge=1, description="clips to take")
 
 
 class InstructionDataConfig(Config):
-    llm_path: str = Field(default="", description="Local causal LM folder to write the "
+    llm_path: OptionalDir = Field(default="", description="Local causal LM folder to write the "
                           "instructions; empty = templates")
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
 
 
 TRAINING = {"group_name": "adaptation", "code_version": "3", "pool": "gpu"}
@@ -56,8 +57,13 @@ TRAINING = {"group_name": "adaptation", "code_version": "3", "pool": "gpu"}
 def _train(context, name: str, job: dict, store: ArtifactStore, tracking: MlflowTracking,
            launcher: TrainingLauncher, accelerators: Accelerators) -> MaterializeResult:
     """One stage of model_code.train_vlm, through the launcher (torchrun under Pipes)."""
+    import hashlib
+
+    # the resumable state is keyed by what is trained: a rerun with other settings or inputs
+    # starts afresh, a rerun of the same resumes
+    digest = hashlib.sha256(json.dumps(job, sort_keys=True, default=str).encode()).hexdigest()
     job = {"stage": name, "out": str(store.checkpoint(name)),
-           "state": str(store.path("training_state", f"{name}.pt")), **job}
+           "state": str(store.path("training_state", f"{name}-{digest[:12]}.pt")), **job}
     return train_through_launcher(context, launcher=launcher, tracking=tracking, store=store,
                                   accelerators=accelerators, module="model_code.train_vlm",
                                   name=name, job=job)

@@ -22,29 +22,30 @@ from assets.corpus import clip_shards
 from assets.partitions import clip_partitions, shard_backfill_policy
 from resources.catalog import Catalog
 from resources.devices import Accelerators
+from resources.fields import Device, Rate
 from resources.storage import ArtifactStore
 
 CAPTION_COLUMNS = ["key", "caption", "captioner_version", "prompt", "partition", "generation"]
 
 
 class CaptioningConfig(Config):
-    batch_size: int = 32
+    batch_size: int = Field(default=32, ge=1, description="clips per generate call")
     decode_workers: int | None = Field(
         default=None, ge=0, description="processes decoding clips while the model captions "
         "(they split each shard's clips); unset = the cores this step may use, 0 = decode in "
         "the step's own process")
-    max_new_tokens: int = 24
+    max_new_tokens: int = Field(default=24, ge=1, le=1024)
     do_sample: bool = False
-    num_beams: int = 1
-    temperature: float = 1.0
-    seed: int = 0
-    device: str = "auto"
-    max_empty_rate: float = Field(default=0.0, description="quality check threshold")
-    max_degenerate_rate: float = Field(default=0.05, description="quality check threshold")
-    max_duplicate_rate: float = Field(
+    num_beams: int = Field(default=1, ge=1, le=64)
+    temperature: float = Field(default=1.0, gt=0)
+    seed: int = Field(default=0, ge=0)
+    device: Device = Field(default="auto", description="auto, cpu, cuda or cuda:N")
+    max_empty_rate: Rate = Field(default=0.0, description="quality check threshold")
+    max_degenerate_rate: Rate = Field(default=0.05, description="quality check threshold")
+    max_duplicate_rate: Rate = Field(
         default=0.95, description="quality check threshold; the embedded corpus shows only 15 "
         "colour-shape looks, so a faithful still-image captioner repeats ~92% of its captions")
-    min_vocab_size: int = 5
+    min_vocab_size: int = Field(default=5, ge=0)
 
 
 def caption_quality(captions: list[str], config: CaptioningConfig) -> AssetCheckResult:

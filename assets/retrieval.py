@@ -30,6 +30,7 @@ from assets.partitions import CAPTION_SOURCES, caption_source_partitions
 from model_code.train_configs import DualEncoderTrainConfig
 from resources.catalog import Catalog
 from resources.devices import Accelerators
+from resources.fields import OptionalDir, OptionalFile
 from resources.launcher import TrainingLauncher
 from resources.sources import ClipSource
 from resources.storage import ArtifactStore
@@ -40,12 +41,12 @@ SCORE_COLUMNS = ["t2v_R1", "t2v_R5", "t2v_R10", "t2v_MedR", "t2v_MeanR",
 
 
 class RetrievalBenchmarkConfig(Config):
-    annotations: str = Field(default="", description="MSR-VTT annotation JSON; empty = the "
+    annotations: OptionalFile = Field(default="", description="MSR-VTT annotation JSON; empty = the "
                              "embedded held-out set")
-    videos_dir: str = ""
-    test_list: str = Field(default="", description="1k-A style list (txt of ids or "
+    videos_dir: OptionalDir = Field(default="", description="folder of the annotated videos")
+    test_list: OptionalFile = Field(default="", description="1k-A style list (txt of ids or "
                            "MSRVTT_JSFUSION_test.csv)")
-    clips: int = 200
+    clips: int = Field(default=200, ge=1, description="held-out clips")
 
 
 @asset(group_name="retrieval", code_version="1")

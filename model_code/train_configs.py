@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, get_type_hints
 
 
-def _f(default, help: str, ge: float | None = None, gt: float | None = None, choices=None):
+def _f(default, help: str, ge: float | None = None, gt: float | None = None, choices=None,
+       folder: bool = False):
     meta = {"help": help}
+    if folder:
+        meta["folder"] = True
     if ge is not None:
         meta["ge"] = ge
     if gt is not None:
@@ -43,6 +47,8 @@ class TrainConfig:
     device: str = _f("auto", "auto (a leased CUDA device when present, else CPU), cpu, cuda:N")
     nproc_per_node: int = _f(1, "training processes (torchrun ranks, one GPU each on CUDA)", ge=1)
     checkpoint_every: int = _f(100, "steps between resumable training-state saves", ge=1)
+    checkpoint_every_s: float = _f(300.0, "seconds between training-state saves (whichever of "
+                                   "the two comes first)", gt=0)
     log_every: int = _f(25, "steps between metric reports", ge=1)
 
 
@@ -88,14 +94,16 @@ class DualEncoderTrainConfig:
     in_memory_clips: int = _f(50_000, "up to this many pairs, decode the clips once and keep "
                               "them in memory; beyond, stream the shards", ge=0)
     checkpoint_every: int = _f(100, "steps between resumable training-state saves", ge=1)
+    checkpoint_every_s: float = _f(300.0, "seconds between training-state saves (whichever of "
+                                   "the two comes first)", gt=0)
     log_every: int = _f(10, "steps between metric reports", ge=1)
     num_frames: int = _f(8, "frames per clip", ge=1)
     image_size: int = _f(32, "frame side of the tiny vision tower", ge=8)
     patch_size: int = _f(16, "patch side of the tiny vision tower", ge=1)
     vision_path: str | None = _f(None, "local CLIP/SigLIP checkpoint for the frames (none: a "
-                                 "tiny tower from config)")
+                                 "tiny tower from config)", folder=True)
     text_path: str | None = _f(None, "local CLIP/SigLIP checkpoint for the text (none: a tiny "
-                               "tower from config)")
+                               "tower from config)", folder=True)
 
 
 TRAIN_CONFIGS = {
@@ -119,6 +127,8 @@ def validate(config) -> None:
             raise ValueError(f"{name}.{f.name} must be > {meta['gt']}, not {value!r}")
         if "choices" in meta and value not in meta["choices"]:
             raise ValueError(f"{name}.{f.name} must be one of {meta['choices']}, not {value!r}")
+        if meta.get("folder") and value and not Path(value).is_dir():
+            raise ValueError(f"{name}.{f.name}: no folder at {value!r}")
         if f.name == "device" and not DEVICE.match(str(value)):
             raise ValueError(f"{name}.device must be auto, cpu, cuda or cuda:N, not {value!r}")
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from dagster import ConfigurableResource
 
+from resources.fields import NonEmpty
+
 # view name -> glob under the data root
 VIEWS: dict[str, str] = {
     "clips": "clip_index/*.parquet",
@@ -38,7 +40,7 @@ def connect(root: str | Path):
 class Catalog(ConfigurableResource):
     """Query clips, rejects, captions and scores across every partition."""
 
-    root: str = "data"
+    root: NonEmpty = "data"
 
     def query(self, sql: str, params: list | None = None):
         """Run SQL over the catalog views; returns a pandas DataFrame."""

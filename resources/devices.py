@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from resources.fields import NonEmpty
+
 if TYPE_CHECKING:
     from model_code.devices import DeviceLease
 
@@ -19,7 +21,7 @@ class Accelerators(ConfigurableResource):
     decides how many such steps run at once. Lock files live in a folder local to the machine
     (not the data root, which may be shared by several machines)."""
 
-    lock_dir: str = Field(default="/tmp/vidistill-devices",
+    lock_dir: NonEmpty = Field(default="/tmp/vidistill-devices",
                           description="machine-local folder of the per-device lock files")
     timeout_s: float = Field(default=3600.0, gt=0,
                              description="how long a step waits for a free device")

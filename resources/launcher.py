@@ -13,6 +13,7 @@ from dagster import ConfigurableResource, Failure, MaterializeResult, MetadataVa
 from pydantic import Field
 
 from model_code.training import atomic_write_bytes
+from resources.fields import ImageRef, K8sName
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,9 +70,9 @@ class TrainingLauncher(ConfigurableResource):
 
     backend: Literal["subprocess", "k8s"] = Field(
         default="subprocess", description="subprocess: torchrun here; k8s: torchrun in a pod")
-    image: str = Field(default="", description="k8s: the project's image (deploy/Dockerfile)")
-    namespace: str = Field(default="dagster", description="k8s: namespace of the training pods")
-    data_volume_claim: str = Field(
+    image: ImageRef = Field(default="", description="k8s: the project's image (deploy/Dockerfile)")
+    namespace: K8sName = Field(default="dagster", description="k8s: namespace of the training pods")
+    data_volume_claim: K8sName = Field(
         default="", description="k8s: PersistentVolumeClaim holding the data root; mounted at the "
         "data root's path in the pod")
     gpus_per_rank: int = Field(default=1, ge=0, description="k8s: GPUs requested per rank "

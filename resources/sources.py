@@ -4,8 +4,28 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Annotated
 
 from dagster import ConfigurableResource
+from pydantic import AfterValidator, Field
+
+from resources.fields import OptionalExecutable
+
+
+def _source(value: str) -> str:
+    if value != "embedded" and not Path(value).exists():
+        raise ValueError(f"{value!r} is neither 'embedded' nor an existing folder or manifest")
+    return value
+
+
+def _even(value: int) -> int:
+    if value % 2:
+        raise ValueError(f"{value} is odd: video frames need an even side")
+    return value
+
+
+Source = Annotated[str, AfterValidator(_source)]
+EvenSide = Annotated[int, Field(ge=16, le=4096), AfterValidator(_even)]
 
 
 class ClipSource(ConfigurableResource):
@@ -13,15 +33,16 @@ class ClipSource(ConfigurableResource):
     CSV / JSONL / Parquet manifest (path, optional alt_text, start, end). Videos are cut into
     `clip_seconds` clips, scaled to `size`x`size` at `fps`, `clips_per_shard` inputs a shard."""
 
-    source: str = "embedded"
-    clips_per_shard: int = 150
-    corpus_clips: int = 1200
-    seed: int = 0
-    size: int = 64
-    fps: int = 8
-    frames: int = 16
-    clip_seconds: float = 2.0
-    ffmpeg: str = ""
+    source: Source = Field(default="embedded", description="embedded, or a folder of videos / "
+                           "a CSV, JSONL or Parquet manifest that exists")
+    clips_per_shard: int = Field(default=150, ge=1, description="clips (inputs) per shard")
+    corpus_clips: int = Field(default=1200, ge=1, description="embedded corpus size")
+    seed: int = Field(default=0, ge=0)
+    size: EvenSide = Field(default=64, description="frame side in pixels (even, 16 to 4096)")
+    fps: int = Field(default=8, ge=1, le=120)
+    frames: int = Field(default=16, ge=2, le=4096, description="frames per embedded clip")
+    clip_seconds: float = Field(default=2.0, gt=0, le=3600)
+    ffmpeg: OptionalExecutable = Field(default="", description="ffmpeg binary; empty = bundled")
 
     @property
     def embedded(self) -> bool:

@@ -7,6 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dagster import ConfigurableResource
+from pydantic import Field
+
+from resources.fields import NonEmpty, TrackingUri
 
 
 class MlflowTracking(ConfigurableResource):
@@ -15,9 +18,10 @@ class MlflowTracking(ConfigurableResource):
     `tracking_uri` empty means a local store under the data root; set it to any tracking
     server (`http://...`) to share runs."""
 
-    tracking_uri: str = ""
-    experiment: str = "vidistill"
-    root: str = "data"
+    tracking_uri: TrackingUri = Field(default="", description="empty: sqlite under the data "
+                                      "root; else any MLflow URI (http://, postgresql://, ...)")
+    experiment: NonEmpty = "vidistill"
+    root: NonEmpty = "data"
 
     def uri(self) -> str:
         if self.tracking_uri:
@@ -42,11 +46,22 @@ class MlflowTracking(ConfigurableResource):
         artifacts = Path(self.root).resolve() / "mlruns"
         return client.create_experiment(self.experiment, artifact_location=artifacts.as_uri())
 
+    @staticmethod
+    def _end_abandoned(client, experiment: str, name: str) -> None:
+        """Runs of this name still RUNNING belong to attempts that were killed (a step that
+        ends in any other way ends its run): mark them KILLED, never leave them RUNNING."""
+        quoted = name.replace("\\", "\\\\").replace("'", "\\'")
+        for stale in client.search_runs(
+                [experiment], f"attributes.run_name = '{quoted}' and attributes.status = 'RUNNING'"):
+            client.set_terminated(stale.info.run_id, "KILLED")
+
     @contextlib.contextmanager
     def run(self, name: str, params: dict | None = None, tags: dict | None = None) -> Iterator[TrackedRun]:
         """A run that ends FINISHED on success and FAILED on error."""
         client = self.client()
-        run = client.create_run(self._experiment_id(client), run_name=name, tags=tags or {})
+        experiment = self._experiment_id(client)
+        self._end_abandoned(client, experiment, name)
+        run = client.create_run(experiment, run_name=name, tags=tags or {})
         tracked = TrackedRun(client, run.info.run_id)
         if params:
             tracked.log_params(params)
