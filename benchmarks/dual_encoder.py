@@ -146,7 +146,7 @@ def run_arm(a: argparse.Namespace) -> dict:
     elif arm in ("streaming", "loader"):
         config.num_workers = a.stream_workers
         pairs = ShardPairs(paths, captions, a.num_frames, seed=config.seed)
-        batches = _pair_batches(pairs, config, 0, 1, epoch=0)
+        batches = _pair_batches(pairs, config, 0, 1)
         per_pass = batches_per_pass(arm, paths, captions, bs, a.stream_workers, 0)
         row["workers"] = a.stream_workers
     elif arm == "memory":
@@ -156,7 +156,7 @@ def run_arm(a: argparse.Namespace) -> dict:
         row["decode_s"] = time.perf_counter() - t
         pairs = [(frames_of[k], c) for k, cs in captions.items() if k in frames_of for c in cs]
         row["decoded_clips"] = len(frames_of)
-        batches = _pair_batches(pairs, config, 0, 1, epoch=0)
+        batches = _pair_batches(pairs, config, 0, 1)
         per_pass = batches_per_pass(arm, paths, captions, bs, a.memory_workers, len(pairs))
         row["workers"] = a.memory_workers
     else:

@@ -28,6 +28,7 @@ from model_code.instructions import CAPTION_PROMPT, IMAGE_PROMPT
 from model_code.train_configs import TrainConfig
 from model_code.training import (
     autocast,
+    check_loss,
     cosine_with_warmup,
     global_mean,
     load_training_state,
@@ -124,7 +125,7 @@ def _train(
             find_unused_parameters=True)
 
     vlm.model.train()
-    t0 = time.perf_counter()
+    t0, saved_at = time.perf_counter(), time.monotonic()
     window: list[float] = []
     loss_value = float("nan")
     for step in range(start, config.steps):
@@ -139,7 +140,7 @@ def _train(
                      if config.grad_clip else torch.tensor(float("nan")))
         optimizer.step()
         scheduler.step()
-        window.append(loss.item())
+        window.append(check_loss(loss.item(), step_offset + step + 1))
 
         done = step + 1
         if done % config.log_every == 0 or done == config.steps:
@@ -151,9 +152,11 @@ def _train(
                     "lr": scheduler.get_last_lr()[0],
                     "grad_norm": float(grad_norm),
                 })
-        if (state_path is not None and rank == 0 and done % config.checkpoint_every == 0
-                and done < config.steps):
+        if (state_path is not None and rank == 0 and done < config.steps
+                and (done % config.checkpoint_every == 0
+                     or time.monotonic() - saved_at >= config.checkpoint_every_s)):
             save_training_state(state_path, vlm.model, optimizer, scheduler, done)
+            saved_at = time.monotonic()
 
     vlm.model.eval()
     for p in vlm.model.parameters():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import subprocess
 import time
 from pathlib import Path
@@ -69,19 +70,69 @@ def write_lineage(
         "metrics": metrics or {},
         "mlflow_run_id": mlflow_run_id,
     }
-    (folder / LINEAGE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+    text = json.dumps(_json_safe(record), indent=2, sort_keys=True, default=str, allow_nan=False)
+    (folder / LINEAGE_FILE).write_text(text)
     return record
+
+
+def _json_safe(value):
+    """NaN and infinities become null: lineage.json stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _read_object(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except ValueError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); rewrite it or materialize the "
+                         "checkpoint again") from error
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} must hold a JSON object, not {type(value).__name__}")  # noqa: TRY004
+    return value
+
+
+# field -> (check, what is expected) for vidistill.json
+VIDEO_SETTINGS = {
+    "family": (lambda v: isinstance(v, str), "a VLM family name"),
+    "num_frames": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1024,
+                   "a whole number of frames from 1 to 1024"),
+    "tokens_per_frame": (lambda v: v is None or (isinstance(v, int) and v >= 1),
+                         "null or a whole number >= 1"),
+    "pooling": (lambda v: isinstance(v, str), "a pooling name"),
+    "prompt": (lambda v: isinstance(v, str), "a string"),
+    "position_code": (lambda v: isinstance(v, bool), "true or false"),
+    "frame_differences": (lambda v: isinstance(v, bool), "true or false"),
+}
 
 
 def read_video_settings(folder: str | Path) -> dict:
     """A VLM checkpoint's video settings (vidistill.json), with num_frames 8 when absent: read
-    by the model loader and, before the model loads, by the caption step's decoder."""
+    by the model loader and, before the model loads, by the caption step's decoder. A field of
+    the wrong type or range, or one it does not know, is refused by name."""
     path = Path(folder) / VIDISTILL_FILE
-    return {"num_frames": 8, **(json.loads(path.read_text()) if path.exists() else {})}
+    settings = _read_object(path) if path.exists() else {}
+    for name, value in settings.items():
+        if name not in VIDEO_SETTINGS:
+            raise ValueError(f"{path}: unknown field {name!r}; known: {', '.join(VIDEO_SETTINGS)}")
+        check, expected = VIDEO_SETTINGS[name]
+        if not check(value):
+            raise ValueError(f"{path}: {name} must be {expected}, not {value!r}")
+    return {"num_frames": 8, **settings}
 
 
 def read_lineage(folder: str | Path) -> dict:
     path = Path(folder) / LINEAGE_FILE
     if not path.exists():
         raise FileNotFoundError(f"{folder} has no {LINEAGE_FILE}: not a vidistill checkpoint")
-    return json.loads(path.read_text())
+    record = _read_object(path)
+    version = record.get("version")
+    if not isinstance(version, str) or not version:
+        raise ValueError(f"{path}: field 'version' (the weights' hash, a string) is missing or "
+                         f"empty: {version!r}")
+    return record

@@ -38,6 +38,8 @@ from model_code.train_configs import DualEncoderTrainConfig
 from model_code.training import (
     atomic_dir,
     autocast,
+    check_loss,
+    check_publishable,
     cosine_with_warmup,
     global_mean,
     load_training_state,
@@ -58,11 +60,15 @@ def collate_pairs(batch: Sequence[tuple[np.ndarray, str]]):
     return frames, [str(c) for _, c in batch]
 
 
-def _pair_batches(pairs, config: DualEncoderTrainConfig, rank: int, world: int, epoch: int):
-    """An endless stream of local batches. Map-style data (a Dataset or a list) is shuffled by a
-    DistributedSampler even in one process, so rank r's step-s batch is slice r of the batch
-    one process would draw. An IterableDataset must split itself by rank and worker and should
-    never end (as ShardPairs does); one that ends is started again."""
+def _pair_batches(pairs, config: DualEncoderTrainConfig, rank: int, world: int,
+                  start_step: int = 0):
+    """An endless stream of local batches, from global step `start_step` on: a resumed run
+    gets exactly the batches the uninterrupted one would have. Map-style data (a Dataset or a
+    list) is shuffled by a DistributedSampler even in one process, so rank r's step-s batch is
+    slice r of the batch one process would draw; a resumed run skips the batches of the epoch
+    already trained. An IterableDataset must split itself by rank and worker and should never
+    end (as ShardPairs does: it skips the pairs already trained without decoding them); one
+    that ends is started again."""
     local_batch = config.batch_size // world
     streamed = isinstance(pairs, IterableDataset)
     workers = config.num_workers if streamed else 0  # data in memory needs no decode workers
@@ -75,18 +81,28 @@ def _pair_batches(pairs, config: DualEncoderTrainConfig, rank: int, world: int, 
         "pin_memory": torch.cuda.is_available(),
     }
     if streamed:
+        if hasattr(pairs, "resume_at"):
+            pairs.resume_at(start_step, local_batch)
         sampler, loader = None, DataLoader(pairs, **common)
+        epoch, skip = 0, 0
     else:
         sampler = DistributedSampler(
             pairs, num_replicas=world, rank=rank, shuffle=True, seed=config.seed, drop_last=True
         )
         loader = DataLoader(pairs, sampler=sampler, **common)
+        if len(loader) == 0:
+            raise ValueError(f"rank {rank} got no full batch of {local_batch} pairs: fewer "
+                             "pairs than the batch")
+        epoch, skip = divmod(start_step, len(loader))
     while True:
         if sampler is not None:
             sampler.set_epoch(epoch)
         n = 0
         for batch in loader:
             n += 1
+            if skip:  # resumed mid-epoch: these were trained before the interruption
+                skip -= 1
+                continue
             yield batch
         if n == 0:
             raise ValueError(
@@ -95,13 +111,17 @@ def _pair_batches(pairs, config: DualEncoderTrainConfig, rank: int, world: int, 
         epoch += 1
 
 
-def _reader() -> tuple[int, int]:
-    """(this reader's index, number of readers) over torchrun ranks x DataLoader workers."""
+def _reader(rotate: int = 0) -> tuple[int, int, int]:
+    """(this reader's index, number of readers, its DataLoader worker slot) over torchrun ranks
+    x DataLoader workers. DataLoader takes batch i from worker i % workers; a loader started
+    after `rotate` batches rotates the slots, so its batch j is the batch rotate + j the
+    uninterrupted loader had."""
     worker = get_worker_info()
     workers, worker_id = (worker.num_workers, worker.id) if worker else (1, 0)
+    slot = (worker_id + rotate) % workers
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    return rank * workers + worker_id, world * workers
+    return rank * workers + slot, world * workers, slot
 
 
 class ShardPairs(IterableDataset):
@@ -121,26 +141,43 @@ class ShardPairs(IterableDataset):
         self.captions = captions
         self.num_frames = num_frames
         self.seed = seed
+        self.skip_batches, self.local_batch = 0, 0
+
+    def resume_at(self, step: int, local_batch: int) -> None:
+        """Start after the first `step` batches of `local_batch` pairs (per rank): DataLoader
+        takes batch i from worker i % workers, so each worker skips its share of them."""
+        self.skip_batches, self.local_batch = step, local_batch
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, str]]:
         from model_code.shards import decode_members, log_reject, shard_members
 
-        reader, readers = _reader()
+        reader, readers, slot = _reader(rotate=self.skip_batches)
         clips = [(path, m) for path in self.shards for m in shard_members(path, log_reject)
                  if m.key in self.captions]
         mine = clips[reader::readers]
         if not mine:
             raise ValueError(f"reader {reader} of {readers} got none of the {len(clips)} "
                              "captioned clips: fewer clips than readers")
+        worker = get_worker_info()
+        workers = worker.num_workers if worker else 1
+        mine_batches = max(0, (self.skip_batches - slot + workers - 1) // workers)
+        skip = mine_batches * self.local_batch  # pairs this reader yielded before the resume
         for epoch in itertools.count():
             order = list(mine)
             random.Random((self.seed * 1_000_003 + epoch) * 4099 + reader).shuffle(order)
             for path, member in order:
+                n_pairs = len(self.captions[member.key])
+                if skip >= n_pairs:  # trained before the resume: not decoded again
+                    skip -= n_pairs
+                    continue
                 rows, rejects = decode_members(path, [member], self.num_frames)
                 for reject in rejects:
                     log_reject(reject)
                 for key, frames, _ in rows:
                     for caption in self.captions[key]:
+                        if skip:
+                            skip -= 1
+                            continue
                         yield frames, caption
 
 
@@ -189,8 +226,8 @@ def train_dual_encoder(
         else model
     )
 
-    batches_per_epoch = max(1, len(pairs) // config.batch_size) if hasattr(pairs, "__len__") else 1
-    batches = _pair_batches(pairs, config, rank, world, epoch=step // batches_per_epoch)
+    batches = _pair_batches(pairs, config, rank, world, start_step=step)
+    saved_at = time.monotonic()
     start_step, window, metrics = step, [], {}
     t0, cpu0 = time.perf_counter(), time.process_time()
     waited = 0.0  # blocked on the data path, after the first batch
@@ -221,7 +258,7 @@ def train_dual_encoder(
         with torch.no_grad():
             model.logit_scale.clamp_(0.0, math.log(100.0))  # CLIP's cap on the temperature
         step += 1
-        window.append(loss.item())
+        window.append(check_loss(loss.item(), step))
 
         last = step == config.steps
         if step % config.log_every == 0 or last:
@@ -240,9 +277,11 @@ def train_dual_encoder(
         if (
             state_path is not None
             and rank == 0
-            and (last or (config.checkpoint_every and step % config.checkpoint_every == 0))
+            and (last or step % config.checkpoint_every == 0
+                 or time.monotonic() - saved_at >= config.checkpoint_every_s)
         ):
             save_training_state(state_path, model, optimizer, scheduler, step)
+            saved_at = time.monotonic()
 
     model.logit_bias.requires_grad_(True)
     wall = time.perf_counter() - t0
@@ -315,6 +354,7 @@ def train(job: dict, report=None) -> dict:
     metrics = train_dual_encoder(model, dataset, config, on_metrics=report.metrics,
                                  state_path=state)
     if report.rank == 0:
+        check_publishable(model, metrics["steps"])
         with atomic_dir(job["out"]) as tmp:
             model.save_pretrained(tmp)
             lineage = write_lineage(

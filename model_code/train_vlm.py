@@ -63,8 +63,9 @@ def _samples(vlm, clips, keys: list[str], refs: list[str]) -> dict:
 def _publish(vlm, job: dict, config, metrics: dict, report: Reporter, samples: dict) -> dict:
     """Rank 0: the checkpoint folder, atomically, with its lineage; reported to Pipes."""
     from model_code.lineage import write_lineage
-    from model_code.training import atomic_dir
+    from model_code.training import atomic_dir, check_publishable
 
+    check_publishable(vlm.model, metrics["steps"])
     with atomic_dir(job["out"]) as tmp:
         vlm.save_pretrained(tmp)
         lineage = write_lineage(tmp, kind=job["stage"], parents=job.get("parents", {}),

@@ -53,6 +53,27 @@ def global_mean(value: float, world: int, device) -> float:
     return float(t.item()) / world
 
 
+def check_loss(value: float, step: int) -> float:
+    """`value` if finite; else the training has diverged and must stop before it publishes."""
+    if not math.isfinite(value):
+        raise FloatingPointError(
+            f"the loss is {value} at step {step}: training diverged, nothing is published and "
+            "the last checkpoint stays as it was (try a lower lr or check the data)")
+    return value
+
+
+def check_publishable(model, steps: int) -> None:
+    """Refuse to publish weights no optimizer step made, or any non-finite weight."""
+    import torch
+
+    if steps < 1:
+        raise ValueError(f"no optimizer step was taken (steps={steps}): nothing to publish")
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p).all():
+            raise FloatingPointError(f"parameter {name} holds non-finite values: nothing is "
+                                     "published")
+
+
 def autocast(device):
     """bf16 autocast on CUDA; full precision on CPU (bf16 matmuls on 2 cores are slower, not faster)."""
     import torch
@@ -115,6 +136,28 @@ def load_training_state(path: str | Path, model, optimizer, scheduler) -> int:
     return int(state["step"])
 
 
+def umask() -> int:
+    """This process's umask (read without changing it where Linux says it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def publish_modes(folder: Path) -> None:
+    """Files and folders as a plain write would have made them (0666 / 0777 less the umask):
+    temp files and folders are private, and some writers (safetensors) keep that mode."""
+    mask = umask()
+    folder.chmod(0o777 & ~mask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | Path):
     """Yield a temporary sibling folder; on success it replaces `final` in one rename.
@@ -122,9 +165,9 @@ def atomic_dir(final: str | Path):
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
-    tmp.chmod(0o755)  # mkdtemp makes it private; checkpoints are for everyone to read
     try:
         yield tmp
+        publish_modes(tmp)
         old = None
         if final.exists():
             old = final.parent / f".{final.name}.old-{os.getpid()}"
@@ -142,7 +185,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        os.fchmod(fd, 0o644)  # mkstemp makes it private; artifacts are for everyone to read
+        os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes it private; a plain write would not
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

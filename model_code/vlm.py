@@ -390,12 +390,21 @@ class VideoVLM:
                     "them. Convert it to safetensors (model.save_pretrained(...)) first."
                 )
             raise FileNotFoundError(f"{path} has no *.safetensors weights")
+        settings = read_video_settings(path)  # a broken vidistill.json fails here, by name
+        model_type = _model_type(path)
+        if model_type not in FAMILIES and not trust_remote_code:
+            raise ValueError(
+                f"{path / 'config.json'}: model_type {model_type!r} is not a VLM family vidistill "
+                f"knows how to feed video ({', '.join(sorted(FAMILIES))})")
         model = AutoModelForImageTextToText.from_pretrained(
             path, use_safetensors=True, local_files_only=True, trust_remote_code=trust_remote_code
         )
         family = model.config.model_type
+        if settings.get("family", family) != family:
+            raise ValueError(f"{path / VIDISTILL_FILE}: family {settings['family']!r} does not "
+                             f"match the model's model_type {family!r} in config.json")
         settings = {"family": family, "tokens_per_frame": None, "prompt": CAPTION_PROMPT,
-                    **read_video_settings(path)}
+                    **settings}
         try:
             processor = AutoProcessor.from_pretrained(
                 path, local_files_only=True, trust_remote_code=trust_remote_code
@@ -409,6 +418,20 @@ class VideoVLM:
             processor = None
         tokenizer.padding_side = "left"
         return cls(model, tokenizer, processor, device=device, **settings)
+
+
+def _model_type(folder: Path) -> str | None:
+    """config.json's model_type, or a clear error when the file is missing or broken."""
+    path = folder / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{folder} has no config.json: not a Hugging Face checkpoint")
+    try:
+        config = json.loads(path.read_text())
+    except ValueError as error:
+        raise ValueError(f"{path} is not valid JSON ({error})") from error
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a JSON object")  # noqa: TRY004
+    return config.get("model_type")
 
 
 def build_tiny_image_vlm(texts: list[str], config: TinyVLMConfig, seed: int = 0) -> VideoVLM:

@@ -251,7 +251,7 @@ def test_streaming_readers_split_the_clips_and_reshuffle_each_pass(tmp_path, mon
     shard, captions = _captioned_shard(tmp_path, 10)
 
     def passes(reader: int, seed: int, n: int) -> list[str]:
-        monkeypatch.setattr(train, "_reader", lambda: (reader, 3))
+        monkeypatch.setattr(train, "_reader", lambda rotate=0: (reader, 3, 0))
         pairs = iter(ShardPairs([str(shard)], captions, num_frames=2, seed=seed))
         return [caption for _, caption in itertools.islice(pairs, n)]
 
