@@ -97,6 +97,20 @@ class CorpusConfig:
         default_factory=lambda: {"image": 1500, "adapt": 900, "corpus": 1200, "benchmark": 200}
     )
 
+    def __post_init__(self):
+        checks = {"seed": (self.seed >= 0, ">= 0"), "frames": (self.frames >= 2, ">= 2"),
+                  "size": (self.size >= 16 and self.size % 2 == 0, "even and >= 16"),
+                  "fps": (self.fps >= 1, ">= 1"),
+                  "two_object_rate": (0.0 <= self.two_object_rate <= 1.0, "within [0, 1]")}
+        for name, (ok, allowed) in checks.items():
+            if not ok:
+                raise ValueError(f"CorpusConfig.{name} must be {allowed}, not "
+                                 f"{getattr(self, name)!r}")
+        for split, n in self.split_sizes.items():
+            if not (isinstance(n, int) and n >= 0):
+                raise ValueError(f"CorpusConfig.split_sizes[{split!r}] must be a whole number "
+                                 f">= 0, not {n!r}")
+
 
 def _rng(*parts: object) -> np.random.Generator:
     digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()

@@ -311,6 +311,17 @@ class IngestConfig:
     max_clips_per_video: int = 8
     ffmpeg: str | None = None
 
+    def __post_init__(self):
+        checks = {"clip_seconds": self.clip_seconds > 0, "fps": self.fps >= 1,
+                  "size": self.size >= 16 and self.size % 2 == 0, "min_frames": self.min_frames >= 1,
+                  "max_clips_per_video": self.max_clips_per_video >= 1}
+        allowed = {"clip_seconds": "> 0", "fps": ">= 1", "size": "even and >= 16",
+                   "min_frames": ">= 1", "max_clips_per_video": ">= 1"}
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"IngestConfig.{name} must be {allowed[name]}, not "
+                                 f"{getattr(self, name)!r}")
+
 
 def source_id(source: VideoSource) -> str:
     """A stable id for a source row; clip keys derive from it, so keys survive reruns."""

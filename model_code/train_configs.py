@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 import re
-from pathlib import Path
 from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
 from typing import Any, get_type_hints
 
 

@@ -402,3 +402,14 @@ def test_published_files_respect_the_umask(tmp_path):
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "ckpt").iterdir()}
     assert modes["model.safetensors"] == 0o644 and set(modes.values()) == {0o644}
     assert stat.S_IMODE((tmp_path / "ckpt").stat().st_mode) == 0o755
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: __import__("model_code.shards").shards.IngestConfig(size=0), r"IngestConfig.size"),
+    (lambda: __import__("model_code.shards").shards.IngestConfig(clip_seconds=0), r"clip_seconds"),
+    (lambda: __import__("model_code.corpus").corpus.CorpusConfig(frames=0), r"CorpusConfig.frames"),
+    (lambda: __import__("model_code.corpus").corpus.CorpusConfig(size=63), r"CorpusConfig.size"),
+])
+def test_model_code_configs_used_directly_refuse_bad_values_by_name(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
