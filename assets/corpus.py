@@ -57,7 +57,7 @@ def build_shard(partition: str, clip_source: ClipSource, store: ArtifactStore) -
     else:
         sources = [shards.VideoSource(**s) for s in entry["sources"]]
         clips, rejects = shards.ingest(sources, clip_source.ingest_config())
-        inputs = len(sources)
+        inputs = len(sources)  # manifest rows: several may be segments of one video
     shard = store.shard(partition)
     shards.write_shard(shard, clips)
     index = pd.DataFrame([{
@@ -70,8 +70,11 @@ def build_shard(partition: str, clip_source: ClipSource, store: ArtifactStore) -
     store.write_parquet(store.path("clip_index", f"{partition}.parquet"), index)
     store.write_bytes(store.path("rejects", f"{partition}.parquet"), shards.rejects_bytes(
         [{**r, "partition": partition} for r in rejects]))
-    used = {c.meta["source"] for c in clips}
-    unused = {r.get("source", r["key"]) for r in rejects} - used
+    def row(item: dict):  # an input is a manifest row (an embedded clip: its key)
+        return item["row"] if item.get("row", -1) >= 0 else item.get("source", item["key"])
+
+    used = {row(c.meta) for c in clips}
+    unused = {row(r) for r in rejects} - used
     if len(used) + len(unused) != inputs:  # counts in = inputs used + inputs rejected, always
         raise RuntimeError(f"{partition}: {inputs} inputs but {len(used)} used + {len(unused)} rejected")
     return {

@@ -294,12 +294,16 @@ def embedded_clips(specs: list[corpus.ClipSpec], threads: int = 2) -> list[Clip]
 
 @dataclass(frozen=True)
 class VideoSource:
-    """One row of a manifest: a video file, optional alt-text, optional [start, end) in seconds."""
+    """One row of a manifest: a video file, optional alt-text, optional [start, end) in seconds.
+    `row` is its place in the manifest (inputs are counted by row); a row that cannot be used
+    carries the reason in `error` and becomes a reject of its partition."""
 
     path: str
     alt_text: str = ""
     start: float | None = None
     end: float | None = None
+    row: int = -1
+    error: str = ""
 
 
 @dataclass
@@ -310,13 +314,21 @@ class IngestConfig:
     min_frames: int = 4
     max_clips_per_video: int = 8
     ffmpeg: str | None = None
+    split: str = "fixed"  # fixed windows, or "shots": cut at shot changes first
+    min_clip_seconds: float = 0.5  # shots: a shorter piece of a shot is dropped
+    shot_threshold: float = 0.3  # shots: ffmpeg's scene-change score that starts a new shot
 
     def __post_init__(self):
         checks = {"clip_seconds": self.clip_seconds > 0, "fps": self.fps >= 1,
                   "size": self.size >= 16 and self.size % 2 == 0, "min_frames": self.min_frames >= 1,
-                  "max_clips_per_video": self.max_clips_per_video >= 1}
+                  "max_clips_per_video": self.max_clips_per_video >= 1,
+                  "split": self.split in ("fixed", "shots"),
+                  "min_clip_seconds": self.min_clip_seconds > 0,
+                  "shot_threshold": 0 < self.shot_threshold < 1}
         allowed = {"clip_seconds": "> 0", "fps": ">= 1", "size": "even and >= 16",
-                   "min_frames": ">= 1", "max_clips_per_video": ">= 1"}
+                   "min_frames": ">= 1", "max_clips_per_video": ">= 1",
+                   "split": "'fixed' or 'shots'", "min_clip_seconds": "> 0",
+                   "shot_threshold": "within (0, 1)"}
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"IngestConfig.{name} must be {allowed[name]}, not "
@@ -331,19 +343,45 @@ def source_id(source: VideoSource) -> str:
 
 def clip_windows(info: video.VideoInfo, source: VideoSource, cfg: IngestConfig) -> list[tuple[float, float]]:
     start = source.start or 0.0
+    if start >= info.duration:
+        raise video.VideoError(f"start {start:g}s is at or past the end of the video "
+                               f"({info.duration:.2f}s)")
     end = min(source.end, info.duration) if source.end is not None else info.duration
     if end - start < cfg.min_frames / cfg.fps:
         raise video.VideoError(
             f"too short: {max(0.0, end - start):.2f}s < {cfg.min_frames} frames at {cfg.fps} fps"
         )
+    return [w for w, _ in shot_windows([(start, end)], cfg, cfg.min_frames / cfg.fps)]
+
+
+def shot_windows(shots: list[tuple[float, float]], cfg: IngestConfig,
+                 shortest: float) -> list[tuple[tuple[float, float], int]]:
+    """((start, end), shot index) of each clip: every shot cut into `clip_seconds` windows,
+    pieces shorter than `shortest` dropped, at most `max_clips_per_video` in all."""
     windows = []
-    t = start
-    while t < end - 1e-6 and len(windows) < cfg.max_clips_per_video:
-        stop = min(t + cfg.clip_seconds, end)
-        if stop - t >= cfg.min_frames / cfg.fps:
-            windows.append((round(t, 3), round(stop, 3)))
-        t += cfg.clip_seconds
+    for index, (start, end) in enumerate(shots):
+        t = start
+        while t < end - 1e-6 and len(windows) < cfg.max_clips_per_video:
+            stop = min(t + cfg.clip_seconds, end)
+            if stop - t >= shortest:
+                windows.append(((round(t, 3), round(stop, 3)), index))
+            t += cfg.clip_seconds
     return windows
+
+
+def source_shots(path: str, info: video.VideoInfo, source: VideoSource,
+                 cfg: IngestConfig) -> list[tuple[float, float]]:
+    """The shots of a source's [start, end) span: one when split is "fixed"."""
+    start = source.start or 0.0
+    end = min(source.end, info.duration) if source.end is not None else info.duration
+    if cfg.split == "fixed":
+        return [(start, end)]
+    cuts = video.shot_changes(path, cfg.shot_threshold, cfg.ffmpeg, start,
+                              end if source.end is not None else None)
+    bounds = [start, *[c for c in cuts if start < c < end], end]
+    from itertools import pairwise
+
+    return list(pairwise(bounds))
 
 
 def ingest_source(source: VideoSource, cfg: IngestConfig) -> tuple[list[Clip], list[Reject]]:
@@ -352,17 +390,27 @@ def ingest_source(source: VideoSource, cfg: IngestConfig) -> tuple[list[Clip], l
     for bad input: an unusable source, or an unusable window of it, comes back as a reject
     with its reason."""
     sid = source_id(source)
+    if source.error:
+        return [], [{"source": source.path, "key": sid, "row": source.row, "reason": source.error}]
     try:
         info = video.probe(source.path)
         if not info.has_video:
             raise video.VideoError("no video stream (audio-only or data file)")
-        windows = clip_windows(info, source, cfg)
+        windows = clip_windows(info, source, cfg)  # checks the span
+        shots = source_shots(source.path, info, source, cfg)
+        placed = shot_windows(shots, cfg, max(cfg.min_clip_seconds, cfg.min_frames / cfg.fps)
+                              if cfg.split == "shots" else cfg.min_frames / cfg.fps)
+        windows = [w for w, _ in placed]
+        if not windows:
+            raise video.VideoError(f"no shot of at least {cfg.min_clip_seconds:g}s "
+                                   f"({len(shots)} shots)")
     except (video.VideoError, OSError, UnicodeError) as e:
-        return [], [{"source": source.path, "key": sid, "reason": str(e)}]
+        return [], [{"source": source.path, "key": sid, "row": source.row, "reason": str(e)}]
     clips, rejects, done = [], [], set()
 
     def reject(i: int, reason: str) -> None:
-        rejects.append({"source": source.path, "key": f"{sid}-{i:03d}", "reason": reason})
+        rejects.append({"source": source.path, "key": f"{sid}-{i:03d}", "row": source.row,
+                        "reason": reason})
 
     try:
         for i, frames in video.decode_windows(source.path, windows, cfg.size, cfg.fps):
@@ -373,10 +421,13 @@ def ingest_source(source: VideoSource, cfg: IngestConfig) -> tuple[list[Clip], l
             start, end = windows[i]
             key = f"{sid}-{i:03d}"
             clips.append(Clip(key, video.encode_frames(frames, cfg.fps, crf=20, ffmpeg=cfg.ffmpeg), {
-                "key": key, "source": source.path, "start": start, "end": end, "fps": cfg.fps,
+                "key": key, "source": source.path, "row": source.row, "start": start, "end": end,
+                "fps": cfg.fps,
                 "width": cfg.size, "height": cfg.size, "frames": len(frames),
                 "alt_text": source.alt_text, "source_codec": info.codec,
                 "source_width": info.width, "source_height": info.height,
+                "shot": placed[i][1], "shot_start": round(shots[placed[i][1]][0], 3),
+                "shot_end": round(shots[placed[i][1]][1], 3),
             }))
         reason = "no decodable frames in this window (the video ends before it)"
     except video.VideoError as e:
@@ -387,39 +438,79 @@ def ingest_source(source: VideoSource, cfg: IngestConfig) -> tuple[list[Clip], l
     return clips, rejects
 
 
-def read_manifest(path: str | Path) -> list[VideoSource]:
-    """A CSV / JSONL / Parquet manifest with a `path` column (relative to the manifest) and
-    optional `alt_text`, `start`, `end`; or a folder, whose video files are taken in name order."""
+VIDEO_EXTENSIONS = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ts",
+                    ".flv"}
+
+
+def _seconds(value, name: str) -> tuple[float | None, str]:
+    """(seconds or None, error): a manifest time must be a number of seconds >= 0."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
+        return None, ""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None, f"{name} {value!r} is not a number of seconds"
+    if not np.isfinite(seconds) or seconds < 0:
+        return None, f"{name} {value!r} must be a finite number of seconds >= 0"
+    return seconds, ""
+
+
+def read_manifest(path: str | Path, outside_allowed: bool = True) -> list[VideoSource]:
+    """A CSV / JSONL / Parquet manifest with a `path` column (relative paths resolve against
+    the manifest's folder) and optional `alt_text`, `start`, `end`; or a folder, whose video
+    files are taken in name order. One source per row, in order: a row that cannot be used
+    (no path, a time that is not a number or negative, end not after start, the same row twice,
+    a path outside the manifest's folder when `outside_allowed` is off, a dangling link in the
+    folder) carries its reason in `error`. Only an unreadable manifest raises."""
     import pandas as pd
 
     path = Path(path)
     if path.is_dir():
-        exts = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".flv"}
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in exts)
-        return [VideoSource(str(p)) for p in files]
+        sources = []
+        for p in sorted(x for x in path.rglob("*") if x.suffix.lower() in VIDEO_EXTENSIONS):
+            error = ""
+            if p.is_symlink() and not p.exists():
+                error = f"dangling symlink: {p} -> {p.readlink()} does not exist"
+            elif p.is_dir():
+                continue  # a folder named like a video: what it holds is scanned itself
+            elif not p.is_file():
+                error = f"{p} is not a regular file"
+            sources.append(VideoSource(str(p), row=len(sources), error=error))
+        return sources
     if path.suffix == ".csv":
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, dtype=object, keep_default_na=False)
     elif path.suffix in (".jsonl", ".json"):
-        df = pd.read_json(path, lines=path.suffix == ".jsonl")
+        df = pd.read_json(path, lines=path.suffix == ".jsonl", dtype=False)
     elif path.suffix == ".parquet":
         df = pd.read_parquet(path)
     else:
         raise ValueError(f"unsupported manifest {path.name}: use .csv, .jsonl or .parquet")
     if "path" not in df.columns:
         raise ValueError(f"manifest {path} has no 'path' column (columns: {list(df.columns)})")
-
-    def opt(row, name):
-        v = row.get(name)
-        return None if v is None or (isinstance(v, float) and np.isnan(v)) else v
-
-    sources = []
-    for row in df.to_dict("records"):
-        p = Path(str(row["path"]))
+    root = path.parent.resolve()
+    sources, seen = [], {}
+    for row, record in enumerate(df.to_dict("records")):
+        raw = record.get("path")
+        raw = "" if raw is None or (isinstance(raw, float) and np.isnan(raw)) else str(raw)
+        p = Path(raw)
         p = p if p.is_absolute() else path.parent / p
-        start, end = opt(row, "start"), opt(row, "end")
-        sources.append(VideoSource(str(p), str(opt(row, "alt_text") or ""),
-                                   None if start is None else float(start),
-                                   None if end is None else float(end)))
+        start, start_error = _seconds(record.get("start"), "start")
+        end, end_error = _seconds(record.get("end"), "end")
+        alt = record.get("alt_text")
+        alt = "" if alt is None or (isinstance(alt, float) and np.isnan(alt)) else str(alt)
+        error = start_error or end_error
+        if not raw.strip():
+            error = "no path"
+        elif not error and start is not None and end is not None and end <= start:
+            error = f"end {end:g}s is not after start {start:g}s"
+        elif not outside_allowed and not p.resolve().is_relative_to(root):
+            error = f"{raw} is outside the manifest's folder {root} (paths outside are off)"
+        key = (str(p), start, end)
+        if not error and key in seen:
+            error = f"the same video and times as row {seen[key]}"
+        seen.setdefault(key, row)
+        sources.append(VideoSource(str(p), alt, start, end, row=row, error=f"row {row}: {error}"
+                                   if error else ""))
     return sources
 
 
@@ -440,7 +531,7 @@ def rejects_bytes(rejects: list[Reject]) -> bytes:
     """Rejects as a parquet file's bytes (written atomically by the caller)."""
     import pandas as pd
 
-    df = pd.DataFrame(rejects, columns=["key", "source", "reason"]).astype("string")
+    df = pd.DataFrame(rejects, columns=["key", "source", "row", "reason"]).astype("string")
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
     return buf.getvalue()

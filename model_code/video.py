@@ -281,3 +281,30 @@ def encode_frames(frames: np.ndarray, fps: int, crf: int = 18, ffmpeg: str | Non
 def _last_line(stderr: bytes | None) -> str:
     lines = (stderr or b"").decode(errors="replace").strip().splitlines()
     return lines[-1][:200] if lines else "unknown ffmpeg error"
+
+
+def shot_changes(path: str | Path, threshold: float = 0.3, ffmpeg: str | None = None,
+                 start: float = 0.0, end: float | None = None) -> list[float]:
+    """Times (seconds) where a new shot starts, by ffmpeg's scene-change score (`select
+    gt(scene, threshold)` + `showinfo`, one ffmpeg process through ffmpeg-python), within
+    [start, end) when given."""
+    import re
+
+    import ffmpeg as ff
+
+    options = {"ss": start} if start else {}
+    if end is not None:
+        options["to"] = end
+    try:
+        _, err = (
+            ff.input(str(path), **options).video
+            .filter("select", f"gt(scene,{threshold})").filter("showinfo")
+            .output("-", format="null")
+            .global_args("-hide_banner", "-nostdin")
+            .run(cmd=ffmpeg_binary(ffmpeg), capture_stdout=True, capture_stderr=True)
+        )
+    except ff.Error as e:
+        raise VideoError(f"shot detection failed: {_last_line(e.stderr)}") from None
+    # with -ss before -i, timestamps restart at 0: shift them back to the source's clock
+    times = sorted(start + float(t) for t in re.findall(rb"pts_time:\s*([0-9.]+)", err))
+    return [t for t in times if t > start]

@@ -46,7 +46,11 @@ def make_resources(root: str | None = None) -> dict:
     return {
         "store": ArtifactStore(root=root),
         "catalog": Catalog(root=root),
-        "clip_source": ClipSource(),
+        # the clips: the embedded corpus, or $VIDISTILL_SOURCE (a folder of videos or a
+        # manifest), cut as $VIDISTILL_SPLIT says; the plan, the sensor, the UI's launches, the
+        # CLI and the demo all read it from here
+        "clip_source": ClipSource(source=os.environ.get("VIDISTILL_SOURCE") or "embedded",
+                                  split=os.environ.get("VIDISTILL_SPLIT") or "fixed"),
         "tracking": MlflowTracking(root=root,
                                    tracking_uri=os.environ.get("VIDISTILL_TRACKING_URI", "")),
         "accelerators": Accelerators(),

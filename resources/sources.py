@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from dagster import ConfigurableResource
 from pydantic import AfterValidator, Field
@@ -43,6 +43,16 @@ class ClipSource(ConfigurableResource):
     frames: int = Field(default=16, ge=2, le=4096, description="frames per embedded clip")
     clip_seconds: float = Field(default=2.0, gt=0, le=3600)
     ffmpeg: OptionalExecutable = Field(default="", description="ffmpeg binary; empty = bundled")
+    split: Literal["fixed", "shots"] = Field(
+        default="fixed", description="fixed: clip_seconds windows; shots: cut the videos at shot "
+        "changes first, so no clip spans a cut")
+    min_clip_seconds: float = Field(default=0.5, gt=0, le=3600,
+                                    description="shots: a shorter piece of a shot is dropped")
+    shot_threshold: float = Field(default=0.3, gt=0, lt=1, description="shots: ffmpeg's "
+                                  "scene-change score that starts a new shot")
+    paths_outside_manifest: bool = Field(
+        default=True, description="allow manifest rows whose paths lie outside the manifest's "
+        "folder (absolute paths, ../); off: such a row is a reject")
 
     @property
     def embedded(self) -> bool:
@@ -59,7 +69,9 @@ class ClipSource(ConfigurableResource):
         from model_code.shards import IngestConfig
 
         return IngestConfig(clip_seconds=self.clip_seconds, size=self.size, fps=self.fps,
-                            ffmpeg=self.ffmpeg or None)
+                            ffmpeg=self.ffmpeg or None, split=self.split,
+                            min_clip_seconds=self.min_clip_seconds,
+                            shot_threshold=self.shot_threshold)
 
     def plan(self) -> dict[str, dict]:
         """Partition key -> what goes in that shard. Stable: adding videos appends partitions
@@ -73,7 +85,7 @@ class ClipSource(ConfigurableResource):
             }
         from model_code.shards import read_manifest
 
-        sources = read_manifest(self.source)
+        sources = read_manifest(self.source, outside_allowed=self.paths_outside_manifest)
         stem = re.sub(r"[^a-z0-9]+", "-", Path(self.source).stem.lower()).strip("-") or "videos"
         return {
             f"{stem}-{i // n:04d}": {
