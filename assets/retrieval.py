@@ -3,6 +3,7 @@ the ablation table that compares them (DESIGN.md, steps 3 and 4)."""
 
 import json
 import time
+from typing import Literal
 
 from dagster import (
     AllPartitionMapping,
@@ -47,6 +48,9 @@ class RetrievalBenchmarkConfig(Config):
     test_list: OptionalFile = Field(default="", description="1k-A style list (txt of ids or "
                            "MSRVTT_JSFUSION_test.csv)")
     clips: int = Field(default=200, ge=1, description="held-out clips")
+    protocol: Literal["auto", "1k-A", "all_captions"] = Field(
+        default="auto", description="1k-A: the JSFUSION CSV's (video, sentence) pairs; "
+        "all_captions: every JSON caption of each video; auto: 1k-A when test_list is that CSV")
 
 
 @asset(group_name="retrieval", code_version="1")
@@ -60,19 +64,22 @@ def retrieval_benchmark(
 
     out = store.path("benchmark")
     if config.annotations:
+        protocol = annotations.resolve_protocol(config.protocol, config.test_list or None)
         videos = annotations.read_msrvtt(config.annotations, config.videos_dir,
-                                         config.test_list or None, limit=config.clips)
+                                         config.test_list or None, limit=config.clips,
+                                         protocol=protocol)
         clips, rejects, refs, classes = benchmark.from_annotated(videos, clip_source.ingest_config())
     else:
         clips, rejects, refs, classes = benchmark.embedded(clip_source.corpus_config(), config.clips)
+        protocol = "embedded"  # one ground-truth caption per clip
     shards.write_shard(out / "clips.tar", clips)
-    store.write_bytes(out / "annotations.json", annotations.msrvtt_json(refs))
+    store.write_bytes(out / "annotations.json", annotations.msrvtt_json(refs, protocol))
     store.write_bytes(out / "classes.json", json.dumps(classes).encode())
     store.write_bytes(out / "rejects.parquet", shards.rejects_bytes(rejects))
     return MaterializeResult(
         metadata={"path": MetadataValue.path(str(out)), "videos": len(clips),
                   "captions": sum(len(c) for _, c in refs), "rejects": len(rejects),
-                  "zero_shot_tasks": ", ".join(classes) or "none",
+                  "zero_shot_tasks": ", ".join(classes) or "none", "protocol": protocol,
                   "samples": md_table([{"video_id": v, "caption": c[0]} for v, c in refs[:8]])},
         data_version=DataVersion(file_version(out / "annotations.json")[:8]
                                  + file_version(out / "clips.tar")[:8]),
@@ -160,7 +167,9 @@ def benchmark_scores(
     folder = store.checkpoint(f"dual_encoder/{source}")
     scores = benchmark.score_dual_encoder(folder, store.path("benchmark"))
     version = read_lineage(folder)["version"]
-    row = {"source": source, "model_version": version,
+    protocol = json.loads(store.path("benchmark", "annotations.json").read_text()).get(
+        "protocol", "all_captions")
+    row = {"source": source, "model_version": version, "protocol": protocol,
            "scored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **scores}
     with tracking.run(f"benchmark_scores[{source}]", params={"source": source,
                                                              "model_version": version}) as run:
@@ -183,14 +192,14 @@ def ablation_table(context: AssetExecutionContext, catalog: Catalog, store: Arti
         "scored_at DESC) AS rn FROM scores) WHERE rn = 1")
     order = {s: i for i, s in enumerate(CAPTION_SOURCES)}
     df = df.sort_values("source", key=lambda s: s.map(order)).reset_index(drop=True)
-    columns = ["source"] + [c for c in SCORE_COLUMNS + ["zs_motion_top1", "zs_shape_top1"]
+    columns = ["source"] + [c for c in ["protocol", *SCORE_COLUMNS] + ["zs_motion_top1", "zs_shape_top1"]
                             if c in df.columns]
     table = md_table(df[columns].to_dict("records"), 20)
     store.write_bytes(store.path("ablation_table.md"), table.value.encode())
     with tracking.run("ablation_table") as run:
         run.log_text(table.value, "ablation_table.md")
         for r in df.to_dict("records"):
-            run.log_metrics({f"{r['source']}.{c}": r[c] for c in columns[1:]})
+            run.log_metrics({f"{r['source']}.{c}": r[c] for c in columns[1:] if c != "protocol"})
     return MaterializeResult(metadata={"ablation": table, "sources": len(df)})
 
 

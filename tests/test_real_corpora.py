@@ -185,3 +185,62 @@ def test_clips_split_at_shots_never_cross_a_cut(three_scenes):
     assert [c.meta["shot"] for c in shots] == [0, 0, 1, 1, 2, 2]
     for c in shots:
         assert c.meta["shot_start"] <= c.meta["start"] < c.meta["end"] <= c.meta["shot_end"]
+
+
+# --- the MSR-VTT 1k-A protocol ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def msrvtt(tmp_path_factory) -> Path:
+    """3 real test videos, a JSON with 2 captions each, and a JSFUSION-style CSV whose
+    sentences are none of the JSON's first captions."""
+    folder = tmp_path_factory.mktemp("msrvtt")
+    (folder / "videos").mkdir()
+    for i in range(3):
+        _ffmpeg("-f", "lavfi", "-i", f"testsrc2=size=96x72:rate=10:duration={2 + i}",
+                "-c:v", "libx264", "-pix_fmt", "yuv420p", str(folder / "videos" / f"video{i}.mp4"))
+    data = {"videos": [{"video_id": f"video{i}"} for i in range(3)],
+            "sentences": [{"video_id": f"video{i}", "caption": f"json caption {j} of {i}"}
+                          for i in range(3) for j in range(2)]}
+    (folder / "test_videodatainfo.json").write_text(json.dumps(data))
+    pd.DataFrame({"key": ["ret0", "ret1", "ret2"], "vid_key": ["msr0", "msr1", "msr2"],
+                  "video_id": [f"video{i}" for i in (2, 0, 1)],
+                  "sentence": [f"the csv sentence for {i}" for i in (2, 0, 1)]}).to_csv(
+        folder / "MSRVTT_JSFUSION_test.csv", index=False)
+    return folder
+
+
+@pytest.mark.parametrize(("protocol", "expected"), [
+    ("auto", [("video2", "the csv sentence for 2"), ("video0", "the csv sentence for 0"),
+              ("video1", "the csv sentence for 1")]),
+    ("all_captions", [(f"video{i}", f"json caption {j} of {i}") for i in (2, 0, 1)
+                      for j in range(2)]),
+])
+def test_the_benchmark_scores_exactly_the_protocols_pairs(msrvtt, tmp_path, protocol, expected):
+    from dagster import materialize
+
+    from pipelines.definitions import defs, make_resources
+
+    config = {"annotations": str(msrvtt / "test_videodatainfo.json"),
+              "videos_dir": str(msrvtt / "videos"),
+              "test_list": str(msrvtt / "MSRVTT_JSFUSION_test.csv"), "protocol": protocol}
+    result = materialize(list(defs.assets), selection=["retrieval_benchmark"],
+                         resources=make_resources(str(tmp_path / "data")),
+                         run_config={"ops": {"retrieval_benchmark": {"config": config}}})
+    meta = result.asset_materializations_for_node("retrieval_benchmark")[0].metadata
+    assert meta["protocol"].value == ("1k-A" if protocol == "auto" else protocol)
+    stored = json.loads((tmp_path / "data" / "benchmark" / "annotations.json").read_text())
+    assert stored["protocol"] == meta["protocol"].value
+    assert [(s["video_id"], s["caption"]) for s in stored["sentences"]] == expected
+    assert meta["videos"].value == 3
+
+
+def test_1k_a_without_the_csv_sentences_is_refused_by_name(msrvtt):
+    from model_code import annotations
+
+    ids = msrvtt / "ids.txt"
+    ids.write_text("video0\nvideo1\n")
+    with pytest.raises(ValueError, match="protocol 1k-A needs test_list"):
+        annotations.read_msrvtt(msrvtt / "test_videodatainfo.json", msrvtt / "videos", ids,
+                                protocol="1k-A")
+    assert annotations.resolve_protocol("auto", ids) == "all_captions"

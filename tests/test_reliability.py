@@ -91,6 +91,7 @@ BAD = {
     ("RetrievalBenchmarkConfig", "videos_dir"): [MISSING_PATH],
     ("RetrievalBenchmarkConfig", "test_list"): [MISSING_PATH],
     ("RetrievalBenchmarkConfig", "clips"): [0],
+    ("RetrievalBenchmarkConfig", "protocol"): ["2k"],
     ("VideoCaptionDataConfig", "annotations"): [MISSING_PATH],
     ("VideoCaptionDataConfig", "videos_dir"): [MISSING_PATH],
     ("VideoCaptionDataConfig", "clips"): [0],
