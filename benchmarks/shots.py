@@ -34,9 +34,9 @@ def make_videos(folder: Path, n: int) -> list[Path]:
         parts = []
         for s in range(4):
             part = folder / f"v{v}-s{s}.mp4"
+            colour = colours[(v + s) % len(colours)]
             subprocess.run([ff, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                            f"color=c={colours[(v + s) % len(colours)]}:size=320x240:rate=25:"
-                            "duration=3", "-vf", "noise=alls=12:allf=t", "-c:v", "libx264",
+                            f"color=c={colour}:size=320x240:rate=25:duration=3", "-vf", "noise=alls=12:allf=t", "-c:v", "libx264",
                             "-pix_fmt", "yuv420p", str(part)], check=True)
             parts.append(part)
         listing = folder / f"v{v}.txt"
@@ -77,8 +77,8 @@ def main() -> None:
         paths = make_videos(Path(tmp), a.videos)
         results: dict[str, list] = {"fixed": [], "shots": []}
         for _ in range(a.repeats):
-            for split in results:
-                results[split].append(run(paths, split))
+            for split, rows in results.items():
+                rows.append(run(paths, split))
     print(f"{a.videos} videos x 12 s (4 scenes), 2 s clips, medians of {a.repeats}")
     print("| split | clips | clips/s | clips per CPU-second |\n|---|---|---|---|")
     med = {}
