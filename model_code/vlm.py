@@ -45,6 +45,12 @@ def _paligemma_frame_features(model, pixel_values: torch.Tensor) -> torch.Tensor
     return model.model.vision_tower(pixel_values).last_hidden_state
 
 
+def _idefics3_frame_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Idefics3 / SmolVLM: the vision model's last hidden state, which the connector
+    pixel-shuffles (scale_factor^2 patches per token) and projects."""
+    return model.model.vision_model(pixel_values).last_hidden_state
+
+
 @dataclass(frozen=True)
 class Family:
     """Where the parts of a VLM live: `vision` (tower, projector) is what stage 1 trains,
@@ -67,6 +73,24 @@ FAMILIES: dict[str, Family] = {
         vision=("model.vision_tower", "model.multi_modal_projector"),
         language=("model.language_model", "lm_head"),
         frame_features=_paligemma_frame_features,
+        features_as_list=False,
+    ),
+    "llava_onevision": Family(  # the image path: one view per frame, no anyres tiling
+        vision=("model.vision_tower", "model.multi_modal_projector"),
+        language=("model.language_model", "lm_head"),
+        frame_features=_llava_frame_features,
+        features_as_list=True,
+    ),
+    "idefics3": Family(
+        vision=("model.vision_model", "model.connector"),
+        language=("model.text_model", "lm_head"),
+        frame_features=_idefics3_frame_features,
+        features_as_list=False,
+    ),
+    "smolvlm": Family(
+        vision=("model.vision_model", "model.connector"),
+        language=("model.text_model", "lm_head"),
+        frame_features=_idefics3_frame_features,
         features_as_list=False,
     ),
 }
@@ -171,7 +195,9 @@ class VideoVLM:
         self.num_frames = num_frames
         vision = model.config.vision_config
         self.image_size = int(vision.image_size)
-        self.patches_per_frame = (vision.image_size // vision.patch_size) ** 2
+        # what the projector gives per frame (Idefics3's connector merges scale_factor^2 patches)
+        merge = int(getattr(model.config, "scale_factor", 1) or 1) ** 2
+        self.patches_per_frame = (vision.image_size // vision.patch_size) ** 2 // merge
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
         self.pooling = pooling
@@ -506,6 +532,45 @@ def build_tiny_image_vlm(texts: list[str], config: TinyVLMConfig, seed: int = 0)
             tie_word_embeddings=True,
         )
         model = PaliGemmaForConditionalGeneration(model_config)
+    elif config.family == "llava_onevision":
+        from transformers import (
+            LlavaOnevisionConfig,
+            LlavaOnevisionForConditionalGeneration,
+            Qwen2Config,
+        )
+
+        model_config = LlavaOnevisionConfig(
+            vision_config=vision,
+            text_config=Qwen2Config(**{k: v for k, v in text_kwargs.items() if k != "head_dim"}),
+            image_token_id=image_token_id,
+            vision_feature_select_strategy="full",
+            vision_feature_layer=-1,
+            tie_word_embeddings=True,
+        )
+        model = LlavaOnevisionForConditionalGeneration(model_config)
+    elif config.family in ("idefics3", "smolvlm"):
+        from transformers import (
+            Idefics3Config,
+            Idefics3ForConditionalGeneration,
+            Idefics3VisionConfig,
+            SmolVLMConfig,
+            SmolVLMForConditionalGeneration,
+            SmolVLMVisionConfig,
+        )
+
+        idefics = config.family == "idefics3"
+        vision_cls = Idefics3VisionConfig if idefics else SmolVLMVisionConfig
+        vision = vision_cls(image_size=config.image_size, patch_size=config.patch_size,
+                            hidden_size=config.vision_hidden,
+                            intermediate_size=4 * config.vision_hidden,
+                            num_hidden_layers=config.vision_layers,
+                            num_attention_heads=config.vision_heads)
+        config_cls = Idefics3Config if idefics else SmolVLMConfig
+        model_config = config_cls(vision_config=vision.to_dict(), text_config=LlamaConfig(
+            **text_kwargs).to_dict(), image_token_id=image_token_id, scale_factor=2,
+            tie_word_embeddings=True)
+        model = (Idefics3ForConditionalGeneration if idefics
+                 else SmolVLMForConditionalGeneration)(model_config)
     else:
         raise ValueError(f"no tiny builder for family {config.family!r}; known: {sorted(FAMILIES)}")
     model.generation_config.pad_token_id = tokenizer.pad_token_id
