@@ -31,7 +31,7 @@ from assets.partitions import CAPTION_SOURCES, caption_source_partitions
 from model_code.train_configs import DualEncoderTrainConfig
 from resources.catalog import Catalog
 from resources.devices import Accelerators
-from resources.fields import OptionalDir, OptionalFile
+from resources.fields import OptionalDir, OptionalFile, OptionalPath
 from resources.launcher import TrainingLauncher
 from resources.sources import ClipSource
 from resources.storage import ArtifactStore
@@ -48,6 +48,9 @@ class RetrievalBenchmarkConfig(Config):
     test_list: OptionalFile = Field(default="", description="1k-A style list (txt of ids or "
                            "MSRVTT_JSFUSION_test.csv)")
     clips: int = Field(default=200, ge=1, description="held-out clips")
+    classes: OptionalPath = Field(
+        default="", description="zero-shot classification videos: a folder with one sub-folder "
+        "per class (UCF101/HMDB style) or a CSV with path,label; class names become prompts")
     protocol: Literal["auto", "1k-A", "all_captions"] = Field(
         default="auto", description="1k-A: the JSFUSION CSV's (video, sentence) pairs; "
         "all_captions: every JSON caption of each video; auto: 1k-A when test_list is that CSV")
@@ -64,14 +67,17 @@ def retrieval_benchmark(
 
     out = store.path("benchmark")
     if config.annotations:
-        protocol = annotations.resolve_protocol(config.protocol, config.test_list or None)
-        videos = annotations.read_msrvtt(config.annotations, config.videos_dir,
-                                         config.test_list or None, limit=config.clips,
-                                         protocol=protocol)
+        videos, protocol = annotations.read_annotations(
+            config.annotations, config.videos_dir, config.test_list or None, limit=config.clips,
+            protocol=config.protocol)
         clips, rejects, refs, classes = benchmark.from_annotated(videos, clip_source.ingest_config())
     else:
         clips, rejects, refs, classes = benchmark.embedded(clip_source.corpus_config(), config.clips)
         protocol = "embedded"  # one ground-truth caption per clip
+    if config.classes:
+        names, items = annotations.read_labelled(config.classes)
+        more, bad, labelled = benchmark.labelled_task(names, items, clip_source.ingest_config())
+        clips, rejects, classes = clips + more, rejects + bad, {**classes, **labelled}
     shards.write_shard(out / "clips.tar", clips)
     store.write_bytes(out / "annotations.json", annotations.msrvtt_json(refs, protocol))
     store.write_bytes(out / "classes.json", json.dumps(classes).encode())
@@ -192,8 +198,8 @@ def ablation_table(context: AssetExecutionContext, catalog: Catalog, store: Arti
         "scored_at DESC) AS rn FROM scores) WHERE rn = 1")
     order = {s: i for i, s in enumerate(CAPTION_SOURCES)}
     df = df.sort_values("source", key=lambda s: s.map(order)).reset_index(drop=True)
-    columns = ["source"] + [c for c in ["protocol", *SCORE_COLUMNS] + ["zs_motion_top1", "zs_shape_top1"]
-                            if c in df.columns]
+    columns = ["source"] + [c for c in ["protocol", *SCORE_COLUMNS] if c in df.columns]
+    columns += sorted(c for c in df.columns if c.startswith("zs_") and c.endswith("_top1"))
     table = md_table(df[columns].to_dict("records"), 20)
     store.write_bytes(store.path("ablation_table.md"), table.value.encode())
     with tracking.run("ablation_table") as run:

@@ -70,15 +70,91 @@ def read_msrvtt(annotation: str | Path, videos_dir: str | Path, test_list: str |
     if protocol == "1k-A":
         captions = {vid: [pairs[vid]] for vid in ids}
     videos_dir = Path(videos_dir)
-    out = []
-    for vid in ids[:limit]:
-        path = next((videos_dir / f"{vid}{e}" for e in VIDEO_EXTS if (videos_dir / f"{vid}{e}").exists()),
-                    videos_dir / f"{vid}.mp4")
-        out.append(AnnotatedVideo(vid, str(path), captions.get(vid, [])))
+    out = [AnnotatedVideo(vid, str(_video_path(videos_dir, vid)), captions.get(vid, []))
+           for vid in ids[:limit]]
     missing = [v.video_id for v in out if not v.captions]
     if missing:
         raise ValueError(f"{len(missing)} videos have no captions in {annotation}: {missing[:5]}")
     return out
+
+
+def _video_path(videos_dir: Path, vid: str) -> Path:
+    return next((videos_dir / f"{vid}{e}" for e in VIDEO_EXTS if (videos_dir / f"{vid}{e}").exists()),
+                videos_dir / f"{vid}.mp4")
+
+
+def read_vatex(annotation: str | Path, videos_dir: str | Path,
+               limit: int | None = None) -> list[AnnotatedVideo]:
+    """A VATEX JSON (a list of {videoID, enCap: [...]}): videos `{videoID}.mp4` (or another
+    container) with their English captions, in file order."""
+    data = json.loads(Path(annotation).read_text())
+    if not isinstance(data, list):
+        raise ValueError(f"{annotation}: a VATEX file is a JSON list of {{videoID, enCap}}")  # noqa: TRY004
+    videos_dir = Path(videos_dir)
+    out = []
+    for i, item in enumerate(data[:limit]):
+        if not isinstance(item, dict) or "videoID" not in item:
+            raise ValueError(f"{annotation}: item {i} has no videoID")
+        captions = [str(c).strip() for c in item.get("enCap", []) if str(c).strip()]
+        if not captions:
+            raise ValueError(f"{annotation}: video {item['videoID']} has no enCap captions")
+        vid = str(item["videoID"])
+        out.append(AnnotatedVideo(vid, str(_video_path(videos_dir, vid)), captions))
+    return out
+
+
+def read_annotations(annotation: str | Path, videos_dir: str | Path,
+                     test_list: str | Path | None = None, limit: int | None = None,
+                     protocol: str = "auto") -> tuple[list[AnnotatedVideo], str]:
+    """(videos, protocol) from an MSR-VTT JSON (with its test list and protocol) or a VATEX
+    JSON (protocol "vatex": every English caption), told apart by their layout."""
+    data = json.loads(Path(annotation).read_text())
+    if isinstance(data, list):
+        if test_list or protocol not in ("auto", "all_captions"):
+            raise ValueError(f"{annotation} is a VATEX file: test_list and protocol "
+                             f"{protocol!r} are for MSR-VTT")
+        return read_vatex(annotation, videos_dir, limit), "vatex"
+    protocol = resolve_protocol(protocol, test_list)
+    return read_msrvtt(annotation, videos_dir, test_list, limit, protocol), protocol
+
+
+def _class_words(name: str) -> str:
+    """A class folder or label as words: ApplyEyeMakeup -> apply eye makeup, ride_bike -> ride bike."""
+    import re
+
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name).replace("_", " ").replace("-", " ")
+    return " ".join(spaced.lower().split())
+
+
+def read_labelled(path: str | Path) -> tuple[list[str], list[tuple[str, int]]]:
+    """Videos for zero-shot classification: a folder with one sub-folder per class
+    (UCF101 / HMDB style), or a CSV with `path` (relative to it) and `label`. Returns (class
+    names as words, [(video path, class index)])."""
+    import pandas as pd
+
+    path = Path(path)
+    if path.is_dir():
+        folders = sorted(p for p in path.iterdir() if p.is_dir())
+        names = [_class_words(p.name) for p in folders]
+        items = [(str(v), i) for i, f in enumerate(folders) for v in sorted(f.rglob("*"))
+                 if v.suffix.lower() in VIDEO_EXTS]
+    else:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if not {"path", "label"} <= set(df.columns):
+            raise ValueError(f"{path}: a class list needs columns path and label "
+                             f"(has {list(df.columns)})")
+        labels = sorted(set(df["label"]))
+        names = [_class_words(label) for label in labels]
+        items = [(str(p if Path(p).is_absolute() else path.parent / p), labels.index(label))
+                 for p, label in zip(df["path"], df["label"], strict=True)]
+    if len(names) < 2:
+        raise ValueError(f"{path}: zero-shot classification needs at least 2 classes")
+    return names, items
+
+
+def class_prompts(names: list[str]) -> list[list[str]]:
+    """A small CLIP-style prompt ensemble per class."""
+    return [[f"a video of {n}", f"a person doing {n}", n] for n in names]
 
 
 def msrvtt_json(videos: list[tuple[str, list[str]]], protocol: str = "all_captions") -> bytes:

@@ -53,6 +53,24 @@ def from_annotated(videos: list[AnnotatedVideo], ingest: shards.IngestConfig):
     return clips, rejects, refs, {}
 
 
+def labelled_task(names: list[str], items: list[tuple[str, int]], ingest: shards.IngestConfig,
+                  task: str = "classes"):
+    """Zero-shot classification videos (annotations.read_labelled): each becomes one clip
+    (its first `clip_seconds`), keyed zs-{i}; (clips, rejects, {task: classes, prompts, labels})."""
+    from model_code.annotations import class_prompts
+
+    clips, rejects, labels = [], [], {}
+    for i, (path, label) in enumerate(items):
+        got, bad = shards.ingest_source(shards.VideoSource(path), ingest)
+        rejects += bad
+        if got:
+            key = f"zs-{i:05d}"
+            clips.append(shards.Clip(key, got[0].mp4, {**got[0].meta, "key": key}))
+            labels[key] = label
+    return clips, rejects, {task: {"classes": names, "prompts": class_prompts(names),
+                                   "labels": labels}}
+
+
 def class_prompt_texts(classes: dict) -> list[str]:
     return [p for task in classes.values() for group in task["prompts"] for p in group]
 
@@ -70,7 +88,11 @@ def score_dual_encoder(model_folder: str | Path, benchmark_dir: str | Path) -> d
     sentences = [s for s in data["sentences"] if s["video_id"] in column]
     video_emb = embed_videos(model, frames)
     text_emb = embed_texts(model, [s["caption"] for s in sentences])
-    scores = retrieval_metrics(text_emb @ video_emb.T, [column[s["video_id"]] for s in sentences])
+    # retrieval among the videos that have sentences (zero-shot-only clips are not candidates)
+    described = sorted({column[s["video_id"]] for s in sentences})
+    row = {c: i for i, c in enumerate(described)}
+    scores = retrieval_metrics(text_emb @ video_emb[described].T,
+                               [row[column[s["video_id"]]] for s in sentences])
     classes = json.loads((benchmark_dir / "classes.json").read_text())
     for task, spec in classes.items():
         labelled = [k for k in keys if k in spec["labels"]]

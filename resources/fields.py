@@ -30,7 +30,14 @@ def _optional_executable(value: str) -> str:
     return value
 
 
+def _optional_path(value: str) -> str:
+    if value and not Path(value).exists():
+        raise ValueError(f"nothing at {value!r} (empty for none)")
+    return value
+
+
 OptionalFile = Annotated[str, AfterValidator(_optional_file)]
+OptionalPath = Annotated[str, AfterValidator(_optional_path)]
 OptionalDir = Annotated[str, AfterValidator(_optional_dir)]
 OptionalDirOrNone = Annotated[str | None, AfterValidator(_optional_dir)]
 OptionalExecutable = Annotated[str, AfterValidator(_optional_executable)]

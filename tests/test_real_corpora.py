@@ -244,3 +244,67 @@ def test_1k_a_without_the_csv_sentences_is_refused_by_name(msrvtt):
         annotations.read_msrvtt(msrvtt / "test_videodatainfo.json", msrvtt / "videos", ids,
                                 protocol="1k-A")
     assert annotations.resolve_protocol("auto", ids) == "all_captions"
+
+
+# --- VATEX and labelled videos for zero-shot classification ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def formats(tmp_path_factory) -> Path:
+    """Real videos laid out as VATEX (videos named by videoID + a JSON list with enCap), as a
+    UCF101-style class folder, and as a path,label CSV."""
+    root = tmp_path_factory.mktemp("formats")
+    (root / "vatex").mkdir()
+    sources = ["testsrc2", "smptebars", "rgbtestsrc"]
+    for i, src in enumerate(sources):
+        _ffmpeg("-f", "lavfi", "-i", f"{src}=size=96x72:rate=10:duration=2", "-c:v", "libx264",
+                "-pix_fmt", "yuv420p", str(root / "vatex" / f"vid{i}_000001_000003.mp4"))
+    (root / "vatex.json").write_text(json.dumps([
+        {"videoID": f"vid{i}_000001_000003", "enCap": [f"english {j} about {i}" for j in range(2)],
+         "chCap": ["中文"]} for i in range(3)]))
+    for cls, src in (("ApplyEyeMakeup", "testsrc2"), ("ride_bike", "smptebars")):
+        (root / "ucf" / cls).mkdir(parents=True)
+        for k in range(2):
+            _ffmpeg("-f", "lavfi", "-i", f"{src}=size=96x72:rate=10:duration=2", "-c:v",
+                    "libx264", "-pix_fmt", "yuv420p", str(root / "ucf" / cls / f"v{k}.mp4"))
+    pd.DataFrame({"path": ["ucf/ApplyEyeMakeup/v0.mp4", "ucf/ride_bike/v1.mp4"],
+                  "label": ["ApplyEyeMakeup", "ride_bike"]}).to_csv(root / "labels.csv",
+                                                                    index=False)
+    return root
+
+
+def _benchmark(tmp_path, config) -> tuple[dict, Path]:
+    from dagster import materialize
+
+    from pipelines.definitions import defs, make_resources
+
+    result = materialize(list(defs.assets), selection=["retrieval_benchmark"],
+                         resources=make_resources(str(tmp_path / "data")),
+                         run_config={"ops": {"retrieval_benchmark": {"config": config}}})
+    meta = result.asset_materializations_for_node("retrieval_benchmark")[0].metadata
+    return meta, tmp_path / "data" / "benchmark"
+
+
+@pytest.mark.parametrize("classes", ["ucf", "labels.csv"])
+def test_vatex_retrieval_and_labelled_zero_shot_classes(formats, tmp_path, classes):
+    from model_code.benchmark import score_dual_encoder
+    from model_code.dual_encoder import build_dual_encoder
+
+    meta, folder = _benchmark(tmp_path, {"annotations": str(formats / "vatex.json"),
+                                         "videos_dir": str(formats / "vatex"),
+                                         "classes": str(formats / classes)})
+    assert meta["protocol"].value == "vatex" and meta["rejects"].value == 0
+    stored = json.loads((folder / "annotations.json").read_text())
+    assert [(s["video_id"], s["caption"]) for s in stored["sentences"]] == [
+        (f"vid{i}_000001_000003", f"english {j} about {i}") for i in range(3) for j in range(2)]
+    task = json.loads((folder / "classes.json").read_text())["classes"]
+    assert task["classes"] == ["apply eye makeup", "ride bike"]
+    assert sorted(task["labels"].values()) == ([0, 0, 1, 1] if classes == "ucf" else [0, 1])
+    assert task["prompts"][1][0] == "a video of ride bike"
+
+    model = build_dual_encoder([s["caption"] for s in stored["sentences"]]
+                               + [p for group in task["prompts"] for p in group])
+    model.save_pretrained(tmp_path / "de")
+    scores = score_dual_encoder(tmp_path / "de", folder)
+    assert 0 <= scores["zs_classes_top1"] <= 100
+    assert scores["t2v_MeanR"] <= 3  # ranked among the 3 described videos, not the class clips

@@ -92,6 +92,7 @@ BAD = {
     ("RetrievalBenchmarkConfig", "test_list"): [MISSING_PATH],
     ("RetrievalBenchmarkConfig", "clips"): [0],
     ("RetrievalBenchmarkConfig", "protocol"): ["2k"],
+    ("RetrievalBenchmarkConfig", "classes"): [MISSING_PATH],
     ("VideoCaptionDataConfig", "annotations"): [MISSING_PATH],
     ("VideoCaptionDataConfig", "videos_dir"): [MISSING_PATH],
     ("VideoCaptionDataConfig", "clips"): [0],
