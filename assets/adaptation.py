@@ -150,16 +150,17 @@ def _version(store: ArtifactStore, name: str) -> str:
 
 
 @asset(**TRAINING, deps=[image_vlm, video_caption_data])
-def visual_adapted_vlm(
+def adapted_encoder(
     context: AssetExecutionContext, config: VisualAdaptationConfig, store: ArtifactStore,
     tracking: MlflowTracking, launcher: TrainingLauncher, accelerators: Accelerators,
 ) -> MaterializeResult:
-    """Stage 1: vision tower and projector learn from video captions; the LM stays frozen."""
+    """Stage 1: vision tower and projector learn from video captions; the LM stays frozen, so
+    only the vision tower and projector are saved (on top of image_vlm)."""
     job = {"config": trainer_fields(config, VisualAdaptationTrainConfig),
            "base": str(store.checkpoint("image_vlm")),
            "caption_data": str(store.path("video_caption_data")),
            "parents": {"image_vlm": _version(store, "image_vlm")}}
-    return _train(context, "visual_adapted_vlm", job, store, tracking, launcher, accelerators)
+    return _train(context, "adapted_encoder", job, store, tracking, launcher, accelerators)
 
 
 @asset(group_name="adaptation", code_version="2", deps=[video_caption_data])
@@ -193,22 +194,48 @@ def instruction_data(
     )
 
 
-@asset(**TRAINING, deps=[visual_adapted_vlm, instruction_data])
-def video_vlm(
+@asset(**TRAINING, deps=[adapted_encoder, instruction_data])
+def instruction_tuned_lm(
     context: AssetExecutionContext, config: LanguageAdaptationConfig, store: ArtifactStore,
     tracking: MlflowTracking, launcher: TrainingLauncher, accelerators: Accelerators,
 ) -> MaterializeResult:
-    """Stage 2: the LM learns to follow instructions about videos; vision stays frozen."""
+    """Stage 2: the LM learns to follow instructions about videos; vision stays frozen, so only
+    the LM and its head are saved."""
     job = {"config": trainer_fields(config, LanguageAdaptationTrainConfig),
-           "base": str(store.checkpoint("visual_adapted_vlm")),
+           "base": str(store.checkpoint("image_vlm")),
+           "encoder": str(store.checkpoint("adapted_encoder")),
            "caption_data": str(store.path("video_caption_data")),
            "instructions": str(store.path("instruction_data", "instructions.parquet")),
-           "parents": {"visual_adapted_vlm": _version(store, "visual_adapted_vlm")}}
-    return _train(context, "video_vlm", job, store, tracking, launcher, accelerators)
+           "parents": {"image_vlm": _version(store, "image_vlm"),
+                       "adapted_encoder": _version(store, "adapted_encoder")}}
+    return _train(context, "instruction_tuned_lm", job, store, tracking, launcher, accelerators)
+
+
+PARTS = ("image_vlm", "adapted_encoder", "instruction_tuned_lm")
+
+
+@asset(group_name="adaptation", code_version="1", deps=[image_vlm, instruction_tuned_lm])
+def video_vlm(context: AssetExecutionContext, store: ArtifactStore) -> MaterializeResult:
+    """The video captioner as one Hugging Face folder (AutoModelForImageTextToText): the image
+    VLM with the adapted encoder and the instruction-tuned LM in place, written once; its
+    lineage names all three."""
+    from model_code.lineage import write_lineage
+    from model_code.train_vlm import compose
+    from model_code.training import atomic_dir
+
+    parents = {name: _version(store, name) for name in PARTS}
+    vlm = compose(store.checkpoint("image_vlm"), store.checkpoint("adapted_encoder"),
+                  store.checkpoint("instruction_tuned_lm"))
+    folder = store.checkpoint("video_vlm")
+    with atomic_dir(folder) as tmp:
+        vlm.save_pretrained(tmp)
+        lineage = write_lineage(tmp, kind="video_vlm", parents=parents)
+    return checkpoint_result(folder, lineage, {
+        "encoder": parents["adapted_encoder"], "language_model": parents["instruction_tuned_lm"]})
 
 
 @asset(group_name="adaptation", code_version="1", pool="gpu",
-       deps=[image_vlm, visual_adapted_vlm, video_vlm, "retrieval_benchmark"])
+       deps=[image_vlm, adapted_encoder, video_vlm, "retrieval_benchmark"])
 def captioner_eval(context: AssetExecutionContext, store: ArtifactStore,
                    tracking: MlflowTracking, accelerators: Accelerators) -> MaterializeResult:
     """Caption the held-out clips with each VLM stage; CIDEr, BLEU-4 and (on the embedded
@@ -216,7 +243,7 @@ def captioner_eval(context: AssetExecutionContext, store: ArtifactStore,
     from model_code import shards
     from model_code.caption_metrics import attribute_accuracy, bleu4, cider
     from model_code.lineage import read_lineage
-    from model_code.vlm import VideoVLM
+    from model_code.train_vlm import compose
 
     bench = store.path("benchmark")
     refs = {}
@@ -224,8 +251,11 @@ def captioner_eval(context: AssetExecutionContext, store: ArtifactStore,
         refs.setdefault(s["video_id"], []).append(s["caption"])
     with accelerators.device() as device:  # leased while the models run
         rows, samples, clips_cache = [], {}, {}
-        for name in ("image_vlm", "visual_adapted_vlm", "video_vlm"):
-            vlm = VideoVLM.from_pretrained(store.checkpoint(name), device=device)
+        stages = {"image_vlm": [], "adapted_encoder": ["adapted_encoder"], "video_vlm": []}
+        for name, parts in stages.items():
+            base = "image_vlm" if parts else name
+            vlm = compose(store.checkpoint(base), *[store.checkpoint(p) for p in parts],
+                          device=device)
             if vlm.num_frames not in clips_cache:
                 clips_cache[vlm.num_frames] = shards.load_clips(bench / "clips.tar", vlm.num_frames)
             keys, clips, metas, _ = clips_cache[vlm.num_frames]

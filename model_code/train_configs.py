@@ -108,8 +108,8 @@ class DualEncoderTrainConfig:
 
 TRAIN_CONFIGS = {
     "image_vlm": ImageVLMTrainConfig,
-    "visual_adapted_vlm": VisualAdaptationTrainConfig,
-    "video_vlm": LanguageAdaptationTrainConfig,
+    "adapted_encoder": VisualAdaptationTrainConfig,
+    "instruction_tuned_lm": LanguageAdaptationTrainConfig,
     "dual_encoder": DualEncoderTrainConfig,
 }
 

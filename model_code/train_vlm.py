@@ -1,19 +1,23 @@
-"""Train the VLM: the default image VLM, stage 1 (visual) or stage 2 (language) adaptation.
+"""Train the VLM: the default image VLM, stage 1 (the adapted encoder) or stage 2 (the
+instruction-tuned LM). A stage saves only what it trained (VideoVLM.save_part): stage 1 the
+vision tower + projector, stage 2 the LM + head; `compose` puts them on the image VLM.
 
     python -m model_code.train_vlm --job job.json
     torchrun --nproc_per_node 2 -m model_code.train_vlm --job job.json     # DDP
 
 A job is a JSON object (what the adaptation assets write and launch):
 
-    {"stage": "image_vlm" | "visual_adapted_vlm" | "video_vlm",
+    {"stage": "image_vlm" | "adapted_encoder" | "instruction_tuned_lm",
      "config": {...},              # the stage's dataclass in model_code.train_configs
      "out": "checkpoints/...",     # the checkpoint folder, written atomically by rank 0
      "state": "training_state/x.pt",   # optional: resumable training state
      "corpus": {...},              # image_vlm: the embedded corpus's CorpusConfig
-     "base": "checkpoints/...",    # stages 1 and 2: the checkpoint to start from
+     "base": "checkpoints/image_vlm",    # stages 1 and 2: the image VLM
+     "encoder": "checkpoints/adapted_encoder",  # stage 2: stage 1's part
      "caption_data": "video_caption_data",   # stages 1 and 2: clips.tar + captions.parquet
      "instructions": "instructions.parquet", # stage 2
-     "parents": {...}, "data": {...}}        # recorded in lineage.json
+     "parents": {...}, "data": {...},        # recorded in lineage.json
+     "full_out": "..."}            # optional, stages 1 and 2: the whole VLM after the stage too
 
 Every rank loads the same data and model; each trains on its rows of every global batch.
 """
@@ -60,14 +64,22 @@ def _samples(vlm, clips, keys: list[str], refs: list[str]) -> dict:
     return {"raw_value": "\n".join(lines), "type": "md"}
 
 
-def _publish(vlm, job: dict, config, metrics: dict, report: Reporter, samples: dict) -> dict:
-    """Rank 0: the checkpoint folder, atomically, with its lineage; reported to Pipes."""
+def _publish(vlm, job: dict, config, metrics: dict, report: Reporter, samples: dict,
+             part: str | None = None) -> dict:
+    """Rank 0: the checkpoint folder (the whole VLM, or only the `part` trained), atomically,
+    with its lineage; reported to Pipes."""
     from model_code.lineage import write_lineage
     from model_code.training import atomic_dir, check_publishable
 
     check_publishable(vlm.model, metrics["steps"])
+    if part is not None and job.get("full_out"):
+        with atomic_dir(job["full_out"]) as tmp:
+            vlm.save_pretrained(tmp)
     with atomic_dir(job["out"]) as tmp:
-        vlm.save_pretrained(tmp)
+        if part is None:
+            vlm.save_pretrained(tmp)
+        else:
+            vlm.save_part(tmp, part)
         lineage = write_lineage(tmp, kind=job["stage"], parents=job.get("parents", {}),
                                 training_config=asdict(config), data=job.get("data", {}),
                                 metrics=metrics, mlflow_run_id=report.mlflow_run_id)
@@ -102,32 +114,44 @@ def train_image_vlm(job: dict, report: Reporter) -> dict:
     return metrics
 
 
-def train_visual(job: dict, report: Reporter) -> dict:
-    """Stage 1: vision tower + projector learn from video captions; the LM stays frozen."""
-    from model_code.adaptation import visual_adaptation
+def compose(base: str | Path, encoder: str | Path | None = None,
+            lm: str | Path | None = None, device: str = "cpu"):
+    """The video VLM: the image VLM with stage 1's encoder and stage 2's LM put in place."""
     from model_code.vlm import VideoVLM
 
+    vlm = VideoVLM.from_pretrained(base, device=device)
+    for part in (encoder, lm):
+        if part is not None:
+            vlm.load_part(part)
+    return vlm
+
+
+def train_visual(job: dict, report: Reporter) -> dict:
+    """Stage 1: vision tower + projector learn from video captions; the LM stays frozen. Saves
+    the adapted encoder only."""
+    from model_code.adaptation import visual_adaptation
+
     config = from_dict(VisualAdaptationTrainConfig, job.get("config", {}))
-    vlm = VideoVLM.from_pretrained(job["base"], device="cpu")  # _train moves it to its device
+    vlm = compose(job["base"])  # on CPU: _train moves it to its device
     keys, clips, df = _caption_data(job["caption_data"], vlm.num_frames)
     captions = df["caption"].tolist()
     metrics = visual_adaptation(vlm, clips, captions, config, on_metrics=report.metrics,
                                 state_path=job.get("state"))
     if report.rank == 0:
         _publish(vlm, job, config, {**metrics, "clips": len(keys)}, report,
-                 _samples(vlm, clips, keys, captions))
+                 _samples(vlm, clips, keys, captions), part="vision")
     return metrics
 
 
 def train_language(job: dict, report: Reporter) -> dict:
-    """Stage 2: the LM learns to follow instructions about the videos; vision stays frozen."""
+    """Stage 2: the LM learns to follow instructions about the videos; vision stays frozen.
+    Saves the instruction-tuned LM only."""
     import pandas as pd
 
     from model_code.adaptation import language_adaptation
-    from model_code.vlm import VideoVLM
 
     config = from_dict(LanguageAdaptationTrainConfig, job.get("config", {}))
-    vlm = VideoVLM.from_pretrained(job["base"], device="cpu")
+    vlm = compose(job["base"], job["encoder"])
     keys, clips, df = _caption_data(job["caption_data"], vlm.num_frames)
     index = {k: i for i, k in enumerate(keys)}
     rows = pd.read_parquet(job["instructions"])
@@ -140,12 +164,12 @@ def train_language(job: dict, report: Reporter) -> dict:
                                   state_path=job.get("state"), lora_rank=config.lora_rank)
     if report.rank == 0:
         _publish(vlm, job, config, {**metrics, "examples": len(examples)}, report,
-                 _samples(vlm, clips, keys, df["caption"].tolist()))
+                 _samples(vlm, clips, keys, df["caption"].tolist()), part="language")
     return metrics
 
 
-STAGES = {"image_vlm": train_image_vlm, "visual_adapted_vlm": train_visual,
-          "video_vlm": train_language}
+STAGES = {"image_vlm": train_image_vlm, "adapted_encoder": train_visual,
+          "instruction_tuned_lm": train_language}
 
 
 def train(job: dict, report: Reporter | None = None) -> dict:

@@ -28,6 +28,8 @@ from model_code.text import build_word_tokenizer
 from model_code.training import autocast, pick_device
 
 POOLINGS = ("grid", "moments")
+PARTS = ("vision", "language")
+PART_FILE = "part.json"  # what a stage checkpoint holds: one part of its base's weights
 PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
 
 
@@ -380,13 +382,62 @@ class VideoVLM:
             h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
         return h.hexdigest()[:16]
 
-    def save_pretrained(self, path: str | Path) -> None:
-        """A plain Hugging Face folder (safetensors only) plus vidistill.json."""
+    def part_state(self, part: str) -> dict[str, torch.Tensor]:
+        """The weights of one part ("vision": tower + projector, "language": LM + head), each
+        storage once (a head tied to the embeddings is the embeddings)."""
+        if part not in PARTS:
+            raise ValueError(f"part must be one of {PARTS}, not {part!r}")
+        family = FAMILIES[self.family]
+        prefixes = family.vision if part == "vision" else family.language
+        out, seen = {}, set()
+        for name, tensor in self.model.state_dict().items():
+            if not any(name == p or name.startswith(p + ".") for p in prefixes):
+                continue
+            key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tensor.shape)
+            if key in seen:
+                continue
+            seen.add(key)
+            out[name] = tensor.detach().cpu().contiguous()
+        return out
+
+    def save_part(self, path: str | Path, part: str) -> None:
+        """Only what a stage trained: `part`'s weights (model.safetensors), part.json (family,
+        part, model_type) and the video settings. Load it onto its base with load_part."""
+        from safetensors.torch import save_file
+
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path, safe_serialization=True)
-        (self.processor or self.tokenizer).save_pretrained(path)
-        settings = {
+        save_file(self.part_state(part), str(path / "model.safetensors"))
+        (path / PART_FILE).write_text(json.dumps({
+            "family": self.family, "part": part, "model_type": self.model.config.model_type},
+            indent=2))
+        (path / VIDISTILL_FILE).write_text(json.dumps(self.settings(), indent=2))
+
+    def load_part(self, path: str | Path) -> VideoVLM:
+        """Put a part saved by save_part in place of this model's (the base's): the family and
+        every key must match; the part's video settings (its prompt) come with it."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not (path / PART_FILE).exists():
+            raise FileNotFoundError(f"{path} has no {PART_FILE}: not a part saved by save_part")
+        meta = json.loads((path / PART_FILE).read_text())
+        if meta.get("family") != self.family or meta.get("part") not in PARTS:
+            raise ValueError(f"{path / PART_FILE}: a {meta.get('family')!r} {meta.get('part')!r} "
+                             f"part does not fit this {self.family!r} model")
+        tensors = load_file(str(path / "model.safetensors"))
+        expected = self.part_state(meta["part"])
+        if set(tensors) != set(expected):
+            missing, extra = set(expected) - set(tensors), set(tensors) - set(expected)
+            raise ValueError(f"{path}: the {meta['part']} part does not match the base: "
+                             f"missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]}")
+        self.model.load_state_dict(tensors, strict=False)
+        settings = read_video_settings(path)
+        self.prompt = settings.get("prompt", self.prompt)
+        return self
+
+    def settings(self) -> dict:
+        return {
             "family": self.family,
             "num_frames": self.num_frames,
             "tokens_per_frame": self.pooled_per_frame,
@@ -395,7 +446,14 @@ class VideoVLM:
             "position_code": self.position_code,
             "frame_differences": self.frame_differences,
         }
-        (path / VIDISTILL_FILE).write_text(json.dumps(settings, indent=2))
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """A plain Hugging Face folder (safetensors only) plus vidistill.json."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path, safe_serialization=True)
+        (self.processor or self.tokenizer).save_pretrained(path)
+        (path / VIDISTILL_FILE).write_text(json.dumps(self.settings(), indent=2))
 
     @classmethod
     def from_pretrained(

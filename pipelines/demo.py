@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     demo = Demo("main")
     total = time.perf_counter()
     labels = ["clip_shard_plan", "clip_shards", "video_caption_data", "image_vlm",
-              "second lane", "visual_adapted_vlm", "instruction_data", "video_vlm",
+              "second lane", "adapted_encoder", "instruction_data", "instruction_tuned_lm",
               "captioner_eval", "pseudo_captions", "dual_encoder [pseudo_captions]",
               "caption_statistics", "ablation_table"]
     start = 0
@@ -153,12 +153,13 @@ def main(argv: list[str] | None = None) -> None:
         lane.stdin.close()
     elif "second lane" in todo:
         second_lane(demo, lambda: True)
-    if "visual_adapted_vlm" in todo:
-        demo.step("visual_adapted_vlm (stage 1)", ["visual_adapted_vlm"])
+    if "adapted_encoder" in todo:
+        demo.step("adapted_encoder (stage 1)", ["adapted_encoder"])
     if "instruction_data" in todo:
         demo.step("instruction_data", ["instruction_data"])
-    if "video_vlm" in todo:
-        demo.step("video_vlm (stage 2)", ["video_vlm"])
+    if "instruction_tuned_lm" in todo:
+        demo.step("instruction_tuned_lm (stage 2) + video_vlm",
+                  ["instruction_tuned_lm", "video_vlm"])
     if lane is not None:  # both cores for what follows
         if lane.wait() != 0 or not report.exists():
             raise SystemExit("the second lane failed; see its runs in the UI")

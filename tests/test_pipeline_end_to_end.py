@@ -32,8 +32,8 @@ def pipeline(tmp_path_factory):
         for p in partitions:
             _run(instance, resources, ["clip_shards"], p)
         _run(instance, resources, ["image_vlm", "video_caption_data", "retrieval_benchmark",
-                                   "visual_adapted_vlm", "instruction_data", "video_vlm",
-                                   "captioner_eval"])
+                                   "adapted_encoder", "instruction_data",
+                                   "instruction_tuned_lm", "video_vlm", "captioner_eval"])
         captions = {"frame_captions": CAPTIONING, "pseudo_captions": CAPTIONING}
         for p in partitions:
             _run(instance, resources, ["frame_captions", "pseudo_captions"], p, captions)
@@ -44,26 +44,57 @@ def pipeline(tmp_path_factory):
         yield resources, instance, partitions
 
 
-def test_three_vlm_checkpoints_load_with_plain_transformers(pipeline):
+def test_vlm_checkpoints_load_with_plain_transformers_and_name_their_parts(pipeline):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from model_code.lineage import read_lineage
 
     resources, _, _ = pipeline
     store = resources["store"]
-    versions = {}
-    for name in ("image_vlm", "visual_adapted_vlm", "video_vlm"):
+    versions = {name: read_lineage(store.checkpoint(name)) for name in
+                ("image_vlm", "adapted_encoder", "instruction_tuned_lm", "video_vlm")}
+    for name in ("image_vlm", "video_vlm"):
         folder = store.checkpoint(name)
         model = AutoModelForImageTextToText.from_pretrained(folder, local_files_only=True)
         AutoProcessor.from_pretrained(folder, local_files_only=True)
         assert model.config.model_type == "llava"
-        versions[name] = read_lineage(folder)
-    assert versions["visual_adapted_vlm"]["parents"] == {"image_vlm": versions["image_vlm"]["version"]}
+    image = versions["image_vlm"]["version"]
+    assert versions["adapted_encoder"]["parents"] == {"image_vlm": image}
+    assert versions["instruction_tuned_lm"]["parents"] == {
+        "image_vlm": image, "adapted_encoder": versions["adapted_encoder"]["version"]}
     assert versions["video_vlm"]["parents"] == {
-        "visual_adapted_vlm": versions["visual_adapted_vlm"]["version"]}
-    assert versions["video_vlm"]["mlflow_run_id"]
-    run = resources["tracking"].client().get_run(versions["video_vlm"]["mlflow_run_id"])
+        name: versions[name]["version"] for name in
+        ("image_vlm", "adapted_encoder", "instruction_tuned_lm")}
+    run = resources["tracking"].client().get_run(versions["instruction_tuned_lm"]["mlflow_run_id"])
     assert run.info.status == "FINISHED" and "loss" in run.data.metrics
+
+
+def test_stage_outputs_hold_only_the_weights_they_trained(pipeline):
+    from safetensors import safe_open
+
+    resources, _, _ = pipeline
+    store = resources["store"]
+
+    def names(name: str) -> set[str]:
+        with safe_open(store.checkpoint(name) / "model.safetensors", "pt") as f:
+            return set(f.keys())
+
+    import torch
+    from safetensors.torch import load_file
+
+    from model_code.vlm import VideoVLM
+
+    encoder, lm = names("adapted_encoder"), names("instruction_tuned_lm")
+    assert encoder and all(k.startswith(("model.vision_tower.", "model.multi_modal_projector."))
+                           for k in encoder)
+    assert lm and all(k.startswith(("model.language_model.", "lm_head.")) for k in lm)
+    # the composed video_vlm holds exactly the two trained parts
+    composed = VideoVLM.from_pretrained(store.checkpoint("video_vlm"), device="cpu")
+    for part, name in (("vision", "adapted_encoder"), ("language", "instruction_tuned_lm")):
+        saved = load_file(store.checkpoint(name) / "model.safetensors")
+        mine = composed.part_state(part)
+        assert mine.keys() == saved.keys()
+        assert all(torch.equal(mine[k], saved[k]) for k in saved)
 
 
 def test_every_clip_gets_one_caption_per_captioner_version(pipeline):
@@ -88,7 +119,7 @@ def test_ablation_table_has_a_row_per_caption_source(pipeline):
     scores = resources["catalog"].query("SELECT source, t2v_R1, v2t_R1 FROM scores")
     assert len(scores) == 4 and scores["t2v_R1"].between(0, 100).all()
     evals = json.loads(resources["store"].path("captioner_eval.json").read_text())
-    assert [r["model"] for r in evals] == ["image_vlm", "visual_adapted_vlm", "video_vlm"]
+    assert [r["model"] for r in evals] == ["image_vlm", "adapted_encoder", "video_vlm"]
     assert all("motion_acc" in r for r in evals)
 
 
@@ -131,8 +162,8 @@ def test_a_new_image_vlm_marks_the_adapted_checkpoint_stale(pipeline):
         resolver = CachingStaleStatusResolver(instance, graph, LoadingContextForTest(instance))
         return resolver.get_status(AssetKey(name))
 
-    assert status("visual_adapted_vlm") == StaleStatus.FRESH
+    assert status("adapted_encoder") == StaleStatus.FRESH
     assert status("video_vlm") == StaleStatus.FRESH
     _run(instance, resources, ["image_vlm"], extra={
         "image_vlm": {"config": {**FEW, "image_examples": 24, "seed": 1}}})
-    assert status("visual_adapted_vlm") == StaleStatus.STALE  # Dagster marks direct children
+    assert status("adapted_encoder") == StaleStatus.STALE  # Dagster marks direct children

@@ -15,6 +15,7 @@ import torch
 from dagster import AssetExecutionContext, asset, instance_for_test, materialize
 from safetensors.torch import load_file
 
+from model_code.vlm import VideoVLM
 from pipelines.definitions import defs, make_resources
 from resources.devices import Accelerators
 from resources.launcher import TrainingLauncher
@@ -151,7 +152,7 @@ def test_launchpad_defaults_are_the_trainers_and_bad_values_name_the_field(tmp_p
 
 
 def _stage1_inputs(folder: Path) -> dict:
-    """A tiny image VLM and a dozen captioned clips: a visual_adapted_vlm job."""
+    """A tiny image VLM and a dozen captioned clips: an adapted_encoder job."""
     import pandas as pd
 
     from model_code import corpus, shards
@@ -169,15 +170,15 @@ def _stage1_inputs(folder: Path) -> dict:
     shards.write_shard(data / "clips.tar", shards.embedded_clips(specs))
     pd.DataFrame({"key": [s.key for s in specs], "caption": captions}).to_parquet(
         data / "captions.parquet")
-    return {"stage": "visual_adapted_vlm", "base": str(folder / "image_vlm"),
+    return {"stage": "adapted_encoder", "base": str(folder / "image_vlm"),
             "caption_data": str(data),
             "config": {"steps": 2, "batch_size": 4, "lr": 1e-2, "warmup_steps": 1,
                        "log_every": 1}}
 
 
 def _torchrun(job: dict, folder: Path, nproc: int) -> tuple[dict[str, torch.Tensor], list[float]]:
-    """Run the program; its weights and the per-step losses rank 0 printed."""
-    job = {**job, "out": str(folder / f"out-{nproc}")}
+    """Run the program; the whole VLM after the stage and the per-step losses rank 0 printed."""
+    job = {**job, "out": str(folder / f"out-{nproc}"), "full_out": str(folder / f"full-{nproc}")}
     path = folder / f"job-{nproc}.json"
     path.write_text(json.dumps(job))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -189,12 +190,16 @@ def _torchrun(job: dict, folder: Path, nproc: int) -> tuple[dict[str, torch.Tens
                           timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     steps = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"step"')]
-    return load_file(Path(job["out"]) / "model.safetensors"), [s["loss"] for s in steps]
+    saved = load_file(Path(job["out"]) / "model.safetensors")
+    assert all(k.startswith(("model.vision_tower.", "model.multi_modal_projector."))
+               for k in saved)  # the stage's output: only what it trained
+    full = VideoVLM.from_pretrained(job["full_out"], device="cpu").model.state_dict()
+    return full, [s["loss"] for s in steps]
 
 
 def test_stage1_on_two_ranks_keeps_the_lm_and_trains_like_one_process(tmp_path):
     job = _stage1_inputs(tmp_path)
-    base = load_file(tmp_path / "image_vlm" / "model.safetensors")
+    base = VideoVLM.from_pretrained(tmp_path / "image_vlm", device="cpu").model.state_dict()
     (one, one_losses), (two, two_losses) = _torchrun(job, tmp_path, 1), _torchrun(job, tmp_path, 2)
     assert len(two_losses) == 2  # rank 0 alone reports, once a step
     assert two_losses == pytest.approx(one_losses, rel=1e-5)  # the global batch's token mean
@@ -205,3 +210,47 @@ def test_stage1_on_two_ranks_keeps_the_lm_and_trains_like_one_process(tmp_path):
     assert any(not torch.equal(two[k], base[k]) for k in vision)  # and the vision side learned
     worst = max((two[k] - one[k]).abs().max().item() for k in vision)
     assert worst < 1e-4, worst
+
+
+def test_the_composed_video_vlm_is_the_model_trained_in_one_piece(tmp_path):
+    """Stage 1 saves the encoder, stage 2 the LM; composed on the image VLM they are, weight
+    for weight, the model both stages make in memory, and it captions the same."""
+    import numpy as np
+    import pandas as pd
+
+    from model_code import shards
+    from model_code.adaptation import language_adaptation, visual_adaptation
+    from model_code.instructions import CAPTION_PROMPT
+    from model_code.train_configs import (
+        LanguageAdaptationTrainConfig,
+        VisualAdaptationTrainConfig,
+        from_dict,
+    )
+    from model_code.train_vlm import compose, train
+
+    torch.set_num_threads(1)
+    job = _stage1_inputs(tmp_path)
+    captions = pd.read_parquet(tmp_path / "video_caption_data" / "captions.parquet")
+    pd.DataFrame({"key": captions["key"], "prompt": CAPTION_PROMPT, "answer": captions["caption"],
+                  "type": "detailed"}).to_parquet(tmp_path / "instructions.parquet")
+    stage2 = {"steps": 3, "batch_size": 4, "lr": 1e-2, "warmup_steps": 1, "log_every": 1}
+    train({**job, "out": str(tmp_path / "encoder")})
+    train({**job, "stage": "instruction_tuned_lm", "config": stage2,
+           "encoder": str(tmp_path / "encoder"), "out": str(tmp_path / "lm"),
+           "instructions": str(tmp_path / "instructions.parquet")})
+    composed = compose(job["base"], tmp_path / "encoder", tmp_path / "lm")
+
+    whole = VideoVLM.from_pretrained(job["base"], device="cpu")
+    keys, clips, _, _ = shards.load_clips(tmp_path / "video_caption_data" / "clips.tar",
+                                          whole.num_frames)
+    refs = captions.set_index("key").loc[keys, "caption"].tolist()
+    visual_adaptation(whole, clips, refs, from_dict(VisualAdaptationTrainConfig, job["config"]))
+    examples = [{"clip_index": i, "prompt": CAPTION_PROMPT, "answer": c, "type": "detailed"}
+                for i, c in enumerate(refs)]
+    language_adaptation(whole, clips, examples, from_dict(LanguageAdaptationTrainConfig, stage2))
+    mine, theirs = composed.model.state_dict(), whole.model.state_dict()
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+    assert composed.prompt == whole.prompt == CAPTION_PROMPT
+    assert composed.caption(np.asarray(clips), max_new_tokens=6) == whole.caption(
+        np.asarray(clips), max_new_tokens=6)

@@ -13,7 +13,7 @@ from dagster_ui import DAGSTER, ROOT, backfill, dagster_dev
 from tiny_runs import CAPTIONING, RUN_CONFIG
 
 TINY_CHECKPOINTS = {"ops": {name: RUN_CONFIG["ops"][name] for name in (
-    "image_vlm", "video_caption_data", "visual_adapted_vlm", "video_vlm")}}
+    "image_vlm", "video_caption_data", "adapted_encoder", "instruction_tuned_lm")}}
 
 
 @pytest.mark.slow

@@ -4,8 +4,8 @@ FEW = {"steps": 3, "batch_size": 4}
 RUN_CONFIG = {"ops": {
     "image_vlm": {"config": {**FEW, "image_examples": 24}},
     "video_caption_data": {"config": {"clips": 12}},
-    "visual_adapted_vlm": {"config": FEW},
-    "video_vlm": {"config": FEW},
+    "adapted_encoder": {"config": FEW},
+    "instruction_tuned_lm": {"config": FEW},
     "retrieval_benchmark": {"config": {"clips": 10}},
     "dual_encoder": {"config": {"steps": 2, "batch_size": 8}},
 }}
