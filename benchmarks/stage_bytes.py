@@ -39,8 +39,8 @@ def measure(name: str, config) -> None:
     print(f"\n{name}: {sum(p.numel() for p in vlm.model.parameters()) / 1e6:.1f} M parameters")
     print("| written by | before (whole VLM per stage) | after (what was trained) |")
     print("|---|---|---|")
-    for step in before:
-        print(f"| {step} | {before[step] / mib:.2f} MiB | {after[step] / mib:.2f} MiB |")
+    for step, written in before.items():
+        print(f"| {step} | {written / mib:.2f} MiB | {after[step] / mib:.2f} MiB |")
     total_before, total_after = sum(before.values()), sum(after.values())
     print(f"| all | {total_before / mib:.2f} MiB | {total_after / mib:.2f} MiB "
           f"({total_after / total_before:.2f}x) |")
