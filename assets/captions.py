@@ -2,6 +2,7 @@
 the paper's per-frame baseline with the image VLM."""
 
 import json
+import os
 
 from dagster import (
     AssetCheckResult,
@@ -22,7 +23,7 @@ from assets.corpus import clip_shards
 from assets.partitions import clip_partitions, shard_backfill_policy
 from resources.catalog import Catalog
 from resources.devices import Accelerators
-from resources.fields import Device, Rate
+from resources.fields import Device, OptionalDir, Rate
 from resources.storage import ArtifactStore
 
 CAPTION_COLUMNS = ["key", "caption", "captioner_version", "prompt", "partition", "generation"]
@@ -72,21 +73,31 @@ def caption_quality(captions: list[str], config: CaptioningConfig) -> AssetCheck
     )
 
 
+def teacher_version(folder: str) -> str:
+    """The captioner version of an off-the-shelf teacher: teacher-<hash of its weights>."""
+    from model_code.lineage import folder_hash
+
+    return f"teacher-{folder_hash(folder)}"
+
+
 def caption_partitions(
     context: AssetExecutionContext, checkpoint: str, frame_mode: str, config: CaptioningConfig,
-    store: ArtifactStore, accelerators: Accelerators,
+    store: ArtifactStore, accelerators: Accelerators, folder=None,
 ) -> MaterializeResult:
-    """Caption each partition of the run with one checkpoint (loaded once per run); one Parquet
-    file per partition per captioner version, replaced atomically; undecodable clips become
-    rejects."""
+    """Caption each partition of the run with one checkpoint (loaded once per run; a vidistill
+    checkpoint by name, or an outside `folder`); one Parquet file per partition per captioner
+    version, replaced atomically; undecodable clips become rejects."""
     import pandas as pd
 
     from model_code import shards
     from model_code.captioning import CaptionRun, caption_shards
     from model_code.lineage import read_lineage
 
-    folder = store.checkpoint(checkpoint)
-    version = f"{checkpoint}-{read_lineage(folder)['version']}"
+    if folder is None:
+        folder = store.checkpoint(checkpoint)
+        version = f"{checkpoint}-{read_lineage(folder)['version']}"
+    else:
+        version = teacher_version(folder)
     generation = {"max_new_tokens": config.max_new_tokens, "do_sample": config.do_sample,
                   "num_beams": config.num_beams, "temperature": config.temperature,
                   "seed": config.seed}
@@ -175,6 +186,34 @@ def frame_captions(
 ) -> MaterializeResult:
     """The image VLM's caption of each clip's middle frame: the paper's per-frame baseline."""
     return caption_partitions(context, "image_vlm", "middle", config, store, accelerators)
+
+
+class TeacherCaptioningConfig(CaptioningConfig):
+    teacher_path: OptionalDir = Field(
+        default=os.environ.get("VIDISTILL_TEACHER", ""),
+        description="local Qwen2-VL / Qwen2.5-VL folder (default $VIDISTILL_TEACHER)")
+
+
+@asset(
+    group_name="captions",
+    partitions_def=clip_partitions,
+    deps=[clip_shards],
+    code_version="1",
+    pool="gpu",
+    backfill_policy=shard_backfill_policy(),
+    check_specs=[AssetCheckSpec("caption_quality", asset="teacher_captions", blocking=True)],
+)
+def teacher_captions(
+    context: AssetExecutionContext, config: TeacherCaptioningConfig, store: ArtifactStore,
+    accelerators: Accelerators,
+) -> MaterializeResult:
+    """An off-the-shelf video VLM's caption of every clip (Qwen2-VL family, its frames in time
+    order): the distilled captioner's point of comparison, same files, same checks."""
+    if not config.teacher_path:
+        raise ValueError("teacher_captions needs teacher_path (or $VIDISTILL_TEACHER): a local "
+                         "Qwen2-VL / Qwen2.5-VL checkpoint folder")
+    return caption_partitions(context, "teacher", "clip", config, store, accelerators,
+                              folder=config.teacher_path)
 
 
 @asset(group_name="captions", deps=[clip_shards, frame_captions, pseudo_captions], code_version="1")

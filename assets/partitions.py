@@ -7,7 +7,8 @@ from dagster import BackfillPolicy, DynamicPartitionsDefinition, StaticPartition
 clip_partitions = DynamicPartitionsDefinition(name="clip_shards")
 """One partition per webdataset clip shard; registered as shards appear in the source."""
 
-CAPTION_SOURCES = ("alt_text", "frame_captions", "pseudo_captions", "ground_truth")
+CAPTION_SOURCES = ("alt_text", "frame_captions", "pseudo_captions", "teacher_captions",
+                   "ground_truth")
 caption_source_partitions = StaticPartitionsDefinition(list(CAPTION_SOURCES))
 """Which captions a dual encoder is trained on; ground_truth is the ceiling."""
 

@@ -18,7 +18,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from assets.captions import frame_captions, pseudo_captions
+from assets.captions import frame_captions, pseudo_captions, teacher_captions
 from assets.common import (
     file_version,
     launchpad_config,
@@ -95,6 +95,22 @@ def retrieval_benchmark(
 DualEncoderConfig = launchpad_config(DualEncoderTrainConfig, "DualEncoderConfig")
 
 
+def _teacher_version(catalog: Catalog) -> str:
+    """The teacher's captioner version: that of $VIDISTILL_TEACHER, else the only one there is."""
+    import os
+
+    from assets.captions import teacher_version
+
+    if os.environ.get("VIDISTILL_TEACHER"):
+        return teacher_version(os.environ["VIDISTILL_TEACHER"])
+    versions = catalog.query("SELECT DISTINCT captioner_version v FROM captions WHERE "
+                             "captioner_version LIKE 'teacher-%'")["v"].tolist()
+    if len(versions) != 1:
+        raise ValueError(f"{len(versions)} teachers' captions in the catalog ({versions}): set "
+                         "$VIDISTILL_TEACHER to the teacher whose captions to train on")
+    return versions[0]
+
+
 def training_pairs(source: str, catalog: Catalog, store: ArtifactStore):
     """(key, partition, caption) for every corpus clip that has a caption of this source."""
     from model_code.lineage import read_lineage
@@ -109,8 +125,11 @@ def training_pairs(source: str, catalog: Catalog, store: ArtifactStore):
             raise ValueError("the clip source has no ground-truth captions (only the embedded "
                              "corpus does); materialize the other caption sources")
         return df
-    checkpoint = {"frame_captions": "image_vlm", "pseudo_captions": "video_vlm"}[source]
-    version = f"{checkpoint}-{read_lineage(store.checkpoint(checkpoint))['version']}"
+    if source == "teacher_captions":
+        version = _teacher_version(catalog)
+    else:
+        checkpoint = {"frame_captions": "image_vlm", "pseudo_captions": "video_vlm"}[source]
+        version = f"{checkpoint}-{read_lineage(store.checkpoint(checkpoint))['version']}"
     df = catalog.query("SELECT key, partition, caption, captioner_version AS version FROM captions "
                        "WHERE captioner_version = ? ORDER BY partition, key", [version])
     if df.empty:
@@ -124,6 +143,7 @@ def training_pairs(source: str, catalog: Catalog, store: ArtifactStore):
     deps=[AssetDep(clip_shards, partition_mapping=AllPartitionMapping()),
           AssetDep(frame_captions, partition_mapping=AllPartitionMapping()),
           AssetDep(pseudo_captions, partition_mapping=AllPartitionMapping()),
+          AssetDep(teacher_captions, partition_mapping=AllPartitionMapping()),
           retrieval_benchmark],
     code_version="3",
     pool="gpu",

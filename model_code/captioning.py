@@ -77,9 +77,7 @@ def caption_shards(
     started = time.perf_counter()
     num_frames = int(read_video_settings(checkpoint)["num_frames"])  # before the model loads
     with ClipStream(shards, num_frames, decode_workers) as stream:  # decoding starts here
-        from model_code.vlm import VideoVLM
-
-        vlm = VideoVLM.from_pretrained(checkpoint, device=device)
+        vlm = load_captioner(checkpoint, device, num_frames)
         run.prompt, run.decode_workers = vlm.prompt, stream.workers
         run.load_s = time.perf_counter() - started
         repeats = vlm.num_frames if frame_mode == "middle" else 1
@@ -108,6 +106,18 @@ def caption_shards(
             results[shard].captions += list(zip(keys, captions, strict=True))
         for result in results[done:]:
             yield _finish(result, stream.rejects)
+
+
+def load_captioner(checkpoint: str | Path, device: str = "auto", num_frames: int = 8):
+    """The model at `checkpoint` as a captioner: a vidistill VLM, or an off-the-shelf teacher
+    (model_code.teacher: Qwen2-VL / Qwen2.5-VL), told apart by config.json's model_type."""
+    from model_code.teacher import QwenTeacher, is_teacher
+
+    if is_teacher(checkpoint):
+        return QwenTeacher.from_pretrained(checkpoint, device=device, num_frames=num_frames)
+    from model_code.vlm import VideoVLM
+
+    return VideoVLM.from_pretrained(checkpoint, device=device)
 
 
 def _finish(result: ShardCaptions, rejects: list[dict]) -> ShardCaptions:

@@ -101,6 +101,9 @@ BAD = {
     ("ImageVLMConfig", "pretrained_path"): [MISSING_PATH],
     ("ImageVLMConfig", "trust_remote_code"): ["maybe"],
 }
+BAD.update({("TeacherCaptioningConfig", field): values for (name, field), values in BAD.items()
+            if name == "CaptioningConfig"})
+BAD[("TeacherCaptioningConfig", "teacher_path")] = [MISSING_PATH]
 TRAINING = {  # the trainers' fields (model_code.train_configs), in every launchpad config
     "steps": [-5, 0], "batch_size": [0], "lr": [0.0, -1e-3], "warmup_steps": [-1],
     "weight_decay": [-0.1], "grad_clip": [-1.0], "seed": [-1], "device": ["gpu0", ""],
