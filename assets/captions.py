@@ -132,7 +132,8 @@ def caption_partitions(
     return MaterializeResult(
         metadata={"captioner_version": version, "captions": len(all_captions),
                   "rejects": total_rejects, "samples": md_table(sample_rows, 8),
-                  "path": MetadataValue.path(str(store.captions(version, one or "*"))),
+                  "path": MetadataValue.path(str(store.captions(version, one) if one
+                                                 else store.path("captions", version))),
                   "device": device, "decode_workers": run.decode_workers,
                   "model_load_s": round(run.load_s, 2),
                   "first_batch_wait_s": round(run.first_batch_wait_s, 3),

@@ -63,3 +63,25 @@ def test_caption_quality_check_fails_on_a_degenerate_partition():
     assert not result.passed
     assert "degenerate_rate" in result.description and "empty_rate" in result.description
     assert not caption_quality(["a red circle"] * 40, config).passed  # all duplicates
+
+
+def test_one_run_captions_a_range_of_partitions(tmp_path):
+    """What the CLI's --partition-range and a single-run backfill do: one run, two shards."""
+    resources = make_resources(str(tmp_path / "data"))
+    store = resources["store"]
+    clips = shards.embedded_clips(corpus.split_specs("corpus", corpus.CorpusConfig(), 0, 6))
+    shards.write_shard(store.shard("p0"), clips[:3])
+    shards.write_shard(store.shard("p1"), clips[3:])
+    _tiny_video_vlm(store.checkpoint("video_vlm"))
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions("clip_shards", ["p0", "p1"])
+        result = materialize(list(defs.assets), selection=["pseudo_captions"], instance=instance,
+                             resources=resources,
+                             tags={"dagster/asset_partition_range_start": "p0",
+                                   "dagster/asset_partition_range_end": "p1"},
+                             run_config={"ops": {"pseudo_captions": {"config": PERMISSIVE}}})
+        assert result.success
+    (folder,) = store.path("captions").glob("video_vlm-*")
+    assert sorted(p.name for p in folder.iterdir()) == ["p0.parquet", "p1.parquet"]
+    (materialization,) = result.asset_materializations_for_node("pseudo_captions")[:1]
+    assert materialization.metadata["path"].value == str(folder)
