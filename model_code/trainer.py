@@ -17,6 +17,7 @@ name the rank and its message.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import sys
@@ -59,9 +60,9 @@ class Reporter:
 
     def __enter__(self) -> Self:
         if self.rank == 0 and os.environ.get(DAGSTER_PIPES_CONTEXT):
-            from dagster_pipes import open_dagster_pipes
-
-            self.pipes = self._stack.enter_context(open_dagster_pipes())
+            # dagster-pipes: the dependency-free protocol library, not dagster itself
+            pipes = importlib.import_module("dagster_pipes")
+            self.pipes = self._stack.enter_context(pipes.open_dagster_pipes())
         if self.mlflow_run_id:
             from mlflow.tracking import MlflowClient
 
