@@ -155,15 +155,16 @@ def _clip_index(store: ArtifactStore, partitions: list[str]) -> dict[str, str]:
     return out
 
 
-@asset(
-    group_name="captions",
-    partitions_def=clip_partitions,
-    deps=[clip_shards, video_vlm],
-    code_version="2",
-    pool="gpu",
-    backfill_policy=shard_backfill_policy(),
-    check_specs=[AssetCheckSpec("caption_quality", asset="pseudo_captions", blocking=True)],
-)
+def per_shard_captions(name: str, deps: list, code_version: str) -> dict:
+    """What every caption asset is: one partition per shard, in the gpu pool, with the
+    blocking caption_quality check."""
+    return {"name": name, "group_name": "captions", "partitions_def": clip_partitions,
+            "deps": deps, "code_version": code_version, "pool": "gpu",
+            "backfill_policy": shard_backfill_policy(),
+            "check_specs": [AssetCheckSpec("caption_quality", asset=name, blocking=True)]}
+
+
+@asset(**per_shard_captions("pseudo_captions", [clip_shards, video_vlm], code_version="2"))
 def pseudo_captions(
     context: AssetExecutionContext, config: CaptioningConfig, store: ArtifactStore,
     accelerators: Accelerators,
@@ -172,15 +173,7 @@ def pseudo_captions(
     return caption_partitions(context, "video_vlm", "clip", config, store, accelerators)
 
 
-@asset(
-    group_name="captions",
-    partitions_def=clip_partitions,
-    deps=[clip_shards, image_vlm],
-    code_version="2",
-    pool="gpu",
-    backfill_policy=shard_backfill_policy(),
-    check_specs=[AssetCheckSpec("caption_quality", asset="frame_captions", blocking=True)],
-)
+@asset(**per_shard_captions("frame_captions", [clip_shards, image_vlm], code_version="2"))
 def frame_captions(
     context: AssetExecutionContext, config: CaptioningConfig, store: ArtifactStore,
     accelerators: Accelerators,
@@ -195,15 +188,7 @@ class TeacherCaptioningConfig(CaptioningConfig):
         description="local Qwen2-VL / Qwen2.5-VL folder (default $VIDISTILL_TEACHER)")
 
 
-@asset(
-    group_name="captions",
-    partitions_def=clip_partitions,
-    deps=[clip_shards],
-    code_version="1",
-    pool="gpu",
-    backfill_policy=shard_backfill_policy(),
-    check_specs=[AssetCheckSpec("caption_quality", asset="teacher_captions", blocking=True)],
-)
+@asset(**per_shard_captions("teacher_captions", [clip_shards], code_version="1"))
 def teacher_captions(
     context: AssetExecutionContext, config: TeacherCaptioningConfig, store: ArtifactStore,
     accelerators: Accelerators,
