@@ -256,6 +256,7 @@ def language_adaptation(
     state_path: str | Path | None = None,
     lora_rank: int = 0,
     lora_alpha: float | None = None,
+    adapter_out: dict | None = None,
 ) -> dict:
     """Stage 2: the LM learns from instruction rows {clip_index, prompt, answer, type};
     vision tower + projector frozen.
@@ -283,6 +284,11 @@ def language_adaptation(
                                            target_modules=targets, lora_dropout=0.0), "default")
     params = [p for name, p in vlm.model.named_parameters() if "lora_" in name]
     metrics = _train(vlm, batch, params, config, on_metrics, state_path)
+    if adapter_out is not None:  # the adapter itself, before it is merged: what to save
+        adapter_out.update(
+            config={"r": lora_rank, "alpha": lora_alpha or 2 * lora_rank, "targets": targets},
+            state={name: p.detach().cpu().clone() for name, p in vlm.model.named_parameters()
+                   if "lora_" in name})
     vlm.model = lora.merge_and_unload()
     metrics.update(lora_rank=lora_rank, lora_targets=len(targets))
     return metrics

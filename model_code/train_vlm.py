@@ -65,7 +65,7 @@ def _samples(vlm, clips, keys: list[str], refs: list[str]) -> dict:
 
 
 def _publish(vlm, job: dict, config, metrics: dict, report: Reporter, samples: dict,
-             part: str | None = None) -> dict:
+             part: str | None = None, adapter: dict | None = None) -> dict:
     """Rank 0: the checkpoint folder (the whole VLM, or only the `part` trained), atomically,
     with its lineage; reported to Pipes."""
     from model_code.lineage import write_lineage
@@ -79,7 +79,7 @@ def _publish(vlm, job: dict, config, metrics: dict, report: Reporter, samples: d
         if part is None:
             vlm.save_pretrained(tmp)
         else:
-            vlm.save_part(tmp, part)
+            vlm.save_part(tmp, part, adapter)
         lineage = write_lineage(tmp, kind=job["stage"], parents=job.get("parents", {}),
                                 training_config=asdict(config), data=job.get("data", {}),
                                 metrics=metrics, mlflow_run_id=report.mlflow_run_id)
@@ -160,11 +160,14 @@ def train_language(job: dict, report: Reporter) -> dict:
     if not examples:
         raise ValueError(f"none of the instructions in {job['instructions']} is about a clip "
                          f"of {job['caption_data']}")
+    adapter: dict = {}  # with lora_rank, the adapter alone is the stage's output
     metrics = language_adaptation(vlm, clips, examples, config, on_metrics=report.metrics,
-                                  state_path=job.get("state"), lora_rank=config.lora_rank)
+                                  state_path=job.get("state"), lora_rank=config.lora_rank,
+                                  adapter_out=adapter)
     if report.rank == 0:
         _publish(vlm, job, config, {**metrics, "examples": len(examples)}, report,
-                 _samples(vlm, clips, keys, df["caption"].tolist()), part="language")
+                 _samples(vlm, clips, keys, df["caption"].tolist()),
+                 part="lora" if config.lora_rank else "language", adapter=adapter)
     return metrics
 
 

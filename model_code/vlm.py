@@ -28,7 +28,7 @@ from model_code.text import build_word_tokenizer
 from model_code.training import autocast, pick_device
 
 POOLINGS = ("grid", "moments")
-PARTS = ("vision", "language")
+PARTS = ("vision", "language", "lora")  # lora: stage 2's adapter, merged into the LM on load
 PART_FILE = "part.json"  # what a stage checkpoint holds: one part of its base's weights
 PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
 
@@ -400,17 +400,23 @@ class VideoVLM:
             out[name] = tensor.detach().cpu().contiguous()
         return out
 
-    def save_part(self, path: str | Path, part: str) -> None:
-        """Only what a stage trained: `part`'s weights (model.safetensors), part.json (family,
-        part, model_type) and the video settings. Load it onto its base with load_part."""
+    def save_part(self, path: str | Path, part: str, adapter: dict | None = None) -> None:
+        """Only what a stage trained: `part`'s weights (model.safetensors; for "lora" the
+        `adapter` language_adaptation kept: its weights and settings), part.json (family, part,
+        model_type) and the video settings. Load it onto its base with load_part."""
         from safetensors.torch import save_file
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        save_file(self.part_state(part), str(path / "model.safetensors"))
-        (path / PART_FILE).write_text(json.dumps({
-            "family": self.family, "part": part, "model_type": self.model.config.model_type},
-            indent=2))
+        meta = {"family": self.family, "part": part, "model_type": self.model.config.model_type}
+        if part == "lora":
+            if not adapter:
+                raise ValueError("part 'lora' needs the adapter language_adaptation kept")
+            save_file(adapter["state"], str(path / "model.safetensors"))
+            meta["lora"] = adapter["config"]
+        else:
+            save_file(self.part_state(part), str(path / "model.safetensors"))
+        (path / PART_FILE).write_text(json.dumps(meta, indent=2))
         (path / VIDISTILL_FILE).write_text(json.dumps(self.settings(), indent=2))
 
     def load_part(self, path: str | Path) -> VideoVLM:
@@ -426,6 +432,8 @@ class VideoVLM:
             raise ValueError(f"{path / PART_FILE}: a {meta.get('family')!r} {meta.get('part')!r} "
                              f"part does not fit this {self.family!r} model")
         tensors = load_file(str(path / "model.safetensors"))
+        if meta["part"] == "lora":
+            return self._merge_adapter(path, meta["lora"], tensors)
         expected = self.part_state(meta["part"])
         if set(tensors) != set(expected):
             missing, extra = set(expected) - set(tensors), set(tensors) - set(expected)
@@ -434,6 +442,23 @@ class VideoVLM:
         self.model.load_state_dict(tensors, strict=False)
         settings = read_video_settings(path)
         self.prompt = settings.get("prompt", self.prompt)
+        return self
+
+    def _merge_adapter(self, path: Path, lora: dict, tensors: dict) -> VideoVLM:
+        """Put stage 2's LoRA adapter on the LM and merge it, as training did."""
+        from peft import LoraConfig, LoraModel
+
+        model = LoraModel(self.model, LoraConfig(r=lora["r"], lora_alpha=lora["alpha"],
+                                                 target_modules=lora["targets"],
+                                                 lora_dropout=0.0), "default")
+        names = {n for n, _ in self.model.named_parameters() if "lora_" in n}
+        if set(tensors) != names:
+            raise ValueError(f"{path}: the adapter does not fit this model: missing "
+                             f"{sorted(names - set(tensors))[:3]}, unexpected "
+                             f"{sorted(set(tensors) - names)[:3]}")
+        self.model.load_state_dict(tensors, strict=False)
+        self.model = model.merge_and_unload()
+        self.prompt = read_video_settings(path).get("prompt", self.prompt)
         return self
 
     def settings(self) -> dict:

@@ -212,9 +212,11 @@ def test_stage1_on_two_ranks_keeps_the_lm_and_trains_like_one_process(tmp_path):
     assert worst < 1e-4, worst
 
 
-def test_the_composed_video_vlm_is_the_model_trained_in_one_piece(tmp_path):
-    """Stage 1 saves the encoder, stage 2 the LM; composed on the image VLM they are, weight
-    for weight, the model both stages make in memory, and it captions the same."""
+@pytest.mark.parametrize("lora_rank", [0, 2], ids=["whole-lm", "lora"])
+def test_the_composed_video_vlm_is_the_model_trained_in_one_piece(tmp_path, lora_rank):
+    """Stage 1 saves the encoder, stage 2 the LM (or with lora_rank only its adapter);
+    composed on the image VLM they are, weight for weight, the model both stages make in
+    memory, and it captions the same."""
     import numpy as np
     import pandas as pd
 
@@ -233,12 +235,18 @@ def test_the_composed_video_vlm_is_the_model_trained_in_one_piece(tmp_path):
     captions = pd.read_parquet(tmp_path / "video_caption_data" / "captions.parquet")
     pd.DataFrame({"key": captions["key"], "prompt": CAPTION_PROMPT, "answer": captions["caption"],
                   "type": "detailed"}).to_parquet(tmp_path / "instructions.parquet")
-    stage2 = {"steps": 3, "batch_size": 4, "lr": 1e-2, "warmup_steps": 1, "log_every": 1}
+    stage2 = {"steps": 3, "batch_size": 4, "lr": 1e-2, "warmup_steps": 1, "log_every": 1,
+              "lora_rank": lora_rank}
     train({**job, "out": str(tmp_path / "encoder")})
     train({**job, "stage": "instruction_tuned_lm", "config": stage2,
            "encoder": str(tmp_path / "encoder"), "out": str(tmp_path / "lm"),
            "instructions": str(tmp_path / "instructions.parquet")})
     composed = compose(job["base"], tmp_path / "encoder", tmp_path / "lm")
+    saved = load_file(tmp_path / "lm" / "model.safetensors")
+    if lora_rank:  # the adapter only: a few small matrices, not the LM
+        assert saved and all("lora_" in k for k in saved)
+    else:
+        assert all(k.startswith(("model.language_model.", "lm_head.")) for k in saved)
 
     whole = VideoVLM.from_pretrained(job["base"], device="cpu")
     keys, clips, _, _ = shards.load_clips(tmp_path / "video_caption_data" / "clips.tar",
@@ -247,7 +255,8 @@ def test_the_composed_video_vlm_is_the_model_trained_in_one_piece(tmp_path):
     visual_adaptation(whole, clips, refs, from_dict(VisualAdaptationTrainConfig, job["config"]))
     examples = [{"clip_index": i, "prompt": CAPTION_PROMPT, "answer": c, "type": "detailed"}
                 for i, c in enumerate(refs)]
-    language_adaptation(whole, clips, examples, from_dict(LanguageAdaptationTrainConfig, stage2))
+    language_adaptation(whole, clips, examples, from_dict(LanguageAdaptationTrainConfig, stage2),
+                        lora_rank=lora_rank)
     mine, theirs = composed.model.state_dict(), whole.model.state_dict()
     assert mine.keys() == theirs.keys()
     assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
