@@ -66,8 +66,8 @@ def test_stages_train_their_half_and_captions_batch_and_load(family, data, tmp_p
     assert loaded.caption(clips, max_new_tokens=6) == batched
 
 
-@pytest.mark.parametrize("family", ["llava_onevision", "idefics3", "smolvlm"])
-def test_a_caption_partition_runs_with_each_new_family(family, tmp_path):
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_a_caption_partition_runs_with_each_family(family, tmp_path):
     from model_code.lineage import write_lineage
     from pipelines.definitions import defs, make_resources
 
