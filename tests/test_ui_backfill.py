@@ -27,7 +27,8 @@ def test_backfill_of_all_partitions_from_the_ui_path(tmp_path):
     with dagster_dev(env) as gql:
         backfill(gql, ["clip_shards"])
         subprocess.run([*DAGSTER, "asset", "materialize", "-m", "pipelines.definitions",
-                        "--select", ",".join([*TINY_CHECKPOINTS["ops"], "instruction_data"]),
+                        "--select", ",".join([*TINY_CHECKPOINTS["ops"], "instruction_data",
+                                              "video_vlm"]),
                         "--config-json", json.dumps(TINY_CHECKPOINTS)],
                        cwd=ROOT, env=env, check=True, capture_output=True)
         backfill(gql, ["frame_captions", "pseudo_captions"], {"ops": {
