@@ -103,3 +103,34 @@ def score_dual_encoder(model_folder: str | Path, benchmark_dir: str | Path) -> d
                                       [spec["labels"][k] for k in labelled])
         scores[f"zs_{task}_top1"], scores[f"zs_{task}_top5"] = zs["top1"], zs["top5"]
     return {k: float(v) for k, v in scores.items()}
+
+
+def seed_summary(scores, metrics: list[str], order: list[str], primary: str = "t2v_R1"):
+    """One row per caption source from every score row: the latest score of each seed, then
+    the mean and sample standard deviation over seeds of each metric (0 with one seed), the
+    number of seeds, and whether the source's `primary` mean lies within one standard
+    deviation (the larger of the two) of the previous source's in `order`."""
+    import pandas as pd
+
+    df = scores.copy()
+    df["seed"] = df["seed"].fillna(-1).astype(int) if "seed" in df else -1
+    latest = df.sort_values("scored_at").groupby(["source", "seed"], as_index=False).last()
+    rows = []
+    for source, group in latest.groupby("source"):
+        row = {"source": source, "seeds": len(group)}
+        if "protocol" in group:
+            row["protocol"] = ", ".join(sorted(group["protocol"].dropna().astype(str).unique()))
+        for m in metrics:
+            values = group[m].astype(float)
+            row[m] = float(values.mean())
+            row[f"{m}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    rank = {s: i for i, s in enumerate(order)}
+    out = out.sort_values("source", key=lambda s: s.map(rank)).reset_index(drop=True)
+    close = [False]
+    for prev, cur in zip(out.to_dict("records"), out.to_dict("records")[1:], strict=False):
+        spread = max(prev[f"{primary}_std"], cur[f"{primary}_std"])
+        close.append(bool(spread > 0 and abs(cur[primary] - prev[primary]) <= spread))
+    out[f"{primary}_within_1sd_of_previous"] = close
+    return out
