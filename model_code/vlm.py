@@ -64,37 +64,29 @@ class Family:
     features_as_list: bool  # how the model's forward takes pre-encoded images
 
 
+LLAVA = Family(
+    vision=("model.vision_tower", "model.multi_modal_projector"),
+    language=("model.language_model", "lm_head"),
+    frame_features=_llava_frame_features,
+    features_as_list=True,
+)
+IDEFICS3 = Family(
+    vision=("model.vision_model", "model.connector"),
+    language=("model.text_model", "lm_head"),
+    frame_features=_idefics3_frame_features,
+    features_as_list=False,
+)
 FAMILIES: dict[str, Family] = {
-    "llava": Family(
-        vision=("model.vision_tower", "model.multi_modal_projector"),
-        language=("model.language_model", "lm_head"),
-        frame_features=_llava_frame_features,
-        features_as_list=True,
-    ),
+    "llava": LLAVA,
+    "llava_onevision": LLAVA,  # its image path: one view per frame, no anyres tiling
     "paligemma": Family(
         vision=("model.vision_tower", "model.multi_modal_projector"),
         language=("model.language_model", "lm_head"),
         frame_features=_paligemma_frame_features,
         features_as_list=False,
     ),
-    "llava_onevision": Family(  # the image path: one view per frame, no anyres tiling
-        vision=("model.vision_tower", "model.multi_modal_projector"),
-        language=("model.language_model", "lm_head"),
-        frame_features=_llava_frame_features,
-        features_as_list=True,
-    ),
-    "idefics3": Family(
-        vision=("model.vision_model", "model.connector"),
-        language=("model.text_model", "lm_head"),
-        frame_features=_idefics3_frame_features,
-        features_as_list=False,
-    ),
-    "smolvlm": Family(
-        vision=("model.vision_model", "model.connector"),
-        language=("model.text_model", "lm_head"),
-        frame_features=_idefics3_frame_features,
-        features_as_list=False,
-    ),
+    "idefics3": IDEFICS3,
+    "smolvlm": IDEFICS3,  # SmolVLM is Idefics3's architecture under its own model_type
 }
 
 
