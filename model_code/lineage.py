@@ -86,12 +86,15 @@ def _json_safe(value):
     return value
 
 
-def _read_object(path: Path) -> dict:
+def read_json_object(path: str | Path) -> dict:
+    """A JSON object from a file vidistill reads (lineage, video settings, part, job,
+    config.json), or a ValueError that names the file and what is wrong with it."""
+    path = Path(path)
     try:
         value = json.loads(path.read_text())
     except ValueError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); rewrite it or materialize the "
-                         "checkpoint again") from error
+        raise ValueError(f"{path} is not valid JSON ({error}); rewrite it or write it "
+                         "again") from error
     if not isinstance(value, dict):
         raise ValueError(f"{path} must hold a JSON object, not {type(value).__name__}")  # noqa: TRY004
     return value
@@ -116,7 +119,7 @@ def read_video_settings(folder: str | Path) -> dict:
     by the model loader and, before the model loads, by the caption step's decoder. A field of
     the wrong type or range, or one it does not know, is refused by name."""
     path = Path(folder) / VIDISTILL_FILE
-    settings = _read_object(path) if path.exists() else {}
+    settings = read_json_object(path) if path.exists() else {}
     for name, value in settings.items():
         if name not in VIDEO_SETTINGS:
             raise ValueError(f"{path}: unknown field {name!r}; known: {', '.join(VIDEO_SETTINGS)}")
@@ -130,7 +133,7 @@ def read_lineage(folder: str | Path) -> dict:
     path = Path(folder) / LINEAGE_FILE
     if not path.exists():
         raise FileNotFoundError(f"{folder} has no {LINEAGE_FILE}: not a vidistill checkpoint")
-    record = _read_object(path)
+    record = read_json_object(path)
     version = record.get("version")
     if not isinstance(version, str) or not version:
         raise ValueError(f"{path}: field 'version' (the weights' hash, a string) is missing or "

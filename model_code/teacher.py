@@ -11,7 +11,6 @@ sampling is asked for, like VideoVLM.caption.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +23,10 @@ TEACHER_PROMPT = "Describe what happens in this video in one sentence."
 
 
 def is_teacher(folder: str | Path) -> bool:
+    from model_code.lineage import read_json_object
+
     path = Path(folder) / "config.json"
-    return path.exists() and json.loads(path.read_text()).get("model_type") in TEACHER_TYPES
+    return path.exists() and read_json_object(path).get("model_type") in TEACHER_TYPES
 
 
 class QwenTeacher:

@@ -109,9 +109,11 @@ class Reporter:
 
 
 def read_job(path: str | Path) -> dict:
-    job = json.loads(Path(path).read_text())
-    if not isinstance(job, dict) or not isinstance(job.get("config", {}), dict):
-        raise TypeError(f"{path}: a job is a JSON object with a 'config' object")
+    from model_code.lineage import read_json_object
+
+    job = read_json_object(path)
+    if not isinstance(job.get("config", {}), dict):
+        raise TypeError(f"{path}: a job's 'config' must be a JSON object")
     return job
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from model_code.instructions import CAPTION_PROMPT, IMAGE_PROMPT
-from model_code.lineage import VIDISTILL_FILE, read_video_settings
+from model_code.lineage import VIDISTILL_FILE, read_json_object, read_video_settings
 from model_code.text import build_word_tokenizer
 from model_code.training import autocast, pick_device
 
@@ -419,7 +419,7 @@ class VideoVLM:
         path = Path(path)
         if not (path / PART_FILE).exists():
             raise FileNotFoundError(f"{path} has no {PART_FILE}: not a part saved by save_part")
-        meta = json.loads((path / PART_FILE).read_text())
+        meta = read_json_object(path / PART_FILE)
         if meta.get("family") != self.family or meta.get("part") not in PARTS:
             raise ValueError(f"{path / PART_FILE}: a {meta.get('family')!r} {meta.get('part')!r} "
                              f"part does not fit this {self.family!r} model")
@@ -526,13 +526,7 @@ def _model_type(folder: Path) -> str | None:
     path = folder / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{folder} has no config.json: not a Hugging Face checkpoint")
-    try:
-        config = json.loads(path.read_text())
-    except ValueError as error:
-        raise ValueError(f"{path} is not valid JSON ({error})") from error
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} must hold a JSON object")  # noqa: TRY004
-    return config.get("model_type")
+    return read_json_object(path).get("model_type")
 
 
 def build_tiny_image_vlm(texts: list[str], config: TinyVLMConfig, seed: int = 0) -> VideoVLM:

@@ -420,3 +420,54 @@ def test_published_files_respect_the_umask(tmp_path):
 def test_model_code_configs_used_directly_refuse_bad_values_by_name(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("{not json", r"job.json is not valid JSON"),
+    ("[1]", r"job.json must hold a JSON object"),
+    ('{"config": [1]}', r"a job's 'config' must be a JSON object"),
+])
+def test_a_broken_job_file_is_named(tmp_path, text, message):
+    from model_code.trainer import read_job
+
+    (tmp_path / "job.json").write_text(text)
+    with pytest.raises((ValueError, TypeError), match=message):
+        read_job(tmp_path / "job.json")
+
+
+def test_a_stage_part_of_another_family_or_shape_is_refused(vlm_folder, tmp_path):
+    from model_code.vlm import TinyVLMConfig, VideoVLM, build_tiny_image_vlm
+
+    base = VideoVLM.from_pretrained(vlm_folder, device="cpu")
+    other = build_tiny_image_vlm(["a red circle"], TinyVLMConfig(
+        family="paligemma", vision_hidden=32, vision_layers=1, text_hidden=16, text_layers=1,
+        vision_heads=2, text_heads=2, num_frames=4))
+    other.save_part(tmp_path / "paligemma", "vision")
+    with pytest.raises(ValueError, match=r"a 'paligemma' 'vision' part does not fit"):
+        base.load_part(tmp_path / "paligemma")
+    wider = build_tiny_image_vlm(["a red circle"], TinyVLMConfig(
+        vision_hidden=32, vision_layers=2, text_hidden=16, text_layers=1, vision_heads=2,
+        text_heads=2, num_frames=4))
+    wider.save_part(tmp_path / "wider", "vision")
+    with pytest.raises(ValueError, match=r"the vision part does not match the base"):
+        base.load_part(tmp_path / "wider")
+    (tmp_path / "wider" / "part.json").write_text("{")
+    with pytest.raises(ValueError, match=r"part.json is not valid JSON"):
+        base.load_part(tmp_path / "wider")
+
+
+@pytest.mark.parametrize(("name", "text", "message"), [
+    ("vatex.json", '[{"enCap": ["a"]}]', r"item 0 has no videoID"),
+    ("vatex.json", '[{"videoID": "v", "enCap": []}]', r"video v has no enCap captions"),
+    ("labels.csv", "file,class\na.mp4,run\n", r"needs columns path and label"),
+    ("labels.csv", "path,label\na.mp4,run\n", r"at least 2 classes"),
+])
+def test_malformed_benchmark_files_are_named(tmp_path, name, text, message):
+    from model_code import annotations
+
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ValueError, match=message):
+        if name.endswith(".json"):
+            annotations.read_annotations(tmp_path / name, tmp_path)
+        else:
+            annotations.read_labelled(tmp_path / name)
