@@ -211,7 +211,7 @@ def instruction_tuned_lm(
     return _train(context, "instruction_tuned_lm", job, store, tracking, launcher, accelerators)
 
 
-PARTS = ("image_vlm", "adapted_encoder", "instruction_tuned_lm")
+VIDEO_VLM_PARTS = ("image_vlm", "adapted_encoder", "instruction_tuned_lm")
 
 
 @asset(group_name="adaptation", code_version="1", deps=[image_vlm, instruction_tuned_lm])
@@ -223,7 +223,7 @@ def video_vlm(context: AssetExecutionContext, store: ArtifactStore) -> Materiali
     from model_code.train_vlm import compose
     from model_code.training import atomic_dir
 
-    parents = {name: _version(store, name) for name in PARTS}
+    parents = {name: _version(store, name) for name in VIDEO_VLM_PARTS}
     vlm = compose(store.checkpoint("image_vlm"), store.checkpoint("adapted_encoder"),
                   store.checkpoint("instruction_tuned_lm"))
     folder = store.checkpoint("video_vlm")

@@ -45,9 +45,12 @@ def _test_list(path: Path) -> tuple[list[str], dict[str, str]]:
 
 def resolve_protocol(protocol: str, test_list: str | Path | None) -> str:
     """The protocol a benchmark is scored with ("auto" resolved)."""
+    return _resolve(protocol, bool(test_list) and bool(_test_list(Path(test_list))[1]), test_list)
+
+
+def _resolve(protocol: str, has_pairs: bool, test_list) -> str:
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
-    has_pairs = bool(test_list) and bool(_test_list(Path(test_list))[1])
     if protocol == "auto":
         return "1k-A" if has_pairs else "all_captions"
     if protocol == "1k-A" and not has_pairs:
@@ -60,13 +63,18 @@ def read_msrvtt(annotation: str | Path, videos_dir: str | Path, test_list: str |
                 limit: int | None = None, protocol: str = "auto") -> list[AnnotatedVideo]:
     """Videos with their reference captions, in test-list order (else annotation order): the
     CSV's one sentence each under 1k-A, every JSON caption under all_captions."""
-    protocol = resolve_protocol(protocol, test_list)
     data = json.loads(Path(annotation).read_text())
+    return _msrvtt(data, annotation, videos_dir, test_list, limit, protocol)[0]
+
+
+def _msrvtt(data: dict, annotation, videos_dir, test_list, limit, protocol):
+    """(videos, resolved protocol) of a parsed MSR-VTT JSON; the test list is read once."""
     captions: dict[str, list[str]] = {}
     for s in data.get("sentences", []):
         captions.setdefault(str(s["video_id"]), []).append(str(s["caption"]).strip())
     ids, pairs = _test_list(Path(test_list)) if test_list else (
         [str(v["video_id"]) for v in data["videos"]], {})
+    protocol = _resolve(protocol, bool(pairs), test_list)
     if protocol == "1k-A":
         captions = {vid: [pairs[vid]] for vid in ids}
     videos_dir = Path(videos_dir)
@@ -75,7 +83,7 @@ def read_msrvtt(annotation: str | Path, videos_dir: str | Path, test_list: str |
     missing = [v.video_id for v in out if not v.captions]
     if missing:
         raise ValueError(f"{len(missing)} videos have no captions in {annotation}: {missing[:5]}")
-    return out
+    return out, protocol
 
 
 def _video_path(videos_dir: Path, vid: str) -> Path:
@@ -87,7 +95,10 @@ def read_vatex(annotation: str | Path, videos_dir: str | Path,
                limit: int | None = None) -> list[AnnotatedVideo]:
     """A VATEX JSON (a list of {videoID, enCap: [...]}): videos `{videoID}.mp4` (or another
     container) with their English captions, in file order."""
-    data = json.loads(Path(annotation).read_text())
+    return _vatex(json.loads(Path(annotation).read_text()), annotation, videos_dir, limit)
+
+
+def _vatex(data: list, annotation, videos_dir, limit) -> list[AnnotatedVideo]:
     if not isinstance(data, list):
         raise ValueError(f"{annotation}: a VATEX file is a JSON list of {{videoID, enCap}}")  # noqa: TRY004
     videos_dir = Path(videos_dir)
@@ -113,9 +124,8 @@ def read_annotations(annotation: str | Path, videos_dir: str | Path,
         if test_list or protocol not in ("auto", "all_captions"):
             raise ValueError(f"{annotation} is a VATEX file: test_list and protocol "
                              f"{protocol!r} are for MSR-VTT")
-        return read_vatex(annotation, videos_dir, limit), "vatex"
-    protocol = resolve_protocol(protocol, test_list)
-    return read_msrvtt(annotation, videos_dir, test_list, limit, protocol), protocol
+        return _vatex(data, annotation, videos_dir, limit), "vatex"
+    return _msrvtt(data, annotation, videos_dir, test_list, limit, protocol)
 
 
 def _class_words(name: str) -> str:
