@@ -342,6 +342,14 @@ def source_id(source: VideoSource) -> str:
 
 
 def clip_windows(info: video.VideoInfo, source: VideoSource, cfg: IngestConfig) -> list[tuple[float, float]]:
+    """The fixed windows of a source's span."""
+    return [w for w, _ in shot_windows([source_span(info, source, cfg)], cfg,
+                                       cfg.min_frames / cfg.fps)]
+
+
+def source_span(info: video.VideoInfo, source: VideoSource, cfg: IngestConfig) -> tuple[float, float]:
+    """The [start, end) of a source row within its video, or VideoError saying why there is
+    none long enough."""
     start = source.start or 0.0
     if start >= info.duration:
         raise video.VideoError(f"start {start:g}s is at or past the end of the video "
@@ -351,7 +359,7 @@ def clip_windows(info: video.VideoInfo, source: VideoSource, cfg: IngestConfig) 
         raise video.VideoError(
             f"too short: {max(0.0, end - start):.2f}s < {cfg.min_frames} frames at {cfg.fps} fps"
         )
-    return [w for w, _ in shot_windows([(start, end)], cfg, cfg.min_frames / cfg.fps)]
+    return start, end
 
 
 def shot_windows(shots: list[tuple[float, float]], cfg: IngestConfig,
@@ -369,11 +377,10 @@ def shot_windows(shots: list[tuple[float, float]], cfg: IngestConfig,
     return windows
 
 
-def source_shots(path: str, info: video.VideoInfo, source: VideoSource,
+def source_shots(path: str, span: tuple[float, float], source: VideoSource,
                  cfg: IngestConfig) -> list[tuple[float, float]]:
     """The shots of a source's [start, end) span: one when split is "fixed"."""
-    start = source.start or 0.0
-    end = min(source.end, info.duration) if source.end is not None else info.duration
+    start, end = span
     if cfg.split == "fixed":
         return [(start, end)]
     cuts = video.shot_changes(path, cfg.shot_threshold, cfg.ffmpeg, start,
@@ -396,8 +403,7 @@ def ingest_source(source: VideoSource, cfg: IngestConfig) -> tuple[list[Clip], l
         info = video.probe(source.path)
         if not info.has_video:
             raise video.VideoError("no video stream (audio-only or data file)")
-        windows = clip_windows(info, source, cfg)  # checks the span
-        shots = source_shots(source.path, info, source, cfg)
+        shots = source_shots(source.path, source_span(info, source, cfg), source, cfg)
         placed = shot_windows(shots, cfg, max(cfg.min_clip_seconds, cfg.min_frames / cfg.fps)
                               if cfg.split == "shots" else cfg.min_frames / cfg.fps)
         windows = [w for w, _ in placed]
