@@ -211,7 +211,27 @@ def instruction_tuned_lm(
     return _train(context, "instruction_tuned_lm", job, store, tracking, launcher, accelerators)
 
 
-VIDEO_VLM_PARTS = ("image_vlm", "adapted_encoder", "instruction_tuned_lm")
+def _composed(store: ArtifactStore, name: str, parts: tuple[str, ...]) -> MaterializeResult:
+    """checkpoints/<name>: the image VLM with the trained parts put in place (model_code.
+    train_vlm.compose), as one Hugging Face folder written once; its lineage names them all."""
+    from model_code.lineage import write_lineage
+    from model_code.train_vlm import compose
+    from model_code.training import atomic_dir
+
+    parents = {part: _version(store, part) for part in ("image_vlm", *parts)}
+    vlm = compose(store.checkpoint("image_vlm"), *[store.checkpoint(p) for p in parts])
+    folder = store.checkpoint(name)
+    with atomic_dir(folder) as tmp:
+        vlm.save_pretrained(tmp)
+        lineage = write_lineage(tmp, kind=name, parents=parents)
+    return checkpoint_result(folder, lineage, {f"{p}_version": parents[p] for p in parts})
+
+
+@asset(group_name="adaptation", code_version="1", deps=[image_vlm, adapted_encoder])
+def visual_adapted_vlm(context: AssetExecutionContext, store: ArtifactStore) -> MaterializeResult:
+    """The stage-1 video captioner as one Hugging Face folder: the image VLM with the adapted
+    encoder in place and its LM untouched (the paper's "+ visual adaptation" rung)."""
+    return _composed(store, "visual_adapted_vlm", ("adapted_encoder",))
 
 
 @asset(group_name="adaptation", code_version="1", deps=[image_vlm, instruction_tuned_lm])
@@ -219,23 +239,11 @@ def video_vlm(context: AssetExecutionContext, store: ArtifactStore) -> Materiali
     """The video captioner as one Hugging Face folder (AutoModelForImageTextToText): the image
     VLM with the adapted encoder and the instruction-tuned LM in place, written once; its
     lineage names all three."""
-    from model_code.lineage import write_lineage
-    from model_code.train_vlm import compose
-    from model_code.training import atomic_dir
-
-    parents = {name: _version(store, name) for name in VIDEO_VLM_PARTS}
-    vlm = compose(store.checkpoint("image_vlm"), store.checkpoint("adapted_encoder"),
-                  store.checkpoint("instruction_tuned_lm"))
-    folder = store.checkpoint("video_vlm")
-    with atomic_dir(folder) as tmp:
-        vlm.save_pretrained(tmp)
-        lineage = write_lineage(tmp, kind="video_vlm", parents=parents)
-    return checkpoint_result(folder, lineage, {
-        "encoder": parents["adapted_encoder"], "language_model": parents["instruction_tuned_lm"]})
+    return _composed(store, "video_vlm", ("adapted_encoder", "instruction_tuned_lm"))
 
 
 @asset(group_name="adaptation", code_version="1", pool="gpu",
-       deps=[image_vlm, adapted_encoder, video_vlm, "retrieval_benchmark"])
+       deps=[image_vlm, visual_adapted_vlm, video_vlm, "retrieval_benchmark"])
 def captioner_eval(context: AssetExecutionContext, store: ArtifactStore,
                    tracking: MlflowTracking, accelerators: Accelerators) -> MaterializeResult:
     """Caption the held-out clips with each VLM stage; CIDEr, BLEU-4 and (on the embedded
@@ -243,7 +251,7 @@ def captioner_eval(context: AssetExecutionContext, store: ArtifactStore,
     from model_code import shards
     from model_code.caption_metrics import attribute_accuracy, bleu4, cider
     from model_code.lineage import read_lineage
-    from model_code.train_vlm import compose
+    from model_code.vlm import VideoVLM
 
     bench = store.path("benchmark")
     refs = {}
@@ -251,11 +259,8 @@ def captioner_eval(context: AssetExecutionContext, store: ArtifactStore,
         refs.setdefault(s["video_id"], []).append(s["caption"])
     with accelerators.device() as device:  # leased while the models run
         rows, samples, clips_cache = [], {}, {}
-        stages = {"image_vlm": [], "adapted_encoder": ["adapted_encoder"], "video_vlm": []}
-        for name, parts in stages.items():
-            base = "image_vlm" if parts else name
-            vlm = compose(store.checkpoint(base), *[store.checkpoint(p) for p in parts],
-                          device=device)
+        for name in ("image_vlm", "visual_adapted_vlm", "video_vlm"):
+            vlm = VideoVLM.from_pretrained(store.checkpoint(name), device=device)
             if vlm.num_frames not in clips_cache:
                 clips_cache[vlm.num_frames] = shards.load_clips(bench / "clips.tar", vlm.num_frames)
             keys, clips, metas, _ = clips_cache[vlm.num_frames]

@@ -329,9 +329,22 @@ class VideoVLM:
         (options: see _generate). `repeats` shows each frame that many times in a row, encoded
         once: a single frame [B, 1, H, W, 3] with repeats=num_frames is a still clip, the form
         in which the image VLM learned to caption."""
+        return self.caption_samples(clips, 1, prompt, repeats, **generation)[0]
+
+    def caption_samples(self, clips: np.ndarray, samples: int, prompt: str | None = None,
+                        repeats: int = 1, seed: int = 0, **generation) -> list[list[str]]:
+        """`samples` captions of every clip: a list per sample index, each of len(clips). The
+        clips are encoded once; sample k generates with torch seed `seed * 1000 + k` (so one
+        seed gives the same captions again, and with do_sample=False every sample is the
+        greedy caption)."""
         batch = self.multimodal_batch(clips, [prompt or self.prompt] * len(clips),
                                       repeats=repeats)
-        return self._generate(batch, **generation)
+        return [self._generate(batch, seed=seed * 1000 + k, **generation)
+                for k in range(samples)]
+
+    def answer(self, clips: np.ndarray, questions: list[str], **generation) -> list[str]:
+        """One answer per (clip, question) row: the question is the prompt (video QA)."""
+        return self._generate(self.multimodal_batch(clips, list(questions)), **generation)
 
     @torch.no_grad()
     def _generate(
@@ -341,13 +354,14 @@ class VideoVLM:
         do_sample: bool = False,
         num_beams: int = 1,
         temperature: float = 1.0,
+        top_p: float = 1.0,
         seed: int = 0,
     ) -> list[str]:
         if len(batch["input_ids"]) == 0:
             return []
         self.model.eval()
         torch.manual_seed(seed)
-        kwargs = {"temperature": temperature} if do_sample else {}
+        kwargs = {"temperature": temperature, "top_p": top_p} if do_sample else {}
         with autocast(self.device):
             out = self.model.generate(
                 **batch,

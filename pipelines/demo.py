@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     elif "second lane" in todo:
         second_lane(demo, lambda: True)
     if "adapted_encoder" in todo:
-        demo.step("adapted_encoder (stage 1)", ["adapted_encoder"])
+        demo.step("adapted_encoder (stage 1) + visual_adapted_vlm",
+                  ["adapted_encoder", "visual_adapted_vlm"])
     if "instruction_data" in todo:
         demo.step("instruction_data", ["instruction_data"])
     if "instruction_tuned_lm" in todo:

@@ -33,7 +33,8 @@ def pipeline(tmp_path_factory):
             _run(instance, resources, ["clip_shards"], p)
         _run(instance, resources, ["image_vlm", "video_caption_data", "retrieval_benchmark",
                                    "adapted_encoder", "instruction_data",
-                                   "instruction_tuned_lm", "video_vlm", "captioner_eval"])
+                                   "instruction_tuned_lm", "visual_adapted_vlm", "video_vlm",
+                                   "captioner_eval"])
         captions = {"frame_captions": CAPTIONING, "pseudo_captions": CAPTIONING}
         for p in partitions:
             _run(instance, resources, ["frame_captions", "pseudo_captions"], p, captions)
@@ -52,8 +53,9 @@ def test_vlm_checkpoints_load_with_plain_transformers_and_name_their_parts(pipel
     resources, _, _ = pipeline
     store = resources["store"]
     versions = {name: read_lineage(store.checkpoint(name)) for name in
-                ("image_vlm", "adapted_encoder", "instruction_tuned_lm", "video_vlm")}
-    for name in ("image_vlm", "video_vlm"):
+                ("image_vlm", "adapted_encoder", "instruction_tuned_lm", "visual_adapted_vlm",
+                 "video_vlm")}
+    for name in ("image_vlm", "visual_adapted_vlm", "video_vlm"):
         folder = store.checkpoint(name)
         model = AutoModelForImageTextToText.from_pretrained(folder, local_files_only=True)
         AutoProcessor.from_pretrained(folder, local_files_only=True)
@@ -62,6 +64,8 @@ def test_vlm_checkpoints_load_with_plain_transformers_and_name_their_parts(pipel
     assert versions["adapted_encoder"]["parents"] == {"image_vlm": image}
     assert versions["instruction_tuned_lm"]["parents"] == {
         "image_vlm": image, "adapted_encoder": versions["adapted_encoder"]["version"]}
+    assert versions["visual_adapted_vlm"]["parents"] == {
+        name: versions[name]["version"] for name in ("image_vlm", "adapted_encoder")}
     assert versions["video_vlm"]["parents"] == {
         name: versions[name]["version"] for name in
         ("image_vlm", "adapted_encoder", "instruction_tuned_lm")}
@@ -119,7 +123,7 @@ def test_ablation_table_has_a_row_per_caption_source(pipeline):
     scores = resources["catalog"].query("SELECT source, t2v_R1, v2t_R1 FROM scores")
     assert len(scores) == 4 and scores["t2v_R1"].between(0, 100).all()
     evals = json.loads(resources["store"].path("captioner_eval.json").read_text())
-    assert [r["model"] for r in evals] == ["image_vlm", "adapted_encoder", "video_vlm"]
+    assert [r["model"] for r in evals] == ["image_vlm", "visual_adapted_vlm", "video_vlm"]
     assert all("motion_acc" in r for r in evals)
 
 
