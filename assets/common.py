@@ -45,11 +45,12 @@ def checkpoint_result(folder: Path, lineage: dict, extra: dict | None = None) ->
     return MaterializeResult(metadata=metadata, data_version=DataVersion(lineage["version"]))
 
 
-def launchpad_config(trainer_config: type, name: str, **extra: tuple[type, Any]) -> type[Config]:
+def launchpad_config(trainer_config: type, name: str, exclude: tuple[str, ...] = (),
+                     **extra: tuple[type, Any]) -> type[Config]:
     """A Dagster Config class with one field per field of a trainer's dataclass
     (model_code.train_configs): its type, default, bounds, choices and help, so the launchpad
     and the trainer's CLI share the one set of defaults. `extra` adds asset-only fields as
-    (type, pydantic Field)."""
+    (type, pydantic Field); `exclude` leaves out trainer fields the asset sets itself."""
     from pydantic import Field, create_model
 
     from model_code.train_configs import DEVICE, field_specs
@@ -57,6 +58,8 @@ def launchpad_config(trainer_config: type, name: str, **extra: tuple[type, Any])
 
     fields: dict[str, Any] = {}
     for field_name, hint, default, meta in field_specs(trainer_config):
+        if field_name in exclude:
+            continue
         kind = Literal[meta["choices"]] if "choices" in meta else hint
         kind = OptionalDirOrNone if meta.get("folder") else kind
         bounds = {k: meta[k] for k in ("ge", "gt") if k in meta}
@@ -69,11 +72,14 @@ def launchpad_config(trainer_config: type, name: str, **extra: tuple[type, Any])
     return model
 
 
-def trainer_fields(config: Config, trainer_config: type) -> dict[str, Any]:
-    """The trainer's part of a launchpad config: what goes in the job's `config`."""
+def trainer_fields(config: Config, trainer_config: type, exclude: tuple[str, ...] = ()
+                   ) -> dict[str, Any]:
+    """The trainer's part of a launchpad config: what goes in the job's `config` (less the
+    fields `exclude` names, which the asset sets)."""
     from dataclasses import fields
 
-    return {f.name: getattr(config, f.name) for f in fields(trainer_config)}
+    return {f.name: getattr(config, f.name) for f in fields(trainer_config)
+            if f.name not in exclude}
 
 
 def train_through_launcher(context, *, launcher, tracking, store, accelerators, module: str,

@@ -101,3 +101,7 @@ class TrackedRun:
 
     def log_text(self, text: str, name: str) -> None:
         self.client.log_text(self.run_id, text, name)
+
+    def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
+        """A file (a plot, a table) into the run's artifacts, under `folder` if given."""
+        self.client.log_artifact(self.run_id, str(path), folder)
