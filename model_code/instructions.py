@@ -71,8 +71,10 @@ def _phrase(o: dict) -> str:
     return f"a {_name(o)} {o['motion']}"
 
 
-def _questions(objects: list[dict], caption: str, rng: np.random.Generator) -> dict[str, tuple]:
-    """One (prompt, answer) per question type that these objects can answer."""
+def template_questions(objects: list[dict], caption: str,
+                       rng: np.random.Generator) -> dict[str, tuple]:
+    """One (prompt, answer) per question type that these objects can answer: the instruction
+    rows of stage 2, and the held-out video QA of model_code.qa."""
     qa: dict[str, tuple[str, str]] = {"short_caption": (CAPTION_PROMPT, caption)}
     if not objects:
         return qa
@@ -128,7 +130,8 @@ def make_instructions(records: list[dict], seed: int = 0) -> list[dict]:
         rng = np.random.default_rng([seed, i])
         attributes = record.get("attributes")
         objects = attributes["objects"] if attributes else parse_caption(record["caption"])
-        for qtype, (prompt, answer) in _questions(objects or [], record["caption"], rng).items():
+        questions = template_questions(objects or [], record["caption"], rng)
+        for qtype, (prompt, answer) in questions.items():
             rows.append({"key": record["key"], "type": qtype, "prompt": prompt, "answer": answer})
     return rows
 
