@@ -23,7 +23,7 @@ from dagster import (
     load_assets_from_modules,
 )
 
-from assets import adaptation, captions, corpus, retrieval
+from assets import adaptation, captions, corpus, evidence, retrieval
 from pipelines.jobs import JOBS
 from pipelines.sensors import new_clip_shards
 from resources.catalog import Catalog
@@ -63,7 +63,7 @@ def make_resources(root: str | None = None) -> dict:
     }
 
 
-ASSET_MODULES = [corpus, adaptation, captions, retrieval]
+ASSET_MODULES = [corpus, adaptation, captions, retrieval, evidence]
 
 defs = Definitions(
     assets=load_assets_from_modules(ASSET_MODULES),
