@@ -38,6 +38,8 @@ def curve_summary(rows: Sequence[dict], metrics: Sequence[str]) -> list[dict]:
     for (source, fraction), group in groups.items():
         out = {"source": source, "fraction": fraction,
                "clips": max(int(r["clips"]) for r in group), "seeds": len(group)}
+        if "batch_size" in group[0]:
+            out["batch_size"] = min(int(r["batch_size"]) for r in group)
         for m in metrics:
             values = [float(r["metrics"][m]) for r in group if m in r["metrics"]]
             if not values:
