@@ -104,6 +104,10 @@ BAD = {
 BAD.update({("TeacherCaptioningConfig", field): values for (name, field), values in BAD.items()
             if name == "CaptioningConfig"})
 BAD[("TeacherCaptioningConfig", "teacher_path")] = [MISSING_PATH]
+BAD.update({("ScalingCurveConfig", "fractions"): [[], [0.5, 0.25], [0.5, 0.5]],
+            ("ScalingCurveConfig", "source"): ["web_text"],
+            ("ScalingCurveConfig", "baseline"): ["web_text"],
+            ("ScalingCurveConfig", "seeds"): [[], [1, 0]]})
 TRAINING = {  # the trainers' fields (model_code.train_configs), in every launchpad config
     "steps": [-5, 0], "batch_size": [0], "lr": [0.0, -1e-3], "warmup_steps": [-1],
     "weight_decay": [-0.1], "grad_clip": [-1.0], "seed": [-1], "device": ["gpu0", ""],
