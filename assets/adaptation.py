@@ -1,10 +1,11 @@
 """Adaptation group: an image VLM becomes a video VLM in two stages (DESIGN.md, step 1)."""
 
 import json
+from enum import Enum
 from pathlib import Path
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from assets.common import (
     checkpoint_result,
@@ -56,7 +57,8 @@ TRAINING = {"group_name": "adaptation", "code_version": "3", "pool": "gpu"}
 
 def _train(context, name: str, job: dict, store: ArtifactStore, tracking: MlflowTracking,
            launcher: TrainingLauncher, accelerators: Accelerators) -> MaterializeResult:
-    """One stage of model_code.train_vlm, through the launcher (torchrun under Pipes)."""
+    """One stage of model_code.train_vlm, through the launcher (torchrun under Pipes). The
+    stage and its folder are `name`'s unless the job names them (the adaptation orders)."""
     import hashlib
 
     # the resumable state is keyed by what is trained: a rerun with other settings or inputs
@@ -304,3 +306,61 @@ def captioner_eval(context: AssetExecutionContext, store: ArtifactStore,
     names = ("image_vlm", "visual_adapted_vlm", "video_vlm")
     return _compare(context, "captioner_eval", {n: store.checkpoint(n) for n in names}, "model",
                     store, tracking, accelerators)
+
+
+class Order(str, Enum):
+    """An adaptation order to train beside vision_then_language (video_vlm)."""
+
+    language_then_vision = "language_then_vision"
+    joint = "joint"
+
+
+class AdaptationOrderConfig(Config):
+    orders: list[Order] = Field(
+        default=["language_then_vision", "joint"], min_length=1,
+        description="orders to train and compare with vision_then_language (video_vlm): "
+        "language_then_vision (stage 2, then stage 1 with that LM), joint (both in one run)")
+
+    @field_validator("orders")
+    @classmethod
+    def _once_each(cls, orders: list[Order]) -> list[Order]:
+        if len(set(orders)) != len(orders):
+            raise ValueError(f"each order once: {orders}")
+        return orders
+
+
+@asset(group_name="adaptation", code_version="1", pool="gpu",
+       deps=[image_vlm, video_caption_data, instruction_data, video_vlm, "retrieval_benchmark"])
+def adaptation_order(
+    context: AssetExecutionContext, config: AdaptationOrderConfig, store: ArtifactStore,
+    tracking: MlflowTracking, launcher: TrainingLauncher, accelerators: Accelerators,
+) -> MaterializeResult:
+    """The paper's order ablation: the image VLM adapted language-then-vision and jointly, with
+    the settings adapted_encoder and instruction_tuned_lm were trained with, against
+    vision-then-language (video_vlm), on the same captions and QA."""
+    from model_code.lineage import read_lineage
+    from model_code.train_vlm import order_jobs
+
+    stages = {n: read_lineage(store.checkpoint(n))
+              for n in ("image_vlm", "adapted_encoder", "instruction_tuned_lm")}
+    folders = {"vision_then_language": store.checkpoint("video_vlm")}
+    for order in (Order(o).value for o in config.orders):
+        folders[order] = store.checkpoint(f"adaptation_order/{order}")
+        for job in order_jobs(
+                order, base=store.checkpoint("image_vlm"),
+                caption_data=store.path("video_caption_data"),
+                instructions=store.path("instruction_data", "instructions.parquet"),
+                visual_config=stages["adapted_encoder"]["training_config"],
+                language_config=stages["instruction_tuned_lm"]["training_config"],
+                out=folders[order], parents={"image_vlm": stages["image_vlm"]["version"]},
+                data={"settings_of": {n: stages[n]["version"]
+                                      for n in ("adapted_encoder", "instruction_tuned_lm")}}):
+            # only the metadata of this result is kept: the asset's materialization is the table
+            trained = _train(context, f"adaptation_order.{job['kind']}", job, store, tracking,
+                             launcher, accelerators)
+            version = trained.metadata.get("version")
+            context.log.info(f"{job['kind']}: {job['out']} (version "
+                             f"{getattr(version, 'value', version)})")
+    return _compare(context, "adaptation_order", folders, "order", store, tracking,
+                    accelerators, {f"{o}.path": MetadataValue.path(str(f))
+                                   for o, f in folders.items()})

@@ -7,6 +7,8 @@
   the language model is frozen (no gradients, not in the optimizer).
 - `language_adaptation` (stage 2): the language model learns from instruction data about
   the videos; vision tower and projector are frozen.
+- `joint_adaptation` (the adaptation-order ablation): both halves train at once, each step on
+  the caption data or the instruction data.
 
 All three share one loop: AdamW, linear warm-up + cosine decay, gradient clipping, bf16
 autocast on CUDA, periodic atomic checkpoints that a rerun resumes from.
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 from model_code.instructions import CAPTION_PROMPT, IMAGE_PROMPT
-from model_code.train_configs import TrainConfig
+from model_code.train_configs import JointAdaptationTrainConfig, TrainConfig
 from model_code.training import (
     autocast,
     check_loss,
@@ -85,13 +87,14 @@ class _Loss(torch.nn.Module):
 def _train(
     vlm: VideoVLM,
     make_batches: Callable[[np.random.Generator], list[Rows]],
-    params: list[torch.nn.Parameter],
+    params: list[torch.nn.Parameter] | list[dict],
     config: TrainConfig,
     on_metrics: MetricsCallback | None,
     state_path: str | Path | None,
     step_offset: int = 0,
 ) -> dict:
-    """Train `params` only (every other parameter gets requires_grad=False) for config.steps.
+    """Train `params` only (every other parameter gets requires_grad=False) for config.steps;
+    `params` may be optimizer groups ({"params": [...], "lr": ...}) with their own peak LR.
 
     Step i's global batches (their losses are summed) are drawn with a generator seeded by
     (seed, i), so a resumed run sees the same batches as an uninterrupted one, and under
@@ -104,11 +107,13 @@ def _train(
         raise ValueError(f"batch_size {config.batch_size} does not split over {world} ranks")
     seed_everything(config.seed)
     vlm.to(device)
+    groups = params if params and isinstance(params[0], dict) else [{"params": params}]
+    params = [p for group in groups for p in group["params"]]
     trainable = {id(p) for p in params}
     for p in vlm.model.parameters():
         p.requires_grad_(id(p) in trainable)
     optimizer = torch.optim.AdamW(
-        params, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98)
+        groups, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98)
     )
     scheduler = cosine_with_warmup(optimizer, config.warmup_steps, config.steps)
     start = 0
@@ -177,6 +182,21 @@ def _pick(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     return rng.choice(n, size=min(size, n), replace=False)
 
 
+def _caption_rows(rng: np.random.Generator, clips: np.ndarray, captions: list[str],
+                  size: int) -> Rows:
+    """A batch of stage 1's data: clips under CAPTION_PROMPT with their captions."""
+    idx = _pick(rng, len(clips), size)
+    return Rows(clips[idx], [CAPTION_PROMPT] * len(idx), [captions[i] for i in idx])
+
+
+def _instruction_rows(rng: np.random.Generator, clips: np.ndarray, examples: list[dict],
+                      size: int) -> Rows:
+    """A batch of stage 2's data: instruction rows {clip_index, prompt, answer}."""
+    rows = [examples[i] for i in _pick(rng, len(examples), size)]
+    return Rows(clips[[r["clip_index"] for r in rows]], [r["prompt"] for r in rows],
+                [r["answer"] for r in rows])
+
+
 def pretrain_image_vlm(
     vlm: VideoVLM,
     frames: np.ndarray,
@@ -241,8 +261,7 @@ def visual_adaptation(
     vlm.prompt = CAPTION_PROMPT
 
     def batch(rng: np.random.Generator) -> list[Rows]:
-        idx = _pick(rng, len(clips), config.batch_size)
-        return [Rows(clips[idx], [CAPTION_PROMPT] * len(idx), [captions[i] for i in idx])]
+        return [_caption_rows(rng, clips, captions, config.batch_size)]
 
     return _train(vlm, batch, vlm.vision_parameters(), config, on_metrics, state_path)
 
@@ -266,9 +285,7 @@ def language_adaptation(
     is a plain model of the same architecture."""
 
     def batch(rng: np.random.Generator) -> list[Rows]:
-        rows = [examples[i] for i in _pick(rng, len(examples), config.batch_size)]
-        return [Rows(clips[[r["clip_index"] for r in rows]], [r["prompt"] for r in rows],
-                     [r["answer"] for r in rows])]
+        return [_instruction_rows(rng, clips, examples, config.batch_size)]
 
     if lora_rank <= 0:
         return _train(vlm, batch, vlm.language_parameters(), config, on_metrics, state_path)
@@ -292,6 +309,36 @@ def language_adaptation(
     vlm.model = lora.merge_and_unload()
     metrics.update(lora_rank=lora_rank, lora_targets=len(targets))
     return metrics
+
+
+def joint_adaptation(
+    vlm: VideoVLM,
+    clips: np.ndarray,
+    captions: list[str],
+    examples: list[dict],
+    config: JointAdaptationTrainConfig,
+    on_metrics: MetricsCallback | None = None,
+    state_path: str | Path | None = None,
+) -> dict:
+    """Both stages in one: vision tower, projector and LM all train (vision at config.lr, the
+    LM at config.language_lr). Step i is a caption batch of `clips` [N, T, H, W, 3] with
+    probability caption_steps / steps, else an instruction batch of `examples` (rows
+    {clip_index, prompt, answer}); the draw comes from step i's seeded generator, so a resumed
+    run makes the same draws. Captions are the default prompt afterwards, as after stage 1."""
+    if config.caption_steps > config.steps:
+        raise ValueError(f"caption_steps ({config.caption_steps}) cannot exceed steps "
+                         f"({config.steps})")
+    vlm.prompt = CAPTION_PROMPT
+    caption_share = config.caption_steps / config.steps
+
+    def batch(rng: np.random.Generator) -> list[Rows]:
+        if rng.random() < caption_share:
+            return [_caption_rows(rng, clips, captions, config.batch_size)]
+        return [_instruction_rows(rng, clips, examples, config.instruction_batch_size)]
+
+    groups = [{"params": vlm.vision_parameters(), "lr": config.lr},
+              {"params": vlm.language_parameters(), "lr": config.language_lr}]
+    return _train(vlm, batch, groups, config, on_metrics, state_path)
 
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

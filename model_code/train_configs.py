@@ -76,6 +76,36 @@ class LanguageAdaptationTrainConfig(TrainConfig):
 
 
 @dataclass
+class JointAdaptationTrainConfig(TrainConfig):
+    """Both stages at once (the adaptation-order ablation's "joint"): vision tower, projector
+    and LM all train; each step is a caption batch (stage 1's data, `batch_size`, `lr` on the
+    vision side) with probability caption_steps / steps, else an instruction batch (stage 2's,
+    `instruction_batch_size`, `language_lr` on the LM). Defaults: the two stages' summed."""
+
+    steps: int = _f(2000, "optimizer steps: stage 1's plus stage 2's", ge=1)
+    caption_steps: int = _f(800, "stage 1's share of the steps: a step is a caption batch with "
+                            "probability caption_steps / steps", ge=0)
+    instruction_batch_size: int = _f(16, "global batch of an instruction step (stage 2's)", ge=1)
+    language_lr: float = _f(1e-3, "peak learning rate of the LM (stage 2's); `lr` is the vision "
+                            "tower's and projector's (stage 1's)", gt=0)
+
+
+def joint_from_stages(visual: VisualAdaptationTrainConfig,
+                      language: LanguageAdaptationTrainConfig) -> JointAdaptationTrainConfig:
+    """The joint run that matches the two stages: their steps summed, each data's batch size
+    and learning rate, a warm-up as long as the longer one; the rest (seed, device, ranks,
+    clipping, logging) from stage 1. A LoRA stage 2 has no joint counterpart here."""
+    if language.lora_rank:
+        raise ValueError("joint adaptation trains the whole LM: it has no LoRA counterpart of "
+                         f"a stage 2 with lora_rank={language.lora_rank}")
+    shared = {f.name: getattr(visual, f.name) for f in fields(TrainConfig)}
+    return JointAdaptationTrainConfig(**{
+        **shared, "steps": visual.steps + language.steps, "caption_steps": visual.steps,
+        "warmup_steps": max(visual.warmup_steps, language.warmup_steps),
+        "instruction_batch_size": language.batch_size, "language_lr": language.lr})
+
+
+@dataclass
 class DualEncoderTrainConfig:
     """The video-text dual encoder, trained contrastively on (clip, caption) pairs."""
 
@@ -110,6 +140,7 @@ TRAIN_CONFIGS = {
     "image_vlm": ImageVLMTrainConfig,
     "adapted_encoder": VisualAdaptationTrainConfig,
     "instruction_tuned_lm": LanguageAdaptationTrainConfig,
+    "joint_adaptation": JointAdaptationTrainConfig,
     "dual_encoder": DualEncoderTrainConfig,
 }
 

@@ -100,6 +100,7 @@ BAD = {
     ("InstructionDataConfig", "seed"): [-1],
     ("ImageVLMConfig", "pretrained_path"): [MISSING_PATH],
     ("ImageVLMConfig", "trust_remote_code"): ["maybe"],
+    ("AdaptationOrderConfig", "orders"): [[], ["joint", "joint"]],
 }
 BAD.update({("TeacherCaptioningConfig", field): values for (name, field), values in BAD.items()
             if name == "CaptioningConfig"})
@@ -115,7 +116,8 @@ TRAINING = {  # the trainers' fields (model_code.train_configs), in every launch
     "log_every": [0], "text_steps": [-1], "text_batch_size": [0], "image_examples": [0],
     "lora_rank": [-1], "loss": ["triplet"], "num_workers": [-1], "in_memory_clips": [-1],
     "num_frames": [0], "image_size": [4], "patch_size": [0], "vision_path": [MISSING_PATH],
-    "text_path": [MISSING_PATH],
+    "text_path": [MISSING_PATH], "caption_steps": [-1], "instruction_batch_size": [0],
+    "language_lr": [0.0],
 }
 
 
