@@ -15,9 +15,9 @@ from dagster import (
     MetadataValue,
     asset,
 )
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
-from assets.adaptation import image_vlm, video_vlm
+from assets.adaptation import image_vlm, video_vlm, visual_adapted_vlm
 from assets.common import file_version, md_table
 from assets.corpus import clip_shards
 from assets.partitions import clip_partitions, shard_backfill_policy
@@ -26,7 +26,8 @@ from resources.devices import Accelerators
 from resources.fields import Device, OptionalDir, Rate
 from resources.storage import ArtifactStore
 
-CAPTION_COLUMNS = ["key", "caption", "captioner_version", "prompt", "partition", "generation"]
+CAPTION_COLUMNS = ["key", "sample", "caption", "source", "captioner_version", "prompt",
+                   "partition", "generation"]
 
 
 class CaptioningConfig(Config):
@@ -39,7 +40,12 @@ class CaptioningConfig(Config):
     do_sample: bool = False
     num_beams: int = Field(default=1, ge=1, le=64)
     temperature: float = Field(default=1.0, gt=0)
-    seed: int = Field(default=0, ge=0)
+    top_p: float = Field(default=1.0, gt=0, le=1, description="nucleus sampling (do_sample)")
+    captions_per_clip: int = Field(
+        default=1, ge=1, le=1000, description="K captions of every clip, one row each with its "
+        "sample index 0..K-1; K > 1 needs do_sample")
+    seed: int = Field(default=0, ge=0, description="sample k of a batch draws with torch seed "
+                      "seed * 1000 + k: the same seed gives the same captions")
     device: Device = Field(default="auto", description="auto, cpu, cuda or cuda:N")
     max_empty_rate: Rate = Field(default=0.0, description="quality check threshold")
     max_degenerate_rate: Rate = Field(default=0.05, description="quality check threshold")
@@ -47,6 +53,24 @@ class CaptioningConfig(Config):
         default=0.95, description="quality check threshold; the embedded corpus shows only 15 "
         "colour-shape looks, so a faithful still-image captioner repeats ~92% of its captions")
     min_vocab_size: int = Field(default=5, ge=0)
+
+    @field_validator("captions_per_clip")
+    @classmethod
+    def _samples_differ(cls, value: int, info: ValidationInfo) -> int:
+        if value > 1 and not info.data.get("do_sample"):
+            raise ValueError(f"captions_per_clip={value} needs do_sample: true (greedy decoding "
+                             "writes the same caption K times)")
+        return value
+
+
+class SampledCaptioningConfig(CaptioningConfig):
+    """Several sampled captions per clip: the paper's "+ several sampled captions" rung."""
+
+    captions_per_clip: int = Field(default=4, ge=1, le=1000, description="K captions of every "
+                                   "clip, one row each with its sample index 0..K-1")
+    do_sample: bool = True
+    temperature: float = Field(default=0.7, gt=0)
+    top_p: float = Field(default=0.9, gt=0, le=1, description="nucleus sampling")
 
 
 def caption_quality(captions: list[str], config: CaptioningConfig) -> AssetCheckResult:
@@ -80,13 +104,19 @@ def teacher_version(folder: str) -> str:
     return f"teacher-{folder_hash(folder)}"
 
 
+def caption_folder(source: str, version: str) -> str:
+    """captions/<this>/<partition>.parquet: one folder per caption source and captioner version."""
+    return f"{source}-{version}"
+
+
 def caption_partitions(
     context: AssetExecutionContext, checkpoint: str, frame_mode: str, config: CaptioningConfig,
     store: ArtifactStore, accelerators: Accelerators, folder=None,
 ) -> MaterializeResult:
     """Caption each partition of the run with one checkpoint (loaded once per run; a vidistill
-    checkpoint by name, or an outside `folder`); one Parquet file per partition per captioner
-    version, replaced atomically; undecodable clips become rejects."""
+    checkpoint by name, or an outside `folder`); one Parquet file per partition per caption
+    source and captioner version (K rows per clip with captions_per_clip=K), replaced
+    atomically; undecodable clips become rejects."""
     import pandas as pd
 
     from model_code import shards
@@ -98,9 +128,10 @@ def caption_partitions(
         version = f"{checkpoint}-{read_lineage(folder)['version']}"
     else:
         version = teacher_version(folder)
+    source = context.asset_key.path[-1]
     generation = {"max_new_tokens": config.max_new_tokens, "do_sample": config.do_sample,
                   "num_beams": config.num_beams, "temperature": config.temperature,
-                  "seed": config.seed}
+                  "top_p": config.top_p, "seed": config.seed}
     partitions = context.partition_keys
     run = CaptionRun()
     all_captions, samples, total_rejects, wait_s, generate_s = [], [], 0, 0.0, 0.0
@@ -108,19 +139,20 @@ def caption_partitions(
         context.log.info(f"captioning on {device}")
         for result in caption_shards(folder, [store.shard(p) for p in partitions], frame_mode,
                                      config.batch_size, config.decode_workers, device, run,
-                                     **generation):
+                                     samples=config.captions_per_clip, **generation):
             partition = partitions[result.shard]
-            rows = [{"key": key, "caption": caption, "captioner_version": version,
-                     "prompt": run.prompt, "partition": partition,
+            rows = [{"key": key, "sample": sample, "caption": caption, "source": source,
+                     "captioner_version": version, "prompt": run.prompt, "partition": partition,
                      "generation": json.dumps(generation, sort_keys=True)}
-                    for key, caption in result.captions]
+                    for key, sample, caption in result.captions]
             df = pd.DataFrame(rows, columns=CAPTION_COLUMNS)
-            store.write_parquet(store.captions(version, partition), df)
-            store.write_bytes(store.path("caption_rejects", version, f"{partition}.parquet"),
+            store.write_parquet(store.captions(caption_folder(source, version), partition), df)
+            store.write_bytes(store.path("caption_rejects", caption_folder(source, version),
+                                         f"{partition}.parquet"),
                               shards.rejects_bytes([{**r, "source": partition} for r in result.rejects]))
             total_rejects += len(result.rejects)
             wait_s, generate_s = wait_s + result.wait_s, generate_s + result.generate_s
-            all_captions += df["caption"].tolist()
+            all_captions += df.loc[df["sample"] == 0, "caption"].tolist()
             samples += rows[:3]
             context.log.info(f"{partition}: {len(df)} captions, {len(result.rejects)} rejects, "
                              f"{result.generate_s:.1f}s generating, {result.wait_s:.1f}s waiting "
@@ -129,17 +161,20 @@ def caption_partitions(
     sample_rows = [{"key": r["key"], "alt_text": index.get(r["key"], ""), "caption": r["caption"]}
                    for r in samples[:8]]
     one = partitions[0] if len(partitions) == 1 else None
+    key = caption_folder(source, version)
     return MaterializeResult(
-        metadata={"captioner_version": version, "captions": len(all_captions),
+        metadata={"captioner_version": version, "clips": len(all_captions),
+                  "captions": len(all_captions) * config.captions_per_clip,
+                  "captions_per_clip": config.captions_per_clip,
                   "rejects": total_rejects, "samples": md_table(sample_rows, 8),
-                  "path": MetadataValue.path(str(store.captions(version, one) if one
-                                                 else store.path("captions", version))),
+                  "path": MetadataValue.path(str(store.captions(key, one) if one
+                                                 else store.path("captions", key))),
                   "device": device, "decode_workers": run.decode_workers,
                   "model_load_s": round(run.load_s, 2),
                   "first_batch_wait_s": round(run.first_batch_wait_s, 3),
                   "frame_wait_share": round(wait_s / max(wait_s + generate_s, 1e-9), 4)},
         check_results=[caption_quality(all_captions, config)],
-        data_version=DataVersion(file_version(store.captions(version, one))) if one else None,
+        data_version=DataVersion(file_version(store.captions(key, one))) if one else None,
     )
 
 
@@ -164,22 +199,44 @@ def per_shard_captions(name: str, deps: list, code_version: str) -> dict:
             "check_specs": [AssetCheckSpec("caption_quality", asset=name, blocking=True)]}
 
 
-@asset(**per_shard_captions("pseudo_captions", [clip_shards, video_vlm], code_version="2"))
-def pseudo_captions(
-    context: AssetExecutionContext, config: CaptioningConfig, store: ArtifactStore,
-    accelerators: Accelerators,
-) -> MaterializeResult:
-    """The video VLM's caption of every clip of the shard: the distilled training signal."""
-    return caption_partitions(context, "video_vlm", "clip", config, store, accelerators)
+CAPTIONERS: dict[str, tuple[str, str]] = {
+    "frame_captions": ("image_vlm", "middle"),
+    "stage1_captions": ("visual_adapted_vlm", "clip"),
+    "stage1_sampled": ("visual_adapted_vlm", "clip"),
+    "pseudo_captions": ("video_vlm", "clip"),
+    "pseudo_sampled": ("video_vlm", "clip"),
+}
+"""Caption source -> (the checkpoint that writes it, what it is shown: the clip's frames or its
+middle frame as a still). The ladder's rungs, each an asset of its own."""
 
 
-@asset(**per_shard_captions("frame_captions", [clip_shards, image_vlm], code_version="2"))
-def frame_captions(
-    context: AssetExecutionContext, config: CaptioningConfig, store: ArtifactStore,
-    accelerators: Accelerators,
-) -> MaterializeResult:
-    """The image VLM's caption of each clip's middle frame: the paper's per-frame baseline."""
-    return caption_partitions(context, "image_vlm", "middle", config, store, accelerators)
+def _captioner(name: str, upstream, config_class: type[CaptioningConfig], doc: str):
+    checkpoint, frame_mode = CAPTIONERS[name]
+
+    @asset(**per_shard_captions(name, [clip_shards, upstream], code_version="3"))
+    def captions(context: AssetExecutionContext, config: config_class, store: ArtifactStore,
+                 accelerators: Accelerators) -> MaterializeResult:
+        return caption_partitions(context, checkpoint, frame_mode, config, store, accelerators)
+
+    captions.__doc__ = doc
+    return captions
+
+
+frame_captions = _captioner(
+    "frame_captions", image_vlm, CaptioningConfig,
+    "The image VLM's caption of each clip's middle frame: the paper's per-frame baseline.")
+stage1_captions = _captioner(
+    "stage1_captions", visual_adapted_vlm, CaptioningConfig,
+    "The stage-1 captioner's (visual_adapted_vlm) caption of every clip: + visual adaptation.")
+stage1_sampled = _captioner(
+    "stage1_sampled", visual_adapted_vlm, SampledCaptioningConfig,
+    "K sampled captions of every clip by the stage-1 captioner: + several sampled captions.")
+pseudo_captions = _captioner(
+    "pseudo_captions", video_vlm, CaptioningConfig,
+    "The video VLM's caption of every clip of the shard: the distilled training signal.")
+pseudo_sampled = _captioner(
+    "pseudo_sampled", video_vlm, SampledCaptioningConfig,
+    "K sampled captions of every clip by the video VLM (stages 1 and 2): the paper's best rung.")
 
 
 class TeacherCaptioningConfig(CaptioningConfig):
@@ -188,7 +245,7 @@ class TeacherCaptioningConfig(CaptioningConfig):
         description="local Qwen2-VL / Qwen2.5-VL folder (default $VIDISTILL_TEACHER)")
 
 
-@asset(**per_shard_captions("teacher_captions", [clip_shards], code_version="1"))
+@asset(**per_shard_captions("teacher_captions", [clip_shards], code_version="2"))
 def teacher_captions(
     context: AssetExecutionContext, config: TeacherCaptioningConfig, store: ArtifactStore,
     accelerators: Accelerators,
@@ -202,24 +259,63 @@ def teacher_captions(
                               folder=config.teacher_path)
 
 
-@asset(group_name="captions", deps=[clip_shards, frame_captions, pseudo_captions], code_version="1")
-def caption_statistics(context: AssetExecutionContext, catalog: Catalog, store: ArtifactStore) -> MaterializeResult:
-    """Alt-text vs frame captions vs pseudo-captions: length, distinct n-grams, how often they
-    mention motion — the paper's caption-statistics comparison, over the whole catalog."""
-    from model_code.caption_metrics import caption_statistics as stats_of
+def _teacher_version(catalog: Catalog) -> str:
+    """The teacher's captioner version: that of $VIDISTILL_TEACHER, else the only one there is."""
+    if os.environ.get("VIDISTILL_TEACHER"):
+        return teacher_version(os.environ["VIDISTILL_TEACHER"])
+    versions = catalog.query("SELECT DISTINCT captioner_version v FROM captions WHERE "
+                             "captioner_version LIKE 'teacher-%'")["v"].tolist()
+    if len(versions) != 1:
+        raise ValueError(f"{len(versions)} teachers' captions in the catalog ({versions}): set "
+                         "$VIDISTILL_TEACHER to the teacher whose captions to train on")
+    return versions[0]
+
+
+def current_captions(source: str, catalog: Catalog, store: ArtifactStore):
+    """(key, partition, sample, caption, version) of every clip captioned for `source` by the
+    captioner it stands for now (its checkpoint's current version; for teacher_captions the
+    teacher of $VIDISTILL_TEACHER), in (partition, key, sample) order; ValueError if none."""
     from model_code.lineage import read_lineage
+
+    if source == "teacher_captions":
+        version = _teacher_version(catalog)
+    else:
+        checkpoint = CAPTIONERS[source][0]
+        version = f"{checkpoint}-{read_lineage(store.checkpoint(checkpoint))['version']}"
+    df = catalog.query(
+        "SELECT key, partition, coalesce(sample, 0) AS sample, caption, captioner_version AS "
+        "version FROM captions WHERE source = ? AND captioner_version = ? "
+        "ORDER BY partition, key, sample", [source, version]) if catalog.has("captions") else None
+    if df is None or df.empty:
+        raise ValueError(f"no {source} by {version} in the catalog: materialize {source} first")
+    return df
+
+
+@asset(group_name="captions", deps=[clip_shards, frame_captions, stage1_captions, stage1_sampled,
+                                    pseudo_captions, pseudo_sampled, teacher_captions],
+       code_version="2")
+def caption_statistics(context: AssetExecutionContext, catalog: Catalog, store: ArtifactStore) -> MaterializeResult:
+    """Alt-text vs every caption source captioned so far: length, distinct n-grams, how often
+    they mention motion — the paper's caption-statistics comparison, over the whole catalog —
+    and, for sources with several captions per clip, how much a clip's captions differ."""
+    from model_code.caption_metrics import caption_statistics as stats_of
+    from model_code.caption_metrics import within_clip_diversity
 
     rows = []
     alt = catalog.query("SELECT alt_text FROM clips")["alt_text"].tolist()
     rows.append({"source": "alt_text", "version": "-", **stats_of(alt)})
-    for name, asset_name in (("frame_captions", "image_vlm"), ("pseudo_captions", "video_vlm")):
-        version = f"{asset_name}-{read_lineage(store.checkpoint(asset_name))['version']}"
-        captions = catalog.query("SELECT caption FROM captions WHERE captioner_version = ?",
-                                 [version])["caption"].tolist()
-        rows.append({"source": name, "version": version, **stats_of(captions)})
+    for source in (*CAPTIONERS, "teacher_captions"):
+        try:
+            df = current_captions(source, catalog, store)
+        except (ValueError, FileNotFoundError):  # not captioned (yet), or no such checkpoint
+            continue
+        diversity = within_clip_diversity(df["key"].tolist(), df["caption"].tolist())
+        rows.append({"source": source, "version": df["version"].iloc[0],
+                     **stats_of(df["caption"].tolist()), **diversity})
     counts = catalog.query(
-        "SELECT captioner_version, count(*) AS captions, count(DISTINCT partition) AS partitions "
-        "FROM captions GROUP BY 1 ORDER BY 1").to_dict("records")
+        "SELECT source, captioner_version, count(*) AS captions, count(DISTINCT partition) AS "
+        "partitions FROM captions GROUP BY 1, 2 ORDER BY 1, 2").to_dict("records") \
+        if catalog.has("captions") else []
     store.write_bytes(store.path("caption_statistics.json"), json.dumps(rows, indent=1).encode())
-    return MaterializeResult(metadata={"comparison": md_table(rows), "by_version": md_table(counts, 20),
-                                       "clips": len(alt)})
+    return MaterializeResult(metadata={"comparison": md_table(rows, 20),
+                                       "by_version": md_table(counts, 20), "clips": len(alt)})

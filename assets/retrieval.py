@@ -18,7 +18,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from assets.captions import frame_captions, pseudo_captions, teacher_captions
+from assets.captions import CAPTIONERS, current_captions, teacher_captions
 from assets.common import (
     file_version,
     launchpad_config,
@@ -95,26 +95,20 @@ def retrieval_benchmark(
 DualEncoderConfig = launchpad_config(DualEncoderTrainConfig, "DualEncoderConfig")
 
 
-def _teacher_version(catalog: Catalog) -> str:
-    """The teacher's captioner version: that of $VIDISTILL_TEACHER, else the only one there is."""
-    import os
+class BenchmarkScoresConfig(Config):
+    seed: int = Field(default=0, ge=0, description="score the dual encoder trained with this "
+                      "seed (dual_encoder's `seed`)")
 
-    from assets.captions import teacher_version
 
-    if os.environ.get("VIDISTILL_TEACHER"):
-        return teacher_version(os.environ["VIDISTILL_TEACHER"])
-    versions = catalog.query("SELECT DISTINCT captioner_version v FROM captions WHERE "
-                             "captioner_version LIKE 'teacher-%'")["v"].tolist()
-    if len(versions) != 1:
-        raise ValueError(f"{len(versions)} teachers' captions in the catalog ({versions}): set "
-                         "$VIDISTILL_TEACHER to the teacher whose captions to train on")
-    return versions[0]
+def dual_encoder_checkpoint(source: str, seed: int = 0) -> str:
+    """checkpoints/<this>: dual_encoder/<source> for seed 0 (what video_index and a user load),
+    dual_encoder/<source>-seed<N> for each further seed, so seeds sit side by side."""
+    return f"dual_encoder/{source}" + (f"-seed{seed}" if seed else "")
 
 
 def training_pairs(source: str, catalog: Catalog, store: ArtifactStore):
-    """(key, partition, caption) for every corpus clip that has a caption of this source."""
-    from model_code.lineage import read_lineage
-
+    """(key, partition, caption, version) for every corpus clip that has a caption of this
+    source; several rows for a clip with several captions (the trainer draws one a visit)."""
     if source == "alt_text":
         return catalog.query("SELECT key, partition, alt_text AS caption, 'alt_text' AS version "
                              "FROM clips ORDER BY partition, key")
@@ -125,24 +119,14 @@ def training_pairs(source: str, catalog: Catalog, store: ArtifactStore):
             raise ValueError("the clip source has no ground-truth captions (only the embedded "
                              "corpus does); materialize the other caption sources")
         return df
-    if source == "teacher_captions":
-        version = _teacher_version(catalog)
-    else:
-        checkpoint = {"frame_captions": "image_vlm", "pseudo_captions": "video_vlm"}[source]
-        version = f"{checkpoint}-{read_lineage(store.checkpoint(checkpoint))['version']}"
-    df = catalog.query("SELECT key, partition, caption, captioner_version AS version FROM captions "
-                       "WHERE captioner_version = ? ORDER BY partition, key", [version])
-    if df.empty:
-        raise ValueError(f"no {source} by {version} in the catalog: materialize {source} first")
-    return df
+    return current_captions(source, catalog, store)[["key", "partition", "caption", "version"]]
 
 
 @asset(
     group_name="retrieval",
     partitions_def=caption_source_partitions,
     deps=[AssetDep(clip_shards, partition_mapping=AllPartitionMapping()),
-          AssetDep(frame_captions, partition_mapping=AllPartitionMapping()),
-          AssetDep(pseudo_captions, partition_mapping=AllPartitionMapping()),
+          *[AssetDep(name, partition_mapping=AllPartitionMapping()) for name in CAPTIONERS],
           AssetDep(teacher_captions, partition_mapping=AllPartitionMapping()),
           retrieval_benchmark],
     code_version="3",
@@ -165,8 +149,8 @@ def dual_encoder(
     classes = json.loads(store.path("benchmark", "classes.json").read_text())
     job = {"config": trainer_fields(config, DualEncoderTrainConfig), "pairs": str(pairs_path),
            "shards": [str(store.shard(p)) for p in partitions],
-           "out": str(store.checkpoint(f"dual_encoder/{source}")),
-           "state": str(store.path("training_state", f"dual_encoder-{source}")),
+           "out": str(store.checkpoint(dual_encoder_checkpoint(source, config.seed))),
+           "state": str(store.path("training_state", f"dual_encoder-{source}-seed{config.seed}")),
            "extra_texts": benchmark.class_prompt_texts(classes),
            "parents": {"captions": sorted(pairs["version"].unique())},
            "data": {"source": source, "partitions": partitions}}
@@ -174,23 +158,29 @@ def dual_encoder(
         context, launcher=launcher, tracking=tracking, store=store, accelerators=accelerators,
         module="model_code.train_dual_encoder", name=f"dual_encoder[{source}]", job=job,
         params={"source": source, "pairs": len(pairs)},
-        extra={"source": source, "sample_pairs": md_table(pairs.head(5).to_dict("records"))})
+        extra={"source": source, "seed": config.seed, "clips": int(pairs["key"].nunique()),
+               "sample_pairs": md_table(pairs.head(5).to_dict("records"))})
 
 
 @asset(group_name="retrieval", partitions_def=caption_source_partitions,
        deps=[dual_encoder, retrieval_benchmark], code_version="1")
 def benchmark_scores(
-    context: AssetExecutionContext, store: ArtifactStore, tracking: MlflowTracking
+    context: AssetExecutionContext, config: BenchmarkScoresConfig, store: ArtifactStore,
+    tracking: MlflowTracking,
 ) -> MaterializeResult:
     """Text->video and video->text R@1/5/10, median and mean rank (MSR-VTT protocol) and
-    zero-shot classification of one dual encoder; kept with history in scores/."""
+    zero-shot classification of one dual encoder (the source's, of the configured seed); kept
+    with history in scores/."""
     import pandas as pd
 
     from model_code import benchmark
     from model_code.lineage import read_lineage
 
     source = context.partition_key
-    folder = store.checkpoint(f"dual_encoder/{source}")
+    folder = store.checkpoint(dual_encoder_checkpoint(source, config.seed))
+    if not (folder / "lineage.json").exists():
+        raise ValueError(f"no dual encoder of {source} with seed {config.seed} at {folder}: "
+                         f"materialize dual_encoder [{source}] with seed: {config.seed} first")
     scores = benchmark.score_dual_encoder(folder, store.path("benchmark"))
     lineage = read_lineage(folder)
     version = lineage["version"]
@@ -199,10 +189,10 @@ def benchmark_scores(
     row = {"source": source, "model_version": version, "protocol": protocol,
            "seed": int(lineage.get("training_config", {}).get("seed", 0)),
            "scored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **scores}
-    with tracking.run(f"benchmark_scores[{source}]", params={"source": source,
-                                                             "model_version": version}) as run:
+    with tracking.run(f"benchmark_scores[{source}]", params={
+            "source": source, "model_version": version, "seed": row["seed"]}) as run:
         run.log_metrics(scores)
-    path = store.path("scores", f"{source}-{int(time.time() * 1000)}.parquet")
+    path = store.path("scores", f"{source}-seed{row['seed']}-{int(time.time() * 1000)}.parquet")
     store.write_parquet(path, pd.DataFrame([row]))
     return MaterializeResult(metadata={"model_version": version, "path": MetadataValue.path(str(path)),
                                        **{k: float(v) for k, v in scores.items()}},
@@ -252,16 +242,15 @@ def video_index(context: AssetExecutionContext, catalog: Catalog, store: Artifac
     from model_code.lineage import read_lineage
     from model_code.video_index import write_index
 
-    folder = store.checkpoint("dual_encoder/pseudo_captions")
+    folder = store.checkpoint(dual_encoder_checkpoint("pseudo_captions"))
     model = DualEncoder.from_pretrained(folder)
     clips = catalog.query("SELECT key, partition, alt_text FROM clips ORDER BY partition, key")
     partitions = sorted(clips["partition"].unique())
     frames = shards.frames_by_key([store.shard(p) for p in partitions], model.config.num_frames)
     clips = clips[clips["key"].isin(frames)]
     emb = embed_videos(model, [frames[k] for k in clips["key"]])
-    captions = catalog.query(
-        "SELECT key, caption FROM captions WHERE captioner_version = ?",
-        [f"video_vlm-{read_lineage(store.checkpoint('video_vlm'))['version']}"])
+    captions = current_captions("pseudo_captions", catalog, store)
+    captions = captions[captions["sample"] == 0]
     by_key = dict(zip(captions["key"], captions["caption"]))
     path = store.path("video_index", "index.duckdb")
     write_index(path, clips["key"].tolist(), clips["partition"].tolist(),

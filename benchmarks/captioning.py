@@ -133,7 +133,7 @@ def _plain_script(root: Path, batch_size: int) -> dict:
     for result in caption_shards(root / "checkpoints" / "video_vlm",
                                  [root / "clips" / f"{PARTITION}.tar"], "clip", batch_size,
                                  run=run, max_new_tokens=24):
-        df = pd.DataFrame(result.captions, columns=["key", "caption"])
+        df = pd.DataFrame(result.captions, columns=["key", "sample", "caption"])
         buf = io.BytesIO()
         df.to_parquet(buf, index=False)
         atomic_write_bytes(root / "plain" / f"{PARTITION}.parquet", buf.getvalue())

@@ -134,3 +134,29 @@ def caption_statistics(captions: list[str]) -> dict:
         "degenerate_rate": sum(is_degenerate(c) for c in captions) / n,
         "empty_rate": sum(not toks for toks in tokenized) / n,
     }
+
+
+def within_clip_diversity(keys: list[str], captions: list[str]) -> dict:
+    """How different a clip's several captions are (rows: one caption each, a clip's rows share
+    its key): the mean number per clip, the mean number of distinct ones, the share of a clip's
+    extra captions that are new ((distinct - 1) / (n - 1), over clips with n > 1), and the mean
+    word-set Jaccard similarity of a clip's caption pairs (1: all the same)."""
+    by_key: dict[str, list[str]] = {}
+    for key, caption in zip(keys, captions, strict=True):
+        by_key.setdefault(key, []).append(" ".join(str(caption).split()))
+    if not by_key:
+        return {"captions_per_clip": 0.0, "distinct_per_clip": 0.0,
+                "within_clip_distinct_rate": 0.0, "within_clip_jaccard": 0.0}
+    several = [c for c in by_key.values() if len(c) > 1]
+    jaccard = []
+    for group in several:
+        words = [set(c.split()) for c in group]
+        jaccard += [len(a & b) / max(len(a | b), 1)
+                    for i, a in enumerate(words) for b in words[i + 1:]]
+    return {
+        "captions_per_clip": sum(map(len, by_key.values())) / len(by_key),
+        "distinct_per_clip": sum(len(set(c)) for c in by_key.values()) / len(by_key),
+        "within_clip_distinct_rate": (sum((len(set(c)) - 1) / (len(c) - 1) for c in several)
+                                      / len(several)) if several else 0.0,
+        "within_clip_jaccard": sum(jaccard) / len(jaccard) if jaccard else 1.0,
+    }

@@ -38,7 +38,7 @@ class ShardCaptions:
     """The captions of one shard, its rejects, and where the time went."""
 
     shard: int
-    captions: list[tuple[str, str]] = field(default_factory=list)
+    captions: list[tuple[str, int, str]] = field(default_factory=list)  # (key, sample, caption)
     rejects: list[dict] = field(default_factory=list)
     wait_s: float = 0.0  # waiting for decoded frames, after the first batch
     generate_s: float = 0.0
@@ -62,10 +62,12 @@ def caption_shards(
     decode_workers: int | None = None,
     device: str = "auto",
     run: CaptionRun | None = None,
+    samples: int = 1,
     **generation,
 ) -> Iterator[ShardCaptions]:
     """Caption every usable clip of `shards` with the VLM at `checkpoint`, shard by shard, in
-    tar order; one ShardCaptions per shard (also for a shard with no usable clip).
+    tar order, `samples` captions a clip (sample 0, 1, ...: see VideoVLM.caption_samples); one
+    ShardCaptions per shard (also for a shard with no usable clip).
 
     frame_mode "clip" shows the VLM the clip's frames; "middle" shows its middle frame as a
     still clip (the per-frame baseline: encoded once, repeated num_frames times)."""
@@ -100,12 +102,24 @@ def caption_shards(
             if frame_mode == "middle":
                 clips = clips[:, clips.shape[1] // 2 : clips.shape[1] // 2 + 1]
             t1 = time.perf_counter()
-            captions = vlm.caption(clips, repeats=repeats, **generation)
+            per_sample = sample_captions(vlm, clips, samples, repeats, **generation)
             results[shard].generate_s += time.perf_counter() - t1
             results[shard].wait_s += waited
-            results[shard].captions += list(zip(keys, captions, strict=True))
+            results[shard].captions += [(key, k, captions[i]) for i, key in enumerate(keys)
+                                        for k, captions in enumerate(per_sample)]
         for result in results[done:]:
             yield _finish(result, stream.rejects)
+
+
+def sample_captions(vlm, clips: np.ndarray, samples: int, repeats: int = 1, seed: int = 0,
+                    **generation) -> list[list[str]]:
+    """`samples` captions of each clip, a list per sample index: the model's own
+    caption_samples (clips encoded once) or, for a captioner without it, one call per sample
+    with the same seeds (seed * 1000 + k)."""
+    if hasattr(vlm, "caption_samples"):
+        return vlm.caption_samples(clips, samples, repeats=repeats, seed=seed, **generation)
+    return [vlm.caption(clips, repeats=repeats, seed=seed * 1000 + k, **generation)
+            for k in range(samples)]
 
 
 def load_captioner(checkpoint: str | Path, device: str = "auto", num_frames: int = 8):

@@ -83,7 +83,7 @@ class QwenTeacher:
     @torch.no_grad()
     def caption(self, clips: np.ndarray, prompt: str | None = None, repeats: int = 1,
                 max_new_tokens: int = 24, do_sample: bool = False, num_beams: int = 1,
-                temperature: float = 1.0, seed: int = 0) -> list[str]:
+                temperature: float = 1.0, top_p: float = 1.0, seed: int = 0) -> list[str]:
         """Captions for uint8 clips [B, T, H, W, 3] (`repeats` shows each frame that often)."""
         if len(clips) == 0:
             return []
@@ -92,7 +92,7 @@ class QwenTeacher:
             clips = np.repeat(clips, repeats, axis=1)
         inputs = {k: v.to(self.device) for k, v in self._inputs(clips, prompt or self.prompt).items()}
         torch.manual_seed(seed)
-        kwargs = {"temperature": temperature} if do_sample else {}
+        kwargs = {"temperature": temperature, "top_p": top_p} if do_sample else {}
         with autocast(self.device):
             out = self.model.generate(**inputs, max_new_tokens=max_new_tokens,
                                       do_sample=do_sample, num_beams=num_beams,

@@ -121,7 +121,7 @@ class DualEncoderTrainConfig:
     loss: str = _f("infonce", "infonce (CLIP) or sigmoid (SigLIP)", choices=("infonce", "sigmoid"))
     nproc_per_node: int = _f(1, "training processes (torchrun ranks, one GPU each on CUDA)", ge=1)
     num_workers: int = _f(2, "DataLoader workers per rank when streaming from the shards", ge=0)
-    in_memory_clips: int = _f(50_000, "up to this many pairs, decode the clips once and keep "
+    in_memory_clips: int = _f(50_000, "up to this many clips, decode the clips once and keep "
                               "them in memory; beyond, stream the shards", ge=0)
     checkpoint_every: int = _f(100, "steps between resumable training-state saves", ge=1)
     checkpoint_every_s: float = _f(300.0, "seconds between training-state saves (whichever of "

@@ -20,6 +20,7 @@ import math
 import random
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -28,7 +29,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, get_worker_info
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    IterableDataset,
+    get_worker_info,
+)
 
 from model_code import corpus, video
 from model_code.benchmark import zero_shot_prompts
@@ -58,6 +65,35 @@ def collate_pairs(batch: Sequence[tuple[np.ndarray, str]]):
     """[(frames uint8 [T, H, W, 3], caption)] -> (uint8 tensor [B, T, H, W, 3], captions)."""
     frames = torch.from_numpy(np.stack([np.asarray(f, dtype=np.uint8) for f, _ in batch]))
     return frames, [str(c) for _, c in batch]
+
+
+def pick_caption(captions: Sequence[str], seed: int, visit: int, clip: int) -> str:
+    """The caption a clip is shown with on its `visit`-th pass: one of its captions, drawn with
+    a generator seeded by (seed, visit, clip), so a run is reproducible by seed and a clip with
+    several captions is seen with each of them over the passes."""
+    if len(captions) == 1:
+        return captions[0]
+    return captions[int(np.random.default_rng([seed, visit, clip]).integers(len(captions)))]
+
+
+class ClipCaptions(Dataset):
+    """(frames, caption) for each clip decoded in memory: one item a clip, its caption drawn
+    afresh each pass (pick_caption; `set_epoch` is called by the trainer before each pass)."""
+
+    def __init__(self, frames: Sequence[np.ndarray], captions: Sequence[Sequence[str]],
+                 seed: int = 0):
+        if len(frames) != len(captions) or any(len(c) == 0 for c in captions):
+            raise ValueError("one non-empty caption list per clip is needed")
+        self.frames, self.captions, self.seed, self.epoch = frames, captions, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, str]:
+        return self.frames[i], pick_caption(self.captions[i], self.seed, self.epoch, i)
 
 
 def _pair_batches(pairs, config: DualEncoderTrainConfig, rank: int, world: int,
@@ -97,6 +133,8 @@ def _pair_batches(pairs, config: DualEncoderTrainConfig, rank: int, world: int,
     while True:
         if sampler is not None:
             sampler.set_epoch(epoch)
+        if hasattr(pairs, "set_epoch"):  # a new draw of each clip's caption (ClipCaptions)
+            pairs.set_epoch(epoch)
         n = 0
         for batch in loader:
             n += 1
@@ -125,7 +163,8 @@ def _reader(rotate: int = 0) -> tuple[int, int, int]:
 
 
 class ShardPairs(IterableDataset):
-    """(frames, caption) for each captioned clip in webdataset shards, read lazily, for ever.
+    """(frames, caption) for each captioned clip in webdataset shards, read lazily, for ever;
+    a clip with several captions comes with one of them a pass (pick_caption).
 
     The clips are split between readers (torchrun ranks x DataLoader workers) from the shards'
     tar headers, so even one shard keeps every worker busy and no clip is decoded twice. Each
@@ -166,19 +205,15 @@ class ShardPairs(IterableDataset):
             order = list(mine)
             random.Random((self.seed * 1_000_003 + epoch) * 4099 + reader).shuffle(order)
             for path, member in order:
-                n_pairs = len(self.captions[member.key])
-                if skip >= n_pairs:  # trained before the resume: not decoded again
-                    skip -= n_pairs
+                if skip:  # trained before the resume: not decoded again
+                    skip -= 1
                     continue
                 rows, rejects = decode_members(path, [member], self.num_frames)
                 for reject in rejects:
                     log_reject(reject)
                 for key, frames, _ in rows:
-                    for caption in self.captions[key]:
-                        if skip:
-                            skip -= 1
-                            continue
-                        yield frames, caption
+                    yield frames, pick_caption(self.captions[key], self.seed, epoch,
+                                               zlib.crc32(key.encode()))
 
 
 # --- training --------------------------------------------------------------------------------
@@ -343,12 +378,14 @@ def train(job: dict, report=None) -> dict:
         image_size=config.image_size, patch_size=config.patch_size, loss=config.loss,
         vision_path=config.vision_path, text_path=config.text_path)
     shard_paths = [str(s) for s in job["shards"]]
-    if len(pairs) <= config.in_memory_clips:  # decode once, train many passes from memory
+    captions = pairs.groupby("key", sort=False)["caption"].apply(list).to_dict()
+    if len(captions) <= config.in_memory_clips:  # decode once, train many passes from memory
         frames = shard_io.frames_by_key(shard_paths, num_frames=model.config.num_frames)
         pairs = pairs[pairs["key"].isin(frames)]
-        dataset = [(frames[k], c) for k, c in zip(pairs["key"], pairs["caption"], strict=True)]
+        keys = [k for k in captions if k in frames]
+        dataset = ClipCaptions([frames[k] for k in keys], [captions[k] for k in keys],
+                               seed=config.seed)
     else:  # stream from the shards, split across DataLoader workers and torchrun ranks
-        captions = pairs.groupby("key", sort=False)["caption"].apply(list).to_dict()
         dataset = ShardPairs(shard_paths, captions, model.config.num_frames, seed=config.seed)
     state = Path(f"{job['state']}-{_digest(pairs, config)}.pt") if job.get("state") else None
     metrics = train_dual_encoder(model, dataset, config, on_metrics=report.metrics,

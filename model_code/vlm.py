@@ -329,7 +329,9 @@ class VideoVLM:
         (options: see _generate). `repeats` shows each frame that many times in a row, encoded
         once: a single frame [B, 1, H, W, 3] with repeats=num_frames is a still clip, the form
         in which the image VLM learned to caption."""
-        return self.caption_samples(clips, 1, prompt, repeats, **generation)[0]
+        batch = self.multimodal_batch(clips, [prompt or self.prompt] * len(clips),
+                                      repeats=repeats)
+        return self._generate(batch, **generation)
 
     def caption_samples(self, clips: np.ndarray, samples: int, prompt: str | None = None,
                         repeats: int = 1, seed: int = 0, **generation) -> list[list[str]]:

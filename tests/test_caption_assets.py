@@ -43,12 +43,13 @@ def test_a_corrupted_clip_becomes_a_reject_and_the_partition_succeeds(tmp_path):
                              instance=instance, resources=resources,
                              run_config={"ops": {"pseudo_captions": {"config": PERMISSIVE}}})
         assert result.success
-    (captions,) = store.path("captions").glob("video_vlm-*/p0.parquet")
+    (captions,) = store.path("captions").glob("pseudo_captions-video_vlm-*/p0.parquet")
     df = pd.read_parquet(captions)
     assert sorted(df["key"]) == sorted(c.key for c in good)
-    assert set(df.columns) >= {"key", "caption", "captioner_version", "prompt", "partition",
-                               "generation"}
-    (rejects,) = store.path("caption_rejects").glob("video_vlm-*/p0.parquet")
+    assert set(df.columns) >= {"key", "sample", "caption", "source", "captioner_version",
+                               "prompt", "partition", "generation"}
+    assert set(df["sample"]) == {0} and set(df["source"]) == {"pseudo_captions"}
+    (rejects,) = store.path("caption_rejects").glob("pseudo_captions-video_vlm-*/p0.parquet")
     rejected = pd.read_parquet(rejects)
     assert rejected["key"].tolist() == ["broken"] and rejected["reason"].str.len().min() > 0
 
@@ -81,7 +82,62 @@ def test_one_run_captions_a_range_of_partitions(tmp_path):
                                    "dagster/asset_partition_range_end": "p1"},
                              run_config={"ops": {"pseudo_captions": {"config": PERMISSIVE}}})
         assert result.success
-    (folder,) = store.path("captions").glob("video_vlm-*")
+    (folder,) = store.path("captions").glob("pseudo_captions-video_vlm-*")
     assert sorted(p.name for p in folder.iterdir()) == ["p0.parquet", "p1.parquet"]
     (materialization,) = result.asset_materializations_for_node("pseudo_captions")[:1]
     assert materialization.metadata["path"].value == str(folder)
+
+
+def test_k_sampled_captions_a_clip_are_k_rows_reproducible_by_seed(tmp_path):
+    resources = make_resources(str(tmp_path / "data"))
+    store = resources["store"]
+    clips = shards.embedded_clips(corpus.split_specs("corpus", corpus.CorpusConfig(), 0, 4))
+    shards.write_shard(store.shard("p0"), clips)
+    _tiny_video_vlm(store.checkpoint("video_vlm"))
+    sampled = {**PERMISSIVE, "captions_per_clip": 3, "max_new_tokens": 6, "seed": 7}
+
+    def caption(config: dict) -> pd.DataFrame:
+        with instance_for_test() as instance:
+            instance.add_dynamic_partitions("clip_shards", ["p0"])
+            assert materialize(list(defs.assets), selection=["pseudo_sampled"], partition_key="p0",
+                               instance=instance, resources=resources,
+                               run_config={"ops": {"pseudo_sampled": {"config": config}}}).success
+        (path,) = store.path("captions").glob("pseudo_sampled-video_vlm-*/p0.parquet")
+        return pd.read_parquet(path)
+
+    first = caption(sampled)
+    assert len(first) == 3 * len(clips)
+    assert first.groupby("key")["sample"].apply(sorted).tolist() == [[0, 1, 2]] * len(clips)
+    assert set(first["source"]) == {"pseudo_sampled"}
+    assert first.groupby("key")["caption"].nunique().max() > 1  # samples differ
+    assert caption(sampled)[["key", "sample", "caption"]].equals(first[["key", "sample", "caption"]])
+    other = caption({**sampled, "seed": 8})
+    assert not other["caption"].equals(first["caption"])
+
+
+def test_one_greedy_sample_is_the_greedy_caption_and_k_needs_sampling():
+    import numpy as np
+    import pytest
+    from pydantic import ValidationError
+
+    from model_code.captioning import sample_captions
+    from model_code.vlm import TinyVLMConfig, build_tiny_image_vlm
+
+    vlm = build_tiny_image_vlm(["a red circle moves left"], TinyVLMConfig(
+        vision_hidden=32, vision_layers=1, text_hidden=16, text_layers=1, vision_heads=2,
+        text_heads=2, num_frames=4))
+    clips = np.random.default_rng(0).integers(0, 255, (3, 4, 64, 64, 3), dtype=np.uint8)
+    greedy = vlm.caption(clips, max_new_tokens=6)
+    assert vlm.caption_samples(clips, 1, max_new_tokens=6) == [greedy]
+    assert vlm.caption_samples(clips, 2, max_new_tokens=6) == [greedy, greedy]
+    drawn = vlm.caption_samples(clips, 2, max_new_tokens=6, do_sample=True, seed=3)
+    assert drawn == vlm.caption_samples(clips, 2, max_new_tokens=6, do_sample=True, seed=3)
+
+    class OneAtATime:  # a captioner without caption_samples gets the same seeds, one call each
+        def caption(self, clips, repeats=1, **generation):
+            return vlm.caption(clips, repeats=repeats, **generation)
+
+    assert sample_captions(OneAtATime(), clips, 2, max_new_tokens=6, do_sample=True,
+                           seed=3) == drawn
+    with pytest.raises(ValidationError, match="captions_per_clip"):
+        CaptioningConfig(captions_per_clip=3)

@@ -281,3 +281,36 @@ def test_streaming_pairs_through_three_dataloader_workers_are_reproducible(tmp_p
     first = first_pairs(seed=1)
     assert set(first) == {c for cs in captions.values() for c in cs}
     assert first_pairs(seed=1) == first
+
+
+def test_a_clip_with_several_captions_is_shown_with_each_over_the_passes(tmp_path):
+    """One caption a visit, drawn by seed: every caption of a clip comes up over the passes,
+    in memory and streamed, and the same seed draws the same captions again."""
+    from model_code.train_dual_encoder import ClipCaptions, ShardPairs
+
+    shard, single = _captioned_shard(tmp_path, 4)
+    captions = {k: [f"{c} take {i}" for i in range(3)] for k, (c,) in single.items()}
+    keys = list(captions)
+    frames = [np.zeros((2, 8, 8, 3), np.uint8)] * len(keys)
+
+    def in_memory(seed: int, passes: int = 12) -> list[list[str]]:
+        data = ClipCaptions(frames, [captions[k] for k in keys], seed=seed)
+        drawn = []
+        for epoch in range(passes):
+            data.set_epoch(epoch)
+            drawn.append([data[i][1] for i in range(len(keys))])
+        return drawn
+
+    drawn = in_memory(seed=1)
+    for i, key in enumerate(keys):
+        assert {d[i] for d in drawn} == set(captions[key])  # every caption of the clip
+    assert in_memory(seed=1) == drawn and in_memory(seed=2) != drawn
+    assert len(ClipCaptions(frames, [captions[k] for k in keys])) == len(keys)  # a clip a visit
+
+    def streamed(seed: int) -> list[str]:
+        return [c for _, c in itertools.islice(
+            iter(ShardPairs([str(shard)], captions, num_frames=2, seed=seed)), 4 * 12)]
+
+    pairs = streamed(seed=1)
+    assert set(pairs) == {c for cs in captions.values() for c in cs}
+    assert streamed(seed=1) == pairs and streamed(seed=2) != pairs

@@ -101,18 +101,19 @@ def test_stage_outputs_hold_only_the_weights_they_trained(pipeline):
         assert all(torch.equal(mine[k], saved[k]) for k in saved)
 
 
-def test_every_clip_gets_one_caption_per_captioner_version(pipeline):
+def test_every_clip_gets_one_caption_per_caption_source(pipeline):
     resources, _, partitions = pipeline
     catalog = resources["catalog"]
     clips = int(catalog.query("SELECT count(*) n FROM clips")["n"][0])
     rejects = int(catalog.query("SELECT count(*) n FROM rejects")["n"][0]) if catalog.has("rejects") else 0
-    counts = catalog.query("SELECT captioner_version, count(*) n, count(DISTINCT key) k, "
-                           "count(DISTINCT partition) p FROM captions GROUP BY 1").to_dict("records")
-    assert {c["captioner_version"].split("-")[0] for c in counts} == {"image_vlm", "video_vlm"}
+    counts = catalog.query("SELECT source, captioner_version, count(*) n, count(DISTINCT key) k, "
+                           "count(DISTINCT partition) p FROM captions GROUP BY 1, 2").to_dict("records")
+    assert {(c["source"], c["captioner_version"].split("-")[0]) for c in counts} == {
+        ("frame_captions", "image_vlm"), ("pseudo_captions", "video_vlm")}
     for c in counts:
         assert c["n"] == c["k"] == clips - rejects and c["p"] == len(partitions)
     store = resources["store"]
-    assert sorted(p.stem for p in store.path("captions").glob("video_vlm-*/*.parquet")) == partitions
+    assert sorted(p.stem for p in store.path("captions").glob("pseudo_captions-video_vlm-*/*.parquet")) == partitions
 
 
 def test_ablation_table_has_a_row_per_caption_source(pipeline):

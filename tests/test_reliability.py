@@ -87,6 +87,8 @@ BAD = {
     ("CaptioningConfig", "max_degenerate_rate"): [2.0],
     ("CaptioningConfig", "max_duplicate_rate"): [-1.0],
     ("CaptioningConfig", "min_vocab_size"): [-1],
+    ("CaptioningConfig", "top_p"): [0.0, 1.5], ("CaptioningConfig", "captions_per_clip"): [0, 2],
+    ("BenchmarkScoresConfig", "seed"): [-1],
     ("RetrievalBenchmarkConfig", "annotations"): [MISSING_PATH],
     ("RetrievalBenchmarkConfig", "videos_dir"): [MISSING_PATH],
     ("RetrievalBenchmarkConfig", "test_list"): [MISSING_PATH],
@@ -102,8 +104,10 @@ BAD = {
     ("ImageVLMConfig", "trust_remote_code"): ["maybe"],
     ("AdaptationOrderConfig", "orders"): [[], ["joint", "joint"]],
 }
-BAD.update({("TeacherCaptioningConfig", field): values for (name, field), values in BAD.items()
-            if name == "CaptioningConfig"})
+BAD.update({(copy, field): values for (name, field), values in list(BAD.items())
+            if name == "CaptioningConfig"
+            for copy in ("TeacherCaptioningConfig", "SampledCaptioningConfig")})
+BAD[("SampledCaptioningConfig", "captions_per_clip")] = [0, 1001]
 BAD[("TeacherCaptioningConfig", "teacher_path")] = [MISSING_PATH]
 BAD.update({("ScalingCurveConfig", "fractions"): [[], [0.5, 0.25], [0.5, 0.5]],
             ("ScalingCurveConfig", "source"): ["web_text"],

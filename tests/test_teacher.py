@@ -59,7 +59,7 @@ def test_teacher_captions_partition_and_a_dual_encoder_source(teacher_folder, tm
                               run_config={"ops": {"teacher_captions": {"config": PERMISSIVE}}})
         assert not missing.success
     version = teacher_version(str(teacher_folder))
-    df = pd.read_parquet(store.captions(version, "p0"))
+    df = pd.read_parquet(store.captions(f"teacher_captions-{version}", "p0"))
     assert sorted(df["key"]) == sorted(c.key for c in good)
     assert set(df["captioner_version"]) == {version} and version.startswith("teacher-")
     store.write_parquet(store.path("clip_index", "p0.parquet"), pd.DataFrame(
