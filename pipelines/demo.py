@@ -28,11 +28,12 @@ SCORED = ["dual_encoder", "benchmark_scores"]
 SECOND_LANE_SOURCES = ("alt_text", "ground_truth")
 
 
-def _materialize(instance, resources, names: list[str], partition_key: str | None = None) -> list[str]:
+def _materialize(instance, resources, names: list[str], partition_key: str | None = None,
+                 run_config: dict | None = None) -> list[str]:
     """Materialize; a failed asset check is reported and the demo goes on (its outputs are
     written before the check runs), any other failure stops it."""
     result = materialize(ASSETS, selection=names, partition_key=partition_key, instance=instance,
-                         resources=resources, raise_on_error=False)
+                         resources=resources, raise_on_error=False, run_config=run_config)
     failed = [f"{c.asset_key.to_user_string()}[{partition_key}] {c.check_name}: "
               f"{c.description}" for c in result.get_asset_check_evaluations() if not c.passed]
     if not result.success and not failed:
@@ -80,13 +81,14 @@ class Demo:
         return self.instance.get_dynamic_partitions("clip_shards")
 
     def step(self, label: str, names: list[str], partitions: list[str | None] = (None,),
-             cli: bool = False) -> None:
+             cli: bool = False, run_config: dict | None = None) -> None:
         start = time.perf_counter()
         if cli:
             self.failed_checks.extend(_cli_backfill(self.instance, names, partitions))
         else:
             for p in partitions:
-                self.failed_checks.extend(_materialize(self.instance, self.resources, names, p))
+                self.failed_checks.extend(_materialize(self.instance, self.resources, names, p,
+                                                       run_config))
         lane = "" if self.lane == "main" else " (lane 2)"
         print(f"[demo] {label}{lane}: {time.perf_counter() - start:.1f}s", flush=True)
 
@@ -107,6 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--start-at", default="", help="skip the steps before the one whose "
                         "label starts with this asset name (they must be materialized); "
                         "resumes in one lane")
+    parser.add_argument("--paper", action="store_true", help="after the demo, the paper's "
+                        "evidence: the caption ladder with 3 seeds, the scaling curve and the "
+                        "adaptation-order ablation (hours on 2 cores); a rerun resumes after "
+                        "the last step that finished")
     parser.add_argument("--lane", default="main", choices=("main", "second"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--report", default="", help=argparse.SUPPRESS)
@@ -122,16 +128,25 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     demo = Demo("main")
+    if args.paper:
+        return paper(demo, args.start_at)
+    run_demo(demo, args.start_at)
+
+
+def run_demo(demo: Demo, start_at: str = "") -> None:
+    """The default demo: the whole graph once, one seed, then its tables."""
+    import torch
+
     total = time.perf_counter()
     labels = ["clip_shard_plan", "clip_shards", "video_caption_data", "image_vlm",
               "second lane", "adapted_encoder", "instruction_data", "instruction_tuned_lm",
               "captioner_eval", "pseudo_captions", "dual_encoder [pseudo_captions]",
               "caption_statistics", "ablation_table"]
     start = 0
-    if args.start_at:
-        start = next((i for i, x in enumerate(labels) if x.startswith(args.start_at)), None)
+    if start_at:
+        start = next((i for i, x in enumerate(labels) if x.startswith(start_at)), None)
         if start is None:
-            raise SystemExit(f"--start-at {args.start_at!r} matches none of {labels}")
+            raise SystemExit(f"--start-at {start_at!r} matches none of {labels}")
     todo = set(labels[start:])
     lane = None
     if "clip_shard_plan" in todo:
@@ -190,6 +205,66 @@ def main(argv: list[str] | None = None) -> None:
     for f in demo.failed_checks:
         print(f"failed check: {f}")
     print(f"\nwall time: {wall / 60:.1f} min; data root: {store.root}")
+
+
+LADDER = ("alt_text", "frame_captions", "stage1_captions", "stage1_sampled", "pseudo_captions",
+          "pseudo_sampled", "ground_truth")
+PAPER_SEEDS = (0, 1, 2)
+
+
+def paper_steps(demo: Demo) -> list[tuple[str, callable]]:
+    """The --paper run after the demo, step by step: (label, run)."""
+    def scored(source: str, seed: int):
+        config = {"ops": {"dual_encoder": {"config": {"seed": seed}},
+                          "benchmark_scores": {"config": {"seed": seed}}}}
+        return lambda: demo.step(f"dual_encoder + benchmark_scores [{source}] seed {seed}",
+                                 SCORED, [source], run_config=config)
+
+    steps = [("ladder captions", lambda: demo.step(
+        "stage1_captions + stage1_sampled + pseudo_sampled (CLI backfill)",
+        ["stage1_captions", "stage1_sampled", "pseudo_sampled"], demo.shards(), cli=True))]
+    demo_trained = {"pseudo_captions", *SECOND_LANE_SOURCES, "frame_captions"}  # seed 0
+    steps += [(f"ladder {source} seed {seed}", scored(source, seed))
+              for seed in PAPER_SEEDS for source in LADDER
+              if seed or source not in demo_trained]
+    steps += [
+        ("caption_statistics", lambda: demo.step("caption_statistics", ["caption_statistics"])),
+        ("ablation_table", lambda: demo.step("ablation_table", ["ablation_table"])),
+        ("scaling_curve", lambda: demo.step(
+            "scaling_curve", ["scaling_curve"],
+            run_config={"ops": {"scaling_curve": {"config": {"seeds": list(PAPER_SEEDS)}}}})),
+        ("adaptation_order", lambda: demo.step("adaptation_order", ["adaptation_order"])),
+    ]
+    return steps
+
+
+def paper(demo: Demo, start_at: str = "") -> None:
+    """The demo, then the paper's evidence; each finished step is recorded in
+    paper_progress.json under the data root, so a rerun resumes after the last one (delete the
+    file to start again). Prints the ladder, the curve and the order tables at the end."""
+    store = demo.resources["store"]
+    progress = store.path("paper_progress.json")
+    done = json.loads(progress.read_text()) if progress.exists() else []
+    total = time.perf_counter()
+    for label, run in [("demo", lambda: run_demo(demo, start_at)), *paper_steps(demo)]:
+        if label in done:
+            print(f"[paper] {label}: done before", flush=True)
+            continue
+        run()
+        done.append(label)
+        store.write_bytes(progress, json.dumps(done).encode())
+    print(f"\n== caption ladder: dual encoder by caption source, {len(PAPER_SEEDS)} seeds ==")
+    print(store.path("ablation_table.md").read_text())
+    print("\n== captioners: captioning and video QA (held-out clips) ==")
+    print(store.path("captioner_eval.md").read_text())
+    print("\n== data scaling: t2v R@1 against pseudo-captioned clips ==")
+    print(store.path("scaling_curve.md").read_text())
+    print(f"plot: {store.path('scaling_curve.png')}")
+    print("\n== adaptation order (held-out clips) ==")
+    print(store.path("adaptation_order.md").read_text())
+    for f in demo.failed_checks:
+        print(f"failed check: {f}")
+    print(f"\npaper wall time this run: {(time.perf_counter() - total) / 60:.1f} min")
 
 
 def _print_json_table(path) -> None:
