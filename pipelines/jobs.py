@@ -42,8 +42,10 @@ dual_encoder_job = define_asset_job(
     description="The dual encoder of one caption source, trained and scored.")
 
 adaptation_job = define_asset_job(
-    "video_adaptation", selection=AssetSelection.groups("adaptation"),
+    "video_adaptation",
+    selection=AssetSelection.groups("adaptation") - AssetSelection.assets("adaptation_order"),
     tags=gpu_request(gpu_count("VIDISTILL_TRAIN_GPUS")),
-    description="The image VLM, both adaptation stages and their evaluation.")
+    description="The image VLM, both adaptation stages and their evaluation (not the "
+                "adaptation-order ablation, which trains both stages twice more).")
 
 JOBS = [shard_job, dual_encoder_job, adaptation_job]

@@ -80,6 +80,10 @@ def test_the_code_location_loads_whole():
     Definitions.validate_loadable(defs)
     assert {"shard_and_caption", "train_dual_encoder", "video_adaptation"} <= set(
         defs.get_repository_def().job_names)
+    adaptation = defs.get_job_def("video_adaptation").asset_layer.executable_asset_keys
+    names = {key.to_user_string() for key in adaptation}
+    assert {"image_vlm", "adapted_encoder", "instruction_tuned_lm", "video_vlm"} <= names
+    assert "adaptation_order" not in names  # the ablation trains both stages twice more
 
 
 def test_training_pods_are_chosen_by_configuration_and_request_a_gpu_per_rank(monkeypatch):
