@@ -26,12 +26,14 @@ import logging
 import re
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote_to_bytes
 
+from dagster import BetaWarning, PreviewWarning
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -41,6 +43,8 @@ from starlette.routing import Route
 from resources.catalog import Catalog
 from resources.storage import ArtifactStore, checked_name
 
+warnings.filterwarnings("ignore", category=BetaWarning)  # the assets' decorators, as in definitions
+warnings.filterwarnings("ignore", category=PreviewWarning)
 log = logging.getLogger("vidistill.search")
 
 MAX_QUERY_CHARS = 500  # a sentence or two; the text tower truncates far sooner
@@ -136,12 +140,11 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
             raise Unsatisfiable
         return max(0, size - n), size - 1
     start = int(first)
-    end = int(last) if last else size - 1
-    if end < start:
+    if last and int(last) < start:
         return None
     if start >= size:
         raise Unsatisfiable
-    return start, min(end, size - 1)
+    return start, min(int(last), size - 1) if last else size - 1
 
 
 def clip_url(partition: str, key: str) -> str:
@@ -529,7 +532,7 @@ def create_app(data_root: str | Path = "data", service: SearchService | None = N
     def http_error(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 500)
         detail = getattr(exc, "detail", None) or "internal error; see the server's log"
-        if request.url.path.startswith(("/api/", "/clips/")):
+        if request.url.path.split("/")[1] in ("api", "clips"):
             return JSONResponse({"error": detail}, status_code=status)
         return page("video search", error_html(detail), status)
 
