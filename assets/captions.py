@@ -300,6 +300,7 @@ def caption_statistics(context: AssetExecutionContext, catalog: Catalog, store: 
     and, for sources with several captions per clip, how much a clip's captions differ."""
     from model_code.caption_metrics import caption_statistics as stats_of
     from model_code.caption_metrics import within_clip_diversity
+    from model_code.plots import bars_png
 
     rows = []
     alt = catalog.query("SELECT alt_text FROM clips")["alt_text"].tolist()
@@ -317,5 +318,8 @@ def caption_statistics(context: AssetExecutionContext, catalog: Catalog, store: 
         "partitions FROM captions GROUP BY 1, 2 ORDER BY 1, 2").to_dict("records") \
         if catalog.has("captions") else []
     store.write_bytes(store.path("caption_statistics.json"), json.dumps(rows, indent=1).encode())
+    plot = store.write_bytes(store.path("caption_statistics.png"), bars_png(
+        rows, "source", "motion_share", title="share of captions that name a motion"))
     return MaterializeResult(metadata={"comparison": md_table(rows, 20),
-                                       "by_version": md_table(counts, 20), "clips": len(alt)})
+                                       "by_version": md_table(counts, 20), "clips": len(alt),
+                                       "plot": MetadataValue.path(str(plot))})

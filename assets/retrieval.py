@@ -209,6 +209,7 @@ def ablation_table(context: AssetExecutionContext, catalog: Catalog, store: Arti
     some), the number of seeds, and whether t2v R@1 is within one standard deviation of the
     previous source's: the paper's headline, with its spread."""
     from model_code.benchmark import seed_summary
+    from model_code.plots import bars_png
 
     scores = catalog.query("SELECT * FROM scores")
     metrics = [c for c in SCORE_COLUMNS if c in scores.columns]
@@ -220,13 +221,18 @@ def ablation_table(context: AssetExecutionContext, catalog: Catalog, store: Arti
              for r in df.to_dict("records")]
     table = md_table(shown, 20)
     store.write_bytes(store.path("ablation_table.md"), table.value.encode())
+    plot = store.write_bytes(store.path("ablation_table.png"), bars_png(
+        df.to_dict("records"), "source", "t2v_R1", "t2v_R1_std",
+        "text-to-video R@1 by caption source (mean ± std over seeds)"))
     with tracking.run("ablation_table") as run:
         run.log_text(table.value, "ablation_table.md")
+        run.log_artifact(plot)
         for r in df.to_dict("records"):
             run.log_metrics({f"{r['source']}.{m}{s}": r[m + s] for m in metrics
                              for s in ("", "_std")} | {f"{r['source']}.seeds": r["seeds"]})
     return MaterializeResult(metadata={"ablation": table, "sources": len(df),
-                                       "seeds": int(df["seeds"].max()) if len(df) else 0})
+                                       "seeds": int(df["seeds"].max()) if len(df) else 0,
+                                       "plot": MetadataValue.path(str(plot))})
 
 
 @asset(group_name="retrieval",

@@ -400,6 +400,7 @@ def train(job: dict, report=None) -> dict:
                 data={**job.get("data", {}), "pairs": len(pairs),
                       "clips": int(pairs["key"].nunique())},
                 mlflow_run_id=report.mlflow_run_id)
+            report.plot_curves(tmp, f"dual_encoder {job.get('data', {}).get('source', '')}")
         if state is not None:
             state.unlink(missing_ok=True)
         report.checkpoint(job["out"], lineage, {"pairs": len(pairs)})

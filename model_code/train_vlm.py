@@ -106,6 +106,7 @@ def _publish(vlm, job: dict, config, metrics: dict, report: Reporter, samples: d
         lineage = write_lineage(tmp, kind=job.get("kind", job["stage"]), parents=_parents(job),
                                 training_config=asdict(config), data=job.get("data", {}),
                                 metrics=metrics, mlflow_run_id=report.mlflow_run_id)
+        report.plot_curves(tmp, job.get("kind", job["stage"]))
     report.checkpoint(job["out"], lineage, {"sample_captions": samples})
     return lineage
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Self
 
 DAGSTER_PIPES_CONTEXT = "DAGSTER_PIPES_CONTEXT"  # set by a Pipes client, inherited by the ranks
+CURVES = "training_curves.png"  # in every trainer's checkpoint folder
 
 
 def rank() -> int:
@@ -56,6 +57,7 @@ class Reporter:
         self.pipes = None
         self.mlflow = None
         self.mlflow_run_id = os.environ.get("MLFLOW_RUN_ID", "") if self.rank == 0 else ""
+        self.history: list[dict] = []  # rank 0's metric reports, for the training curves
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> Self:
@@ -86,6 +88,7 @@ class Reporter:
             return
         numbers = {k: float(v) for k, v in metrics.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self.history.append({"step": step, **numbers})
         self.log(json.dumps({"step": step, **numbers}))
         if self.mlflow is not None and numbers:
             from mlflow.entities import Metric
@@ -94,11 +97,26 @@ class Reporter:
             self.mlflow.log_batch(self.mlflow_run_id,
                                   metrics=[Metric(k, v, now, step) for k, v in numbers.items()])
 
+    def plot_curves(self, folder: str | Path, title: str) -> None:
+        """Rank 0: the run's loss and learning-rate curves as training_curves.png in `folder`
+        (the checkpoint being written), so the picture travels with the weights."""
+        if self.rank != 0 or not self.history:
+            return
+        from model_code.plots import training_curves_png
+
+        (Path(folder) / CURVES).write_bytes(training_curves_png(self.history, title))
+
     def checkpoint(self, folder: str | Path, lineage: dict, extra: dict | None = None) -> None:
-        """The checkpoint is published: its metadata to Pipes (the asset's materialization)."""
+        """The checkpoint is published: its metadata to Pipes (the asset's materialization),
+        its training curves (if plotted) to MLflow and to the metadata as a path."""
         if self.rank != 0:
             return
         metadata = checkpoint_metadata(folder, lineage, extra)
+        curves = Path(folder) / CURVES
+        if curves.exists():
+            metadata["training_curves"] = {"raw_value": str(curves), "type": "path"}
+            if self.mlflow is not None:
+                self.mlflow.log_artifact(self.mlflow_run_id, str(curves))
         print(json.dumps({"checkpoint": str(folder), "version": lineage["version"]}), flush=True)
         if self.pipes is not None:  # Pipes takes structured values as {raw_value, type}
             metadata = {k: {"raw_value": v, "type": "json"}

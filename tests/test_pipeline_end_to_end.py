@@ -45,6 +45,13 @@ def pipeline(tmp_path_factory):
         yield resources, instance, partitions
 
 
+def _is_png(path) -> bool:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.format == "PNG" and min(image.size) > 100
+
+
 def test_vlm_checkpoints_load_with_plain_transformers_and_name_their_parts(pipeline):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -69,6 +76,8 @@ def test_vlm_checkpoints_load_with_plain_transformers_and_name_their_parts(pipel
     assert versions["video_vlm"]["parents"] == {
         name: versions[name]["version"] for name in
         ("image_vlm", "adapted_encoder", "instruction_tuned_lm")}
+    for name in ("image_vlm", "adapted_encoder", "instruction_tuned_lm"):  # each run's curves
+        assert _is_png(store.checkpoint(name) / "training_curves.png")
     run = resources["tracking"].client().get_run(versions["instruction_tuned_lm"]["mlflow_run_id"])
     assert run.info.status == "FINISHED" and "loss" in run.data.metrics
 
@@ -123,6 +132,8 @@ def test_ablation_table_has_a_row_per_caption_source(pipeline):
         assert f"| {source} |" in table
     scores = resources["catalog"].query("SELECT source, t2v_R1, v2t_R1 FROM scores")
     assert len(scores) == 4 and scores["t2v_R1"].between(0, 100).all()
+    assert _is_png(resources["store"].path("ablation_table.png"))
+    assert _is_png(resources["store"].path("caption_statistics.png"))
     evals = json.loads(resources["store"].path("captioner_eval.json").read_text())
     assert [r["model"] for r in evals] == ["image_vlm", "visual_adapted_vlm", "video_vlm"]
     assert all("motion_acc" in r for r in evals)

@@ -92,6 +92,15 @@ def test_dual_encoder_on_two_ranks_reports_from_rank_0_and_trains_like_one_proce
     history = tracking.client().get_metric_history(meta["mlflow_run_id"].value, "loss")
     assert sorted(m.step for m in history) == [1, 2]  # rank 0 logged each step, once
 
+    from PIL import Image
+
+    curves = Path(meta["training_curves"].value)  # the picture a user clicking the asset sees
+    assert curves.parent == folder and curves.name == "training_curves.png"
+    with Image.open(curves) as image:
+        assert image.format == "PNG" and min(image.size) > 100
+    artifacts = tracking.client().list_artifacts(meta["mlflow_run_id"].value)
+    assert "training_curves.png" in [a.path for a in artifacts]
+
     two = load_file(folder / "model.safetensors")
     one = _in_process(job, tmp_path / "one")
     worst = max((two[k] - v).abs().max().item() for k, v in one.items())
