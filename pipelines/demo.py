@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 from dagster import AssetCheckKey, AssetKey, DagsterInstance, materialize
@@ -24,6 +25,40 @@ from dagster import AssetCheckKey, AssetKey, DagsterInstance, materialize
 from pipelines.definitions import defs
 
 ASSETS = list(defs.assets)
+CONSOLE = sys.stdout  # the terminal; Dagster's and the trainers' output go to the log file
+PROGRESS_EVERY_S = 30.0
+OUTPUTS: list[str] = []  # the paths the current step's materializations reported
+RUNS: list[str] = []  # and its Dagster runs
+
+
+def say(*parts) -> None:
+    """A line for the person at the terminal."""
+    print(*parts, file=CONSOLE, flush=True)
+
+
+def start_console(verbose: bool = False, console_fd: int = -1) -> None:
+    """The terminal gets one line a step; the rest goes to <data root>/demo.log (named first),
+    unless `verbose`. A second lane writes its lines to the main lane's terminal (console_fd)."""
+    global CONSOLE
+    if console_fd >= 0:  # the second lane: its stdout/stderr are the main lane's log already
+        CONSOLE = os.fdopen(console_fd, "w", buffering=1)
+    elif not verbose:
+        log = defs.resources["store"].path("demo.log")
+        say(f"[demo] Dagster's and the trainers' logs: {log}")
+        quiet(log)
+
+
+def quiet(log_path) -> None:
+    """From here on this process's stdout and stderr (file descriptors 1 and 2, so child
+    processes too) go to `log_path`; `say` keeps writing to the terminal."""
+    global CONSOLE
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    CONSOLE = os.fdopen(os.dup(1), "w", buffering=1)
+    with open(log_path, "a") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
 SCORED = ["dual_encoder", "benchmark_scores"]
 SECOND_LANE_SOURCES = ("alt_text", "ground_truth")
 
@@ -36,10 +71,15 @@ def _materialize(instance, resources, names: list[str], partition_key: str | Non
                          resources=resources, raise_on_error=False, run_config=run_config)
     failed = [f"{c.asset_key.to_user_string()}[{partition_key}] {c.check_name}: "
               f"{c.description}" for c in result.get_asset_check_evaluations() if not c.passed]
+    for event in result.get_asset_materialization_events():
+        path = event.materialization.metadata.get("path")
+        if path is not None:
+            OUTPUTS.append(str(path.value))
+    RUNS.append(result.run_id)
     if not result.success and not failed:
         raise SystemExit(f"materializing {names} [{partition_key}] failed; see the run in the UI")
     for f in failed:
-        print(f"[demo] check failed: {f}", flush=True)
+        say(f"[demo] check failed: {f}")
     return failed
 
 
@@ -48,7 +88,7 @@ def _cli_backfill(instance, names: list[str], partitions: list[str]) -> list[str
     single run (one model load per captioner). Failed quality checks are reported, not fatal."""
     cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "pipelines.definitions",
            "--select", ",".join(names), "--partition-range", f"{partitions[0]}...{partitions[-1]}"]
-    print(f"[demo] VIDISTILL_PARTITIONS_PER_RUN=0 {' '.join(cmd[2:])}", flush=True)
+    say(f"[demo] VIDISTILL_PARTITIONS_PER_RUN=0 {' '.join(cmd[2:])}")
     started = time.time()
     done = subprocess.run(cmd, env={**os.environ, "VIDISTILL_PARTITIONS_PER_RUN": "0"},
                           capture_output=True, text=True, check=False)
@@ -64,7 +104,7 @@ def _cli_backfill(instance, names: list[str], partitions: list[str]) -> list[str
                              f"{done.stderr[-3000:]}")
         if not evaluation.passed:
             failed.append(f"{key.to_user_string()}: {evaluation.description}")
-            print(f"[demo] check failed: {failed[-1]}", flush=True)
+            say(f"[demo] check failed: {failed[-1]}")
     if done.returncode and not failed:
         raise SystemExit(f"materializing {names} {partitions} failed:\n{done.stderr[-3000:]}")
     return failed
@@ -83,14 +123,42 @@ class Demo:
     def step(self, label: str, names: list[str], partitions: list[str | None] = (None,),
              cli: bool = False, run_config: dict | None = None) -> None:
         start = time.perf_counter()
+        lane = "" if self.lane == "main" else " (lane 2)"
+        done = threading.Event()
+
+        def progress() -> None:  # a line now and then, so a long step is seen to run
+            while not done.wait(PROGRESS_EVERY_S):
+                say(f"[demo]   ... {label}{lane}: {time.perf_counter() - start:.0f}s")
+
+        ticker = threading.Thread(target=progress, daemon=True)
+        ticker.start()
+        OUTPUTS.clear()
+        RUNS.clear()
+        try:
+            self._run(names, partitions, cli, run_config)
+        finally:
+            done.set()
+        where = _common_folder(OUTPUTS) or (f"run {RUNS[-1][:8]} in the Dagster UI" if RUNS
+                                            else "")
+        say(f"[demo] {label}{lane}: {time.perf_counter() - start:.1f}s"
+            + (f" -> {where}" if where else ""))
+
+    def _run(self, names, partitions, cli, run_config) -> None:
         if cli:
             self.failed_checks.extend(_cli_backfill(self.instance, names, partitions))
         else:
             for p in partitions:
                 self.failed_checks.extend(_materialize(self.instance, self.resources, names, p,
                                                        run_config))
-        lane = "" if self.lane == "main" else " (lane 2)"
-        print(f"[demo] {label}{lane}: {time.perf_counter() - start:.1f}s", flush=True)
+
+
+def _common_folder(paths: list[str]) -> str:
+    """Where a step's outputs went: their one path, or the folder they share."""
+    if not paths:
+        return ""
+    if len(set(paths)) == 1:
+        return paths[0]
+    return os.path.commonpath(paths)
 
 
 def second_lane(demo: Demo, image_ready) -> None:
@@ -116,7 +184,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lane", default="main", choices=("main", "second"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--report", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--console-fd", type=int, default=-1, help=argparse.SUPPRESS)
+    parser.add_argument("--verbose", action="store_true", help="Dagster's event log on the "
+                        "terminal too, instead of only in <data root>/demo.log")
     args = parser.parse_args(argv)
+    start_console(args.verbose, args.console_fd)
     import torch
 
     if args.lane == "second":  # waits for a line on stdin: image_vlm is materialized
@@ -159,8 +231,10 @@ def run_demo(demo: Demo, start_at: str = "") -> None:
     if "image_vlm" in todo:  # the second lane runs beside it, one core each
         report = demo.resources["store"].path("demo_second_lane.json")
         report.unlink(missing_ok=True)
+        console = CONSOLE.fileno()
         lane = subprocess.Popen([sys.executable, "-m", "pipelines.demo", "--lane", "second",
-                                 "--report", str(report)], stdin=subprocess.PIPE, text=True)
+                                 "--report", str(report), "--console-fd", str(console)],
+                                stdin=subprocess.PIPE, text=True, pass_fds=(console,))
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         demo.step("image_vlm", ["image_vlm"])
@@ -196,15 +270,25 @@ def run_demo(demo: Demo, start_at: str = "") -> None:
     wall = time.perf_counter() - total
 
     store = demo.resources["store"]
-    print("\n== captioner_eval (held-out clips) ==")
+    say("\n== captioner_eval (held-out clips) ==")
     _print_json_table(store.path("captioner_eval.json"))
-    print("\n== caption statistics (corpus) ==")
+    say("\n== caption statistics (corpus) ==")
     _print_json_table(store.path("caption_statistics.json"))
-    print("\n== ablation table: dual encoder by caption source (held-out benchmark) ==")
-    print(store.path("ablation_table.md").read_text())
+    say("\n== ablation table: dual encoder by caption source (held-out benchmark) ==")
+    say(store.path("ablation_table.md").read_text())
     for f in demo.failed_checks:
-        print(f"failed check: {f}")
-    print(f"\nwall time: {wall / 60:.1f} min; data root: {store.root}")
+        say(f"failed check: {f}")
+    say(f"\nwall time: {wall / 60:.1f} min; data root: {store.root}")
+    look_next(store)
+
+
+def look_next(store) -> None:
+    """Where to look at the results."""
+    say("\nLook next:\n"
+        "  vidistill ui        # the Dagster UI: assets, runs, lineage (http://localhost:3000)\n"
+        "  vidistill mlflow    # the MLflow UI: curves, tables, plots (http://localhost:5000)\n"
+        "  vidistill serve     # the search page (http://127.0.0.1:8080)\n"
+        f"  (.venv/bin/vidistill; the full log: {store.path('demo.log')})")
 
 
 LADDER = ("alt_text", "frame_captions", "stage1_captions", "stage1_sampled", "pseudo_captions",
@@ -250,23 +334,24 @@ def paper(demo: Demo, start_at: str = "") -> None:
     total = time.perf_counter()
     for label, run in [("demo", lambda: run_demo(demo, start_at)), *paper_steps(demo)]:
         if label in done:
-            print(f"[paper] {label}: done before", flush=True)
+            say(f"[paper] {label}: done before")
             continue
         run()
         done.append(label)
         store.write_bytes(progress, json.dumps(done).encode())
-    print(f"\n== caption ladder: dual encoder by caption source, {len(PAPER_SEEDS)} seeds ==")
-    print(store.path("ablation_table.md").read_text())
-    print("\n== captioners: captioning and video QA (held-out clips) ==")
-    print(store.path("captioner_eval.md").read_text())
-    print("\n== data scaling: t2v R@1 against pseudo-captioned clips ==")
-    print(store.path("scaling_curve.md").read_text())
-    print(f"plot: {store.path('scaling_curve.png')}")
-    print("\n== adaptation order (held-out clips) ==")
-    print(store.path("adaptation_order.md").read_text())
+    say(f"\n== caption ladder: dual encoder by caption source, {len(PAPER_SEEDS)} seeds ==")
+    say(store.path("ablation_table.md").read_text())
+    say("\n== captioners: captioning and video QA (held-out clips) ==")
+    say(store.path("captioner_eval.md").read_text())
+    say("\n== data scaling: t2v R@1 against pseudo-captioned clips ==")
+    say(store.path("scaling_curve.md").read_text())
+    say(f"plot: {store.path('scaling_curve.png')}")
+    say("\n== adaptation order (held-out clips) ==")
+    say(store.path("adaptation_order.md").read_text())
     for f in demo.failed_checks:
-        print(f"failed check: {f}")
-    print(f"\npaper wall time this run: {(time.perf_counter() - total) / 60:.1f} min")
+        say(f"failed check: {f}")
+    say(f"\npaper wall time this run: {(time.perf_counter() - total) / 60:.1f} min")
+    look_next(store)
 
 
 def _print_json_table(path) -> None:
@@ -274,7 +359,7 @@ def _print_json_table(path) -> None:
 
     with pd.option_context("display.width", 200, "display.max_columns", 30,
                            "display.float_format", "{:.3f}".format):
-        print(pd.DataFrame(json.loads(path.read_text())).to_string(index=False))
+        say(pd.DataFrame(json.loads(path.read_text())).to_string(index=False))
 
 
 if __name__ == "__main__":
