@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import parse_qs, quote
 
 from dagster import BetaWarning, PreviewWarning
 from starlette.applications import Starlette
@@ -71,24 +71,19 @@ class Unsatisfiable(Exception):
 
 
 def query_params(raw: bytes) -> dict[str, str]:
-    """The query string's parameters (the first of each name), decoded as strict UTF-8: a
-    query that is not text is refused rather than searched as replacement characters."""
+    """The query string's parameters (the first of each name), percent-decoded as strict UTF-8
+    (urllib.parse.parse_qs): a query that is not text is refused rather than searched as
+    replacement characters."""
     if len(raw) > MAX_QUERY_STRING_BYTES:
         raise SearchError(400, f"the query string is {len(raw)} bytes; at most "
                                f"{MAX_QUERY_STRING_BYTES}")
-    params: dict[str, str] = {}
-    for pair in raw.split(b"&"):
-        if not pair:
-            continue
-        name, _, value = pair.partition(b"=")
-        try:
-            name_text = unquote_to_bytes(name.replace(b"+", b" ")).decode("utf-8")
-            value_text = unquote_to_bytes(value.replace(b"+", b" ")).decode("utf-8")
-        except UnicodeDecodeError:
-            raise SearchError(400, "the query string is not valid UTF-8 text: send the query "
-                                   "percent-encoded as UTF-8") from None
-        params.setdefault(name_text, value_text)
-    return params
+    try:
+        parsed = parse_qs(raw.decode("latin-1"), keep_blank_values=True, encoding="utf-8",
+                          errors="strict")
+    except UnicodeDecodeError:
+        raise SearchError(400, "the query string is not valid UTF-8 text: send the query "
+                               "percent-encoded as UTF-8") from None
+    return {name: values[0] for name, values in parsed.items()}
 
 
 def checked_query(text: str | None) -> str:
