@@ -271,7 +271,7 @@ def run_demo(demo: Demo, start_at: str = "") -> None:
 
     store = demo.resources["store"]
     say("\n== captioner_eval (held-out clips) ==")
-    _print_json_table(store.path("captioner_eval.json"))
+    say(store.path("captioner_eval.md").read_text())
     say("\n== caption statistics (corpus) ==")
     _print_json_table(store.path("caption_statistics.json"))
     say("\n== ablation table: dual encoder by caption source (held-out benchmark) ==")
