@@ -16,7 +16,6 @@ import itertools
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,25 +40,16 @@ def write_shard(path: str | Path, clips: Iterable[Clip]) -> int:
     """Write clips to a webdataset tar, atomically (temp file + rename), byte-identical on rerun."""
     import webdataset as wds
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    from model_code.training import atomic_file
+
     n = 0
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            with wds.TarWriter(f, mtime=0.0, user="vidistill", group="vidistill") as sink:
-                for clip in clips:
-                    check_key(clip.key)
-                    sink.write({"__key__": clip.key, "mp4": clip.mp4,
-                                "json": json.dumps(clip.meta, sort_keys=True).encode()})
-                    n += 1
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f, wds.TarWriter(f, mtime=0.0, user="vidistill",
+                                               group="vidistill") as sink:
+        for clip in clips:
+            check_key(clip.key)
+            sink.write({"__key__": clip.key, "mp4": clip.mp4,
+                        "json": json.dumps(clip.meta, sort_keys=True).encode()})
+            n += 1
     return n
 
 
