@@ -37,6 +37,8 @@ from transformers import (
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from model_code.lineage import require_safetensors
+
 VISION_TOWERS = {
     "clip": (CLIPVisionConfig, CLIPVisionModel),
     "siglip": (SiglipVisionConfig, SiglipVisionModel),
@@ -280,25 +282,12 @@ class DualEncoder(PreTrainedModel):
             raise FileNotFoundError(
                 f"{folder} is not a local folder (nothing is fetched from a hub)"
             )
-        _require_safetensors(folder)
+        require_safetensors(folder)
         kwargs.update(use_safetensors=True, local_files_only=True)
         kwargs.pop("trust_remote_code", None)
         model = super().from_pretrained(folder, *args, **kwargs)
         model.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         return model
-
-
-def _require_safetensors(folder: Path) -> None:
-    if any(folder.glob("*.safetensors")):
-        return
-    pickles = sorted(
-        p.name for pat in ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl") for p in folder.glob(pat)
-    )
-    found = f" (it holds only pickle weights: {', '.join(pickles)})" if pickles else ""
-    raise ValueError(
-        f"{folder} has no .safetensors weights{found}. vidistill loads safetensors only, because "
-        "unpickling a checkpoint can run arbitrary code; re-save it with save_pretrained()."
-    )
 
 
 AutoConfig.register(DualEncoderConfig.model_type, DualEncoderConfig, exist_ok=True)
@@ -320,7 +309,7 @@ def _load_tower(folder: str | Path, towers: dict):
     """A pretrained vision or text tower from a local folder (a full CLIP/SigLIP checkpoint or
     just the tower), safetensors only."""
     folder = Path(folder)
-    _require_safetensors(folder)
+    require_safetensors(folder)
     family = _tower_family(folder)
     tower = towers[family][1].from_pretrained(folder, use_safetensors=True, local_files_only=True)
     return family, tower

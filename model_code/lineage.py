@@ -27,6 +27,25 @@ def folder_hash(folder: str | Path, pattern: str = "*.safetensors") -> str:
     return h.hexdigest()[:16]
 
 
+PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def require_safetensors(folder: str | Path) -> None:
+    """Refuse a checkpoint folder without *.safetensors weights before anything loads from it:
+    a ValueError naming its pickle files if it has some (unpickling can run arbitrary code),
+    else a FileNotFoundError."""
+    folder = Path(folder)
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted({p.name for pattern in PICKLE_PATTERNS for p in folder.glob(pattern)})
+    if pickles:
+        raise ValueError(
+            f"{folder} holds only pickle weights ({', '.join(pickles)}) and no *.safetensors; "
+            "unpickling a checkpoint can run arbitrary code, so vidistill loads safetensors "
+            "only. Re-save it with save_pretrained() first.")
+    raise FileNotFoundError(f"{folder} has no *.safetensors weights")
+
+
 def code_version() -> str:
     """The git commit of the checkout when there is one, else a hash of model_code's sources."""
     root = Path(__file__).resolve().parent

@@ -23,14 +23,18 @@ import torch
 import torch.nn.functional as F
 
 from model_code.instructions import CAPTION_PROMPT, IMAGE_PROMPT
-from model_code.lineage import VIDISTILL_FILE, read_json_object, read_video_settings
+from model_code.lineage import (
+    VIDISTILL_FILE,
+    read_json_object,
+    read_video_settings,
+    require_safetensors,
+)
 from model_code.text import build_word_tokenizer
 from model_code.training import autocast, pick_device
 
 POOLINGS = ("grid", "moments")
 PARTS = ("vision", "language", "lora")  # lora: stage 2's adapter, merged into the LM on load
 PART_FILE = "part.json"  # what a stage checkpoint holds: one part of its base's weights
-PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
 
 
 def _llava_frame_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -498,15 +502,7 @@ class VideoVLM:
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"{path} is not a checkpoint folder")
-        if not any(path.glob("*.safetensors")):
-            pickles = [p.name for pattern in PICKLE_PATTERNS for p in path.glob(pattern)]
-            if pickles:
-                raise ValueError(
-                    f"{path} holds a pickle checkpoint ({', '.join(sorted(pickles))}) and no "
-                    "*.safetensors; pickle files can run code when loaded, so vidistill refuses "
-                    "them. Convert it to safetensors (model.save_pretrained(...)) first."
-                )
-            raise FileNotFoundError(f"{path} has no *.safetensors weights")
+        require_safetensors(path)
         settings = read_video_settings(path)  # a broken vidistill.json fails here, by name
         model_type = _model_type(path)
         if model_type not in FAMILIES and not trust_remote_code:

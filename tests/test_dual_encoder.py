@@ -104,8 +104,17 @@ def test_save_then_from_pretrained_gives_identical_embeddings(tmp_path):
 def test_a_pickle_only_folder_is_refused(model, tmp_path):
     model.config.save_pretrained(tmp_path)
     torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
-    with pytest.raises(ValueError, match="pickle"):
+    with pytest.raises(ValueError, match="pytorch_model.bin"):
         DualEncoder.from_pretrained(tmp_path)
+
+
+def test_a_folder_without_weights_is_refused_by_both_loaders(model, tmp_path):
+    from model_code.vlm import VideoVLM
+
+    model.config.save_pretrained(tmp_path)
+    for load in (DualEncoder.from_pretrained, VideoVLM.from_pretrained):
+        with pytest.raises(FileNotFoundError, match="no \\*.safetensors"):
+            load(tmp_path)
 
 
 def test_preprocess_resizes_and_normalises_uint8_frames():
