@@ -20,6 +20,7 @@ from model_code.train_configs import (
     LanguageAdaptationTrainConfig,
     VisualAdaptationTrainConfig,
 )
+from model_code.trainer import numeric_metrics
 from resources.devices import Accelerators
 from resources.fields import OptionalDir, OptionalFile
 from resources.launcher import TrainingLauncher
@@ -287,13 +288,11 @@ def _compare(context, name: str, folders: dict[str, Path], label: str, store: Ar
     with tracking.run(name) as run:
         run.log_text(text, f"{name}.md")
         for r in rows:
-            run.log_metrics({f"{r[label]}.{k}": v for k, v in r.items()
-                             if isinstance(v, (int, float))})
+            run.log_metrics({f"{r[label]}.{k}": v for k, v in numeric_metrics(r).items()})
     store.write_bytes(store.path(f"{name}.json"), json.dumps(rows, indent=1).encode())
     store.write_bytes(store.path(f"{name}.md"), text.encode())
     return MaterializeResult(metadata={
-        **metadata, **{f"{r[label]}.{k}": float(v) for r in rows for k, v in r.items()
-                       if isinstance(v, (int, float))}})
+        **metadata, **{f"{r[label]}.{k}": v for r in rows for k, v in numeric_metrics(r).items()}})
 
 
 @asset(group_name="adaptation", code_version="2", pool="gpu",

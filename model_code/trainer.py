@@ -34,6 +34,13 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def numeric_metrics(metrics: dict) -> dict[str, float]:
+    """The numbers of a metrics dict as floats (bools, strings and the rest left out): what
+    MLflow and Dagster metadata take as metrics."""
+    return {str(k): float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 def checkpoint_metadata(folder: str | Path, lineage: dict, extra: dict | None = None) -> dict:
     """A checkpoint's materialization metadata (plain values) from its lineage record."""
     metadata: dict[str, Any] = {
@@ -43,8 +50,7 @@ def checkpoint_metadata(folder: str | Path, lineage: dict, extra: dict | None = 
         "parents": lineage.get("parents", {}),
         "mlflow_run_id": lineage.get("mlflow_run_id", ""),
     }
-    metadata.update({k: float(v) for k, v in lineage.get("metrics", {}).items()
-                     if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    metadata.update(numeric_metrics(lineage.get("metrics", {})))
     metadata.update(extra or {})
     return metadata
 
@@ -86,8 +92,7 @@ class Reporter:
         """Per-step metrics: a JSON line, a Pipes log line, an MLflow batch."""
         if self.rank != 0:
             return
-        numbers = {k: float(v) for k, v in metrics.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        numbers = numeric_metrics(metrics)
         self.history.append({"step": step, **numbers})
         self.log(json.dumps({"step": step, **numbers}))
         if self.mlflow is not None and numbers:

@@ -9,6 +9,7 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from model_code.trainer import numeric_metrics
 from resources.fields import NonEmpty, TrackingUri
 
 
@@ -90,8 +91,7 @@ class TrackedRun:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        ms = [Metric(str(k), float(v), now, step) for k, v in metrics.items()
-              if isinstance(v, (int, float))]
+        ms = [Metric(k, v, now, step) for k, v in numeric_metrics(metrics).items()]
         if ms:
             self.client.log_batch(self.run_id, metrics=ms)
 

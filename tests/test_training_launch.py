@@ -272,3 +272,10 @@ def test_the_composed_video_vlm_is_the_model_trained_in_one_piece(tmp_path, lora
     assert composed.prompt == whole.prompt == CAPTION_PROMPT
     assert composed.caption(np.asarray(clips), max_new_tokens=6) == whole.caption(
         np.asarray(clips), max_new_tokens=6)
+
+
+def test_only_numbers_become_metrics_and_bools_are_not_numbers():
+    from model_code.trainer import numeric_metrics
+
+    assert numeric_metrics({"loss": 1, "lr": 2.5, "done": True, "source": "x", "n": None}) == {
+        "loss": 1.0, "lr": 2.5}
