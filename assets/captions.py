@@ -104,6 +104,17 @@ def teacher_version(folder: str) -> str:
     return f"teacher-{folder_hash(folder)}"
 
 
+def captioner_version(checkpoint: str, store: ArtifactStore, folder: str | None = None) -> str:
+    """The captioner version every caption row carries: <checkpoint>-<its weights' version>
+    for a vidistill checkpoint (from its lineage), teacher-<hash of its weights> for an outside
+    `folder`."""
+    from model_code.lineage import read_lineage
+
+    if folder is not None:
+        return teacher_version(folder)
+    return f"{checkpoint}-{read_lineage(store.checkpoint(checkpoint))['version']}"
+
+
 def caption_folder(source: str, version: str) -> str:
     """captions/<this>/<partition>.parquet: one folder per caption source and captioner version."""
     return f"{source}-{version}"
@@ -121,13 +132,9 @@ def caption_partitions(
 
     from model_code import shards
     from model_code.captioning import CaptionRun, caption_shards
-    from model_code.lineage import read_lineage
 
-    if folder is None:
-        folder = store.checkpoint(checkpoint)
-        version = f"{checkpoint}-{read_lineage(folder)['version']}"
-    else:
-        version = teacher_version(folder)
+    version = captioner_version(checkpoint, store, folder)
+    folder = store.checkpoint(checkpoint) if folder is None else folder
     source = context.asset_key.path[-1]
     generation = {"max_new_tokens": config.max_new_tokens, "do_sample": config.do_sample,
                   "num_beams": config.num_beams, "temperature": config.temperature,
@@ -275,13 +282,10 @@ def current_captions(source: str, catalog: Catalog, store: ArtifactStore):
     """(key, partition, sample, caption, version) of every clip captioned for `source` by the
     captioner it stands for now (its checkpoint's current version; for teacher_captions the
     teacher of $VIDISTILL_TEACHER), in (partition, key, sample) order; ValueError if none."""
-    from model_code.lineage import read_lineage
-
     if source == "teacher_captions":
         version = _teacher_version(catalog)
     else:
-        checkpoint = CAPTIONERS[source][0]
-        version = f"{checkpoint}-{read_lineage(store.checkpoint(checkpoint))['version']}"
+        version = captioner_version(CAPTIONERS[source][0], store)
     df = catalog.query(
         "SELECT key, partition, coalesce(sample, 0) AS sample, caption, captioner_version AS "
         "version FROM captions WHERE source = ? AND captioner_version = ? "
