@@ -8,13 +8,11 @@ from pathlib import Path
 
 from dagster import BetaWarning, PreviewWarning
 
+from model_code.environment import set_environment_defaults
+
 warnings.filterwarnings("ignore", category=BetaWarning)
 warnings.filterwarnings("ignore", category=PreviewWarning)
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # step logs, not progress bars
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from local folders, never a hub
-# before torch loads: spinning OpenMP threads starve concurrent torch processes (steps, DataLoader)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+set_environment_defaults()  # before torch loads
 
 from dagster import (
     Definitions,

@@ -1,8 +1,18 @@
-import os
+import pytest
 
-# Set before torch loads: spinning OpenMP threads starve a concurrent torch process on 2 cores.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+from model_code.environment import set_environment_defaults
+
+set_environment_defaults()  # before torch loads
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and OpenMP's spinning threads slow
+    down many-fold when the two cores are shared with another job. A module takes it with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

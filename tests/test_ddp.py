@@ -10,32 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_runs import TINY_DUAL_ENCODER as TINY
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {
-    "image_size": 16,
-    "patch_size": 8,
-    "vision_width": 32,
-    "vision_layers": 1,
-    "vision_heads": 2,
-    "text_width": 32,
-    "text_layers": 1,
-    "text_heads": 2,
-    "temporal_layers": 1,
-    "temporal_heads": 2,
-    "projection_dim": 16,
-}
 LOSSES = ("infonce", "sigmoid")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and OpenMP's spinning threads slow
-    down many-fold when the two cores are shared with another job."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _pairs():

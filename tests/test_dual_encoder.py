@@ -3,6 +3,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from tiny_runs import TINY_DUAL_ENCODER as TINY
 
 from model_code.dual_encoder import (
     DualEncoder,
@@ -14,30 +15,9 @@ from model_code.dual_encoder import (
 )
 from model_code.train_dual_encoder import DualEncoderTrainConfig, train_dual_encoder
 
-TINY = {
-    "image_size": 16,
-    "patch_size": 8,
-    "vision_width": 32,
-    "vision_layers": 1,
-    "vision_heads": 2,
-    "text_width": 32,
-    "text_layers": 1,
-    "text_heads": 2,
-    "temporal_layers": 1,
-    "temporal_heads": 2,
-    "projection_dim": 16,
-}
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CAPTIONS = ["a red circle moves left", "a blue square grows , then a green triangle shrinks"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and OpenMP's spinning threads slow
-    down many-fold when the two cores are shared with another job."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _clips(n=3, t=8, size=24, seed=0):

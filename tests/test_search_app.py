@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 from starlette.testclient import TestClient
+from tiny_runs import TINY_DUAL_ENCODER
 
 from model_code import corpus, shards
 from model_code.dual_encoder import build_dual_encoder, embed_videos
@@ -14,19 +15,11 @@ from model_code.video_index import write_index
 from pipelines.search_app import MAX_K, MAX_QUERY_CHARS, byte_range, create_app, search_cli
 from resources.storage import ArtifactStore
 
-TINY = {"num_frames": 4, "image_size": 16, "patch_size": 8, "vision_width": 32,
-        "vision_layers": 1, "vision_heads": 2, "text_width": 32, "text_layers": 1,
-        "text_heads": 2, "temporal_layers": 1, "temporal_heads": 2, "projection_dim": 16}
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = {**TINY_DUAL_ENCODER, "num_frames": 4}
 PARTITIONS = {"embedded-0000": range(3), "embedded-0001": range(3, 6)}
 QUERIES = ["a red circle moves left", "a blue square grows", "green triangle"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _write_index(store: ArtifactStore, model, specs, version: str) -> None:

@@ -1,4 +1,20 @@
-"""Run config for materializing the asset graph tiny (a few training steps, a dozen clips)."""
+"""Tiny settings for tests: the run config for materializing the asset graph (a few training
+steps, a dozen clips) and the smallest dual encoder worth training."""
+
+# build_dual_encoder's sizes for a model that trains in well under a second a step on one thread
+TINY_DUAL_ENCODER = {
+    "image_size": 16,
+    "patch_size": 8,
+    "vision_width": 32,
+    "vision_layers": 1,
+    "vision_heads": 2,
+    "text_width": 32,
+    "text_layers": 1,
+    "text_heads": 2,
+    "temporal_layers": 1,
+    "temporal_heads": 2,
+    "projection_dim": 16,
+}
 
 FEW = {"steps": 3, "batch_size": 4}
 RUN_CONFIG = {"ops": {
