@@ -86,7 +86,7 @@ def test_a_caption_partition_runs_with_each_family(family, tmp_path):
         assert materialize(list(defs.assets), selection=["pseudo_captions"], partition_key="p0",
                            instance=instance, resources=resources,
                            run_config={"ops": {"pseudo_captions": {"config": permissive}}}).success
-    (captions,) = store.path("captions").glob("video_vlm-*/p0.parquet")
+    (captions,) = store.path("captions").glob("pseudo_captions-video_vlm-*/p0.parquet")
     assert sorted(pd.read_parquet(captions)["key"]) == sorted(c.key for c in good)
 
 
