@@ -92,7 +92,7 @@ def retrieval_benchmark(
     )
 
 
-DualEncoderConfig = launchpad_config(DualEncoderTrainConfig, "DualEncoderConfig")
+DualEncoderLaunchConfig = launchpad_config(DualEncoderTrainConfig, "DualEncoderLaunchConfig")
 
 
 class BenchmarkScoresConfig(Config):
@@ -133,7 +133,7 @@ def training_pairs(source: str, catalog: Catalog, store: ArtifactStore):
     pool="gpu",
 )
 def dual_encoder(
-    context: AssetExecutionContext, config: DualEncoderConfig, catalog: Catalog,
+    context: AssetExecutionContext, config: DualEncoderLaunchConfig, catalog: Catalog,
     store: ArtifactStore, tracking: MlflowTracking, launcher: TrainingLauncher,
     accelerators: Accelerators,
 ) -> MaterializeResult:

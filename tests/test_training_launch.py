@@ -136,14 +136,14 @@ def test_launchpad_defaults_are_the_trainers_and_bad_values_name_the_field(tmp_p
     from dagster import DagsterInvalidConfigError
 
     from assets.adaptation import LanguageAdaptationConfig
-    from assets.retrieval import DualEncoderConfig
+    from assets.retrieval import DualEncoderLaunchConfig
     from model_code.train_configs import (
         DualEncoderTrainConfig,
         LanguageAdaptationTrainConfig,
         from_dict,
     )
 
-    for launchpad, trainer in ((DualEncoderConfig, DualEncoderTrainConfig),
+    for launchpad, trainer in ((DualEncoderLaunchConfig, DualEncoderTrainConfig),
                                (LanguageAdaptationConfig, LanguageAdaptationTrainConfig)):
         assert {f.name: getattr(launchpad(), f.name) for f in fields(trainer)} == vars(trainer())
     with pytest.raises(ValueError, match="DualEncoderTrainConfig.batch_size must be >= 2"):
