@@ -56,7 +56,7 @@ class InstructionDataConfig(Config):
 TRAINING = {"group_name": "adaptation", "code_version": "3", "pool": "gpu"}
 
 
-def _train(context, name: str, job: dict, store: ArtifactStore, tracking: MlflowTracking,
+def _launch_stage(context, name: str, job: dict, store: ArtifactStore, tracking: MlflowTracking,
            launcher: TrainingLauncher, accelerators: Accelerators) -> MaterializeResult:
     """One stage of model_code.train_vlm, through the launcher (torchrun under Pipes). The
     stage and its folder are `name`'s unless the job names them (the adaptation orders)."""
@@ -103,7 +103,7 @@ def image_vlm(
     job = {"config": trainer_fields(config, ImageVLMTrainConfig),
            "corpus": asdict(clip_source.corpus_config()),
            "data": {"corpus_seed": clip_source.seed}}
-    return _train(context, "image_vlm", job, store, tracking, launcher, accelerators)
+    return _launch_stage(context, "image_vlm", job, store, tracking, launcher, accelerators)
 
 
 @asset(group_name="adaptation", code_version="1")
@@ -163,7 +163,7 @@ def adapted_encoder(
            "base": str(store.checkpoint("image_vlm")),
            "caption_data": str(store.path("video_caption_data")),
            "parents": {"image_vlm": _version(store, "image_vlm")}}
-    return _train(context, "adapted_encoder", job, store, tracking, launcher, accelerators)
+    return _launch_stage(context, "adapted_encoder", job, store, tracking, launcher, accelerators)
 
 
 @asset(group_name="adaptation", code_version="2", deps=[video_caption_data])
@@ -211,7 +211,7 @@ def instruction_tuned_lm(
            "instructions": str(store.path("instruction_data", "instructions.parquet")),
            "parents": {"image_vlm": _version(store, "image_vlm"),
                        "adapted_encoder": _version(store, "adapted_encoder")}}
-    return _train(context, "instruction_tuned_lm", job, store, tracking, launcher, accelerators)
+    return _launch_stage(context, "instruction_tuned_lm", job, store, tracking, launcher, accelerators)
 
 
 def _composed(store: ArtifactStore, name: str, parts: tuple[str, ...]) -> MaterializeResult:
@@ -355,7 +355,7 @@ def adaptation_order(
                 data={"settings_of": {n: stages[n]["version"]
                                       for n in ("adapted_encoder", "instruction_tuned_lm")}}):
             # only the metadata of this result is kept: the asset's materialization is the table
-            trained = _train(context, f"adaptation_order.{job['kind']}", job, store, tracking,
+            trained = _launch_stage(context, f"adaptation_order.{job['kind']}", job, store, tracking,
                              launcher, accelerators)
             version = trained.metadata.get("version")
             context.log.info(f"{job['kind']}: {job['out']} (version "

@@ -84,7 +84,7 @@ class _Loss(torch.nn.Module):
                    for b, n in zip(built, counts, strict=True))
 
 
-def _train(
+def _train_parameters(
     vlm: VideoVLM,
     make_batches: Callable[[np.random.Generator], list[Rows]],
     params: list[torch.nn.Parameter] | list[dict],
@@ -227,7 +227,7 @@ def pretrain_image_vlm(
 
     text_metrics = {"steps": 0, "wall_s": 0.0}
     if image_state is None or not image_state.exists():  # else the text phase is done
-        text_metrics = _train(
+        text_metrics = _train_parameters(
             vlm, lambda rng: [text_batch(rng, text_config.batch_size)],
             vlm.language_parameters(), text_config, on_metrics, text_state,
         )
@@ -238,7 +238,7 @@ def pretrain_image_vlm(
                       [captions[i] for i in idx], repeats=vlm.num_frames)
         return [images, text_batch(rng, config.batch_size)]
 
-    metrics = _train(
+    metrics = _train_parameters(
         vlm, still_clips, list(vlm.model.parameters()), config, on_metrics, image_state,
         step_offset=text_config.steps,
     )
@@ -263,7 +263,7 @@ def visual_adaptation(
     def batch(rng: np.random.Generator) -> list[Rows]:
         return [_caption_rows(rng, clips, captions, config.batch_size)]
 
-    return _train(vlm, batch, vlm.vision_parameters(), config, on_metrics, state_path)
+    return _train_parameters(vlm, batch, vlm.vision_parameters(), config, on_metrics, state_path)
 
 
 def language_adaptation(
@@ -288,7 +288,7 @@ def language_adaptation(
         return [_instruction_rows(rng, clips, examples, config.batch_size)]
 
     if lora_rank <= 0:
-        return _train(vlm, batch, vlm.language_parameters(), config, on_metrics, state_path)
+        return _train_parameters(vlm, batch, vlm.language_parameters(), config, on_metrics, state_path)
 
     from peft import LoraConfig, LoraModel
 
@@ -300,7 +300,7 @@ def language_adaptation(
     lora = LoraModel(vlm.model, LoraConfig(r=lora_rank, lora_alpha=lora_alpha or 2 * lora_rank,
                                            target_modules=targets, lora_dropout=0.0), "default")
     params = [p for name, p in vlm.model.named_parameters() if "lora_" in name]
-    metrics = _train(vlm, batch, params, config, on_metrics, state_path)
+    metrics = _train_parameters(vlm, batch, params, config, on_metrics, state_path)
     if adapter_out is not None:  # the adapter itself, before it is merged: what to save
         adapter_out.update(
             config={"r": lora_rank, "alpha": lora_alpha or 2 * lora_rank, "targets": targets},
@@ -338,7 +338,7 @@ def joint_adaptation(
 
     groups = [{"params": vlm.vision_parameters(), "lr": config.lr},
               {"params": vlm.language_parameters(), "lr": config.language_lr}]
-    return _train(vlm, batch, groups, config, on_metrics, state_path)
+    return _train_parameters(vlm, batch, groups, config, on_metrics, state_path)
 
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

@@ -156,7 +156,7 @@ def train_visual(job: dict, report: Reporter) -> dict:
     from model_code.adaptation import visual_adaptation
 
     config = from_dict(VisualAdaptationTrainConfig, job.get("config", {}))
-    vlm = compose(job["base"], lm=job.get("lm"))  # on CPU: _train moves it to its device
+    vlm = compose(job["base"], lm=job.get("lm"))  # on CPU: _train_parameters moves it to its device
     keys, clips, df = _caption_data(job["caption_data"], vlm.num_frames)
     captions = df["caption"].tolist()
     metrics = visual_adaptation(vlm, clips, captions, config, on_metrics=report.metrics,
