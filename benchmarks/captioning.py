@@ -75,7 +75,7 @@ def run_mode(args: argparse.Namespace) -> dict:
     return {"mode": args.mode, "batch_size": size, "clips": len(clips), "seconds": seconds,
             "clips_per_s": len(clips) / seconds, "peak_mib": peak,
             "memory": "cuda allocated" if cuda else "RSS growth", "device": str(vlm.device),
-            "threads": torch.get_num_threads(), "tokens_per_frame": vlm.tokens_per_frame,
+            "threads": torch.get_num_threads(), "tokens_per_frame": vlm.visual_tokens_per_frame,
             "mean_words": float(np.mean([len(c.split()) for c in captions])),
             "captions": captions}
 

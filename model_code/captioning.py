@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model_code.lineage import read_video_settings
+from model_code.lineage import VideoSettings
 
 
 def caption_batches(
@@ -77,7 +77,7 @@ def caption_shards(
         raise ValueError(f"frame_mode must be 'clip' or 'middle', not {frame_mode!r}")
     run = run if run is not None else CaptionRun()
     started = time.perf_counter()
-    num_frames = int(read_video_settings(checkpoint)["num_frames"])  # before the model loads
+    num_frames = VideoSettings.read(checkpoint).num_frames  # before the model loads
     with ClipStream(shards, num_frames, decode_workers) as stream:  # decoding starts here
         vlm = load_captioner(checkpoint, device, num_frames)
         run.prompt, run.decode_workers = vlm.prompt, stream.workers

@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 LINEAGE_FILE = "lineage.json"
@@ -119,33 +120,63 @@ def read_json_object(path: str | Path) -> dict:
     return value
 
 
+def _whole(low: int, high: int | None = None):
+    return lambda v: (isinstance(v, int) and not isinstance(v, bool) and v >= low
+                      and (high is None or v <= high))
+
+
 # field -> (check, what is expected) for vidistill.json
 VIDEO_SETTINGS = {
     "family": (lambda v: isinstance(v, str), "a VLM family name"),
-    "num_frames": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1024,
-                   "a whole number of frames from 1 to 1024"),
-    "tokens_per_frame": (lambda v: v is None or (isinstance(v, int) and v >= 1),
-                         "null or a whole number >= 1"),
+    "num_frames": (_whole(1, 1024), "a whole number of frames from 1 to 1024"),
+    "pooled_tokens_per_frame": (lambda v: v is None or _whole(1)(v), "null or a whole number >= 1"),
     "pooling": (lambda v: isinstance(v, str), "a pooling name"),
     "prompt": (lambda v: isinstance(v, str), "a string"),
     "position_code": (lambda v: isinstance(v, bool), "true or false"),
     "frame_differences": (lambda v: isinstance(v, bool), "true or false"),
 }
+OLD_VIDEO_SETTING_NAMES = {"tokens_per_frame": "pooled_tokens_per_frame"}  # checkpoints before 2026-11
 
 
-def read_video_settings(folder: str | Path) -> dict:
-    """A VLM checkpoint's video settings (vidistill.json), with num_frames 8 when absent: read
-    by the model loader and, before the model loads, by the caption step's decoder. A field of
-    the wrong type or range, or one it does not know, is refused by name."""
-    path = Path(folder) / VIDISTILL_FILE
-    settings = read_json_object(path) if path.exists() else {}
-    for name, value in settings.items():
-        if name not in VIDEO_SETTINGS:
-            raise ValueError(f"{path}: unknown field {name!r}; known: {', '.join(VIDEO_SETTINGS)}")
-        check, expected = VIDEO_SETTINGS[name]
-        if not check(value):
-            raise ValueError(f"{path}: {name} must be {expected}, not {value!r}")
-    return {"num_frames": 8, **settings}
+@dataclass(frozen=True)
+class VideoSettings:
+    """A VLM checkpoint's video settings (vidistill.json beside its Hugging Face files): read by
+    the model loader and, before the model loads, by the caption step's decoder. A field left
+    None was not written and takes the loader's default."""
+
+    num_frames: int = 8
+    family: str | None = None
+    pooled_tokens_per_frame: int | None = None  # what pooling keeps of a frame (grid pooling)
+    pooling: str | None = None
+    prompt: str | None = None
+    position_code: bool | None = None
+    frame_differences: bool | None = None
+
+    @classmethod
+    def read(cls, folder: str | Path) -> VideoSettings:
+        """The settings in `folder` (the defaults when it has no vidistill.json). A field of
+        the wrong type or range, or one it does not know, is refused by name; an old
+        checkpoint's `tokens_per_frame` is its pooled_tokens_per_frame."""
+        path = Path(folder) / VIDISTILL_FILE
+        settings = read_json_object(path) if path.exists() else {}
+        for old, name in OLD_VIDEO_SETTING_NAMES.items():
+            if old in settings:
+                settings.setdefault(name, settings.pop(old))
+        for name, value in settings.items():
+            if name not in VIDEO_SETTINGS:
+                raise ValueError(f"{path}: unknown field {name!r}; known: "
+                                 f"{', '.join(VIDEO_SETTINGS)}")
+            check, expected = VIDEO_SETTINGS[name]
+            if not check(value):
+                raise ValueError(f"{path}: {name} must be {expected}, not {value!r}")
+        return cls(**settings)
+
+    def given(self) -> dict:
+        """The fields that are set (not None)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def write(self, folder: str | Path) -> None:
+        (Path(folder) / VIDISTILL_FILE).write_text(json.dumps(self.given(), indent=2))
 
 
 def read_lineage(folder: str | Path) -> dict:

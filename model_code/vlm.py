@@ -1,7 +1,7 @@
 """The video VLM: an image VLM that reads a clip as T frames in time order.
 
 Each frame goes through the vision tower and projector on its own; its patch tokens are
-pooled (`pooling`: a grid of `tokens_per_frame` averages, or the mean and x/y moments),
+pooled (`pooling`: a grid of `pooled_tokens_per_frame` averages, or the mean and x/y moments),
 optionally followed by their change since the previous frame (`frame_differences`), and the
 frames' tokens are concatenated in time order in front of the prompt. The language model sees
 them as a sequence, so frame order reaches it through its positions (and, with
@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from model_code.instructions import CAPTION_PROMPT, IMAGE_PROMPT
 from model_code.lineage import (
     VIDISTILL_FILE,
+    VideoSettings,
     read_json_object,
-    read_video_settings,
     require_safetensors,
 )
 from model_code.text import build_word_tokenizer
@@ -113,7 +113,7 @@ def frame_slot_code(num_frames: int, slots: int, dim: int, pairs: int = 4) -> to
     return code
 
 
-def pool_frame_tokens(tokens: torch.Tensor, pooling: str, tokens_per_frame: int) -> torch.Tensor:
+def pool_frame_tokens(tokens: torch.Tensor, pooling: str, pooled_tokens: int) -> torch.Tensor:
     """[N, P, D] patch tokens of N frames (row-major square grid) -> [N, k, D].
 
     grid: average-pool to a sqrt(k) x sqrt(k) grid (k = P keeps every patch).
@@ -128,9 +128,9 @@ def pool_frame_tokens(tokens: torch.Tensor, pooling: str, tokens_per_frame: int)
         weights = torch.stack([torch.ones_like(u).repeat(grid), u.repeat(grid),
                                u.repeat_interleave(grid)])
         return torch.einsum("kp,npd->nkd", weights, tokens) / p
-    if tokens_per_frame == p:
+    if pooled_tokens == p:
         return tokens
-    side = round(tokens_per_frame**0.5)
+    side = round(pooled_tokens**0.5)
     pooled = F.adaptive_avg_pool2d(tokens.transpose(1, 2).reshape(n, d, grid, grid), side)
     return pooled.flatten(2).transpose(1, 2)
 
@@ -150,7 +150,7 @@ class TinyVLMConfig:
     text_heads: int = 4
     num_frames: int = 8
     pooling: str = "moments"
-    tokens_per_frame: int = 4  # pooling="grid" only: a square dividing the patch grid
+    pooled_tokens_per_frame: int = 4  # pooling="grid" only: a square dividing the patch grid
     position_code: bool = True
     frame_differences: bool = True
     max_position_embeddings: int = 256
@@ -176,7 +176,7 @@ class VideoVLM:
         processor=None,
         family: str = "llava",
         num_frames: int = 8,
-        tokens_per_frame: int | None = None,
+        pooled_tokens_per_frame: int | None = None,
         pooling: str = "grid",
         prompt: str = CAPTION_PROMPT,
         position_code: bool = False,
@@ -203,7 +203,7 @@ class VideoVLM:
         if pooling == "moments":
             pooled = 3
         else:
-            pooled = tokens_per_frame or self.patches_per_frame
+            pooled = pooled_tokens_per_frame or self.patches_per_frame
             side = round(pooled**0.5)
             grid = round(self.patches_per_frame**0.5)
             if side * side != pooled or grid % side:
@@ -211,8 +211,9 @@ class VideoVLM:
                     f"{pooled} pooled tokens per frame must be a square whose side "
                     f"divides the {grid}x{grid} patch grid"
                 )
-        self.pooled_per_frame = pooled  # what pooling keeps of a frame
-        self.tokens_per_frame = pooled * (2 if frame_differences else 1)  # what the LM reads
+        self.pooled_tokens_per_frame = pooled  # what pooling keeps of a frame
+        # what the LM reads of a frame: the pooled tokens, and with frame_differences their change
+        self.visual_tokens_per_frame = pooled * (2 if frame_differences else 1)
         self.prompt = prompt
         self.position_code = position_code
         self.image_token_id = int(model.config.image_token_id)
@@ -249,7 +250,7 @@ class VideoVLM:
         return (x - mean[:, None, None]) / std[:, None, None]
 
     def visual_tokens(self, clips: np.ndarray | torch.Tensor, repeats: int = 1) -> torch.Tensor:
-        """Visual tokens of each clip in time order: [B, T * repeats * tokens_per_frame, D].
+        """Visual tokens of each clip in time order: [B, T * repeats * visual_tokens_per_frame, D].
 
         Frames are encoded one by one; `repeats` shows each frame that many times in a row,
         encoded once (a single image [B, 1, ...] with repeats=num_frames is a still clip).
@@ -263,14 +264,14 @@ class VideoVLM:
         _, p, dv = feats.shape
         feats = feats.reshape(b, t, p, dv).repeat_interleave(repeats, dim=1)
         tokens = self.model.get_submodule(family.vision[1])(feats.flatten(0, 1))
-        tokens = pool_frame_tokens(tokens, self.pooling, self.pooled_per_frame)
+        tokens = pool_frame_tokens(tokens, self.pooling, self.pooled_tokens_per_frame)
         d = tokens.shape[-1]
-        tokens = tokens.reshape(b, t * repeats, self.pooled_per_frame, d)
+        tokens = tokens.reshape(b, t * repeats, self.pooled_tokens_per_frame, d)
         if self.frame_differences:  # what changed since the previous frame (zero for frame 0)
             change = torch.diff(tokens, dim=1, prepend=tokens[:, :1])
             tokens = torch.cat([tokens, change], dim=2)
         if self.position_code:
-            code = frame_slot_code(t * repeats, self.tokens_per_frame, d)
+            code = frame_slot_code(t * repeats, self.visual_tokens_per_frame, d)
             # scaled to each clip's own token RMS: a clip's tokens never depend on its batch
             rms = tokens.detach().pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
             tokens = tokens + code.to(tokens) * rms
@@ -299,7 +300,7 @@ class VideoVLM:
 
         tok = self.tokenizer
         n_frames = 0 if clips is None else clips.shape[1] * repeats
-        n_visual = n_frames * self.tokens_per_frame
+        n_visual = n_frames * self.visual_tokens_per_frame
         rows, targets = [], []
         for i, prompt in enumerate(prompts):
             prefix = [tok.bos_token_id] + [self.image_token_id] * n_visual + self.encode_text(prompt)
@@ -313,7 +314,7 @@ class VideoVLM:
         batch = {"input_ids": ids, "attention_mask": mask}
         if clips is not None:
             frames = self.visual_tokens(clips, repeats).reshape(
-                len(rows) * n_frames, self.tokens_per_frame, -1
+                len(rows) * n_frames, self.visual_tokens_per_frame, -1
             )
             if FAMILIES[self.family].features_as_list:
                 frames = list(frames)
@@ -429,7 +430,7 @@ class VideoVLM:
         else:
             save_file(self.part_state(part), str(path / "model.safetensors"))
         (path / PART_FILE).write_text(json.dumps(meta, indent=2))
-        (path / VIDISTILL_FILE).write_text(json.dumps(self.settings(), indent=2))
+        self.video_settings().write(path)
 
     def load_part(self, path: str | Path) -> VideoVLM:
         """Put a part saved by save_part in place of this model's (the base's): the family and
@@ -452,8 +453,7 @@ class VideoVLM:
             raise ValueError(f"{path}: the {meta['part']} part does not match the base: "
                              f"missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]}")
         self.model.load_state_dict(tensors, strict=False)
-        settings = read_video_settings(path)
-        self.prompt = settings.get("prompt", self.prompt)
+        self.prompt = VideoSettings.read(path).prompt or self.prompt
         return self
 
     def _merge_adapter(self, path: Path, lora: dict, tensors: dict) -> VideoVLM:
@@ -470,19 +470,19 @@ class VideoVLM:
                              f"{sorted(set(tensors) - names)[:3]}")
         self.model.load_state_dict(tensors, strict=False)
         self.model = model.merge_and_unload()
-        self.prompt = read_video_settings(path).get("prompt", self.prompt)
+        self.prompt = VideoSettings.read(path).prompt or self.prompt
         return self
 
-    def settings(self) -> dict:
-        return {
-            "family": self.family,
-            "num_frames": self.num_frames,
-            "tokens_per_frame": self.pooled_per_frame,
-            "pooling": self.pooling,
-            "prompt": self.prompt,
-            "position_code": self.position_code,
-            "frame_differences": self.frame_differences,
-        }
+    def video_settings(self) -> VideoSettings:
+        return VideoSettings(
+            family=self.family,
+            num_frames=self.num_frames,
+            pooled_tokens_per_frame=self.pooled_tokens_per_frame,
+            pooling=self.pooling,
+            prompt=self.prompt,
+            position_code=self.position_code,
+            frame_differences=self.frame_differences,
+        )
 
     def save_pretrained(self, path: str | Path) -> None:
         """A plain Hugging Face folder (safetensors only) plus vidistill.json."""
@@ -490,7 +490,7 @@ class VideoVLM:
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path, safe_serialization=True)
         (self.processor or self.tokenizer).save_pretrained(path)
-        (path / VIDISTILL_FILE).write_text(json.dumps(self.settings(), indent=2))
+        self.video_settings().write(path)
 
     @classmethod
     def from_pretrained(
@@ -503,7 +503,7 @@ class VideoVLM:
         if not path.is_dir():
             raise FileNotFoundError(f"{path} is not a checkpoint folder")
         require_safetensors(path)
-        settings = read_video_settings(path)  # a broken vidistill.json fails here, by name
+        settings = VideoSettings.read(path)  # a broken vidistill.json fails here, by name
         model_type = _model_type(path)
         if model_type not in FAMILIES and not trust_remote_code:
             raise ValueError(
@@ -513,11 +513,10 @@ class VideoVLM:
             path, use_safetensors=True, local_files_only=True, trust_remote_code=trust_remote_code
         )
         family = model.config.model_type
-        if settings.get("family", family) != family:
-            raise ValueError(f"{path / VIDISTILL_FILE}: family {settings['family']!r} does not "
+        if settings.family not in (None, family):
+            raise ValueError(f"{path / VIDISTILL_FILE}: family {settings.family!r} does not "
                              f"match the model's model_type {family!r} in config.json")
-        settings = {"family": family, "tokens_per_frame": None, "prompt": CAPTION_PROMPT,
-                    **settings}
+        settings = {"family": family, "prompt": CAPTION_PROMPT, **settings.given()}
         try:
             processor = AutoProcessor.from_pretrained(
                 path, local_files_only=True, trust_remote_code=trust_remote_code
@@ -663,7 +662,7 @@ def build_tiny_image_vlm(texts: list[str], config: TinyVLMConfig, seed: int = 0)
         processor,
         family=config.family,
         num_frames=config.num_frames,
-        tokens_per_frame=config.tokens_per_frame,
+        pooled_tokens_per_frame=config.pooled_tokens_per_frame,
         pooling=config.pooling,
         position_code=config.position_code,
         frame_differences=config.frame_differences,

@@ -353,6 +353,27 @@ def test_broken_video_settings_are_named(vlm_folder, tmp_path, edit, message):
         VideoVLM.from_pretrained(folder, device="cpu")
 
 
+def test_video_settings_name_pooled_tokens_and_old_checkpoints_still_load(tmp_path):
+    from model_code.lineage import VideoSettings
+    from model_code.vlm import TinyVLMConfig, VideoVLM, build_tiny_image_vlm
+
+    config = TinyVLMConfig(vision_hidden=32, vision_layers=1, text_hidden=16, text_layers=1,
+                           vision_heads=2, text_heads=2, num_frames=4, pooling="grid",
+                           pooled_tokens_per_frame=4, frame_differences=True)
+    vlm = build_tiny_image_vlm(["a red circle"], config)
+    assert (vlm.pooled_tokens_per_frame, vlm.visual_tokens_per_frame) == (4, 8)
+    vlm.save_pretrained(tmp_path)
+    written = json.loads((tmp_path / "vidistill.json").read_text())
+    assert written["pooled_tokens_per_frame"] == 4 and "tokens_per_frame" not in written
+    assert VideoSettings.read(tmp_path) == vlm.video_settings()
+    # a checkpoint written before the rename names the pooled count tokens_per_frame
+    written["tokens_per_frame"] = written.pop("pooled_tokens_per_frame")
+    (tmp_path / "vidistill.json").write_text(json.dumps(written))
+    old = VideoVLM.from_pretrained(tmp_path, device="cpu")
+    assert (old.pooled_tokens_per_frame, old.visual_tokens_per_frame) == (4, 8)
+    assert old.video_settings() == vlm.video_settings()
+
+
 def test_a_checkpoint_of_another_model_family_is_named(vlm_folder, tmp_path):
     import shutil
 

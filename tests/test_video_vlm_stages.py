@@ -115,6 +115,6 @@ def test_frame_order_changes_the_visual_token_sequence(data):
     with torch.no_grad():
         forward = vlm.visual_tokens(clips)
         backward = vlm.visual_tokens(clips[:, ::-1].copy())
-    t, k = clips.shape[1], vlm.tokens_per_frame
+    t, k = clips.shape[1], vlm.visual_tokens_per_frame
     assert forward.shape == (2, t * k, forward.shape[-1])
     assert not torch.allclose(forward, backward)

@@ -43,16 +43,16 @@ def test_clip_becomes_pooled_frame_tokens_in_time_order(trained, data):
     clips, _ = data
     tokens = trained.visual_tokens(clips[:3])
     hidden = trained.model.config.text_config.hidden_size
-    assert tokens.shape == (3, 8 * trained.tokens_per_frame, hidden)
+    assert tokens.shape == (3, 8 * trained.visual_tokens_per_frame, hidden)
     batch = trained.multimodal_batch(clips[:3], ["caption the video ."] * 3)
     n_slots = (batch["input_ids"] == trained.image_token_id).sum(dim=1)
-    assert n_slots.tolist() == [8 * trained.tokens_per_frame] * 3
+    assert n_slots.tolist() == [8 * trained.visual_tokens_per_frame] * 3
 
 
 @torch.no_grad()
 def test_frame_differences_are_zero_for_a_still_clip_and_not_for_a_moving_one(trained, data):
     clips, captions = data
-    k = trained.pooled_per_frame
+    k = trained.pooled_tokens_per_frame
     still = np.repeat(clips[:1, 4:5], 8, axis=1)
     moving = clips[[i for i, c in enumerate(captions) if "moves" in c][:1]]
     trained.position_code = False
