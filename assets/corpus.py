@@ -1,8 +1,5 @@
 """Corpus group: which clip shards exist, and the shards themselves."""
 
-
-import json
-
 from dagster import (
     AssetExecutionContext,
     DataVersion,
@@ -43,8 +40,6 @@ def clip_shard_plan(context: AssetExecutionContext, clip_source: ClipSource) -> 
 
 def build_shard(partition: str, clip_source: ClipSource, store: ArtifactStore) -> dict:
     """Write clips/{partition}.tar, its rejects and its clip index; return counts for metadata."""
-    import pandas as pd
-
     from model_code import corpus, shards
 
     plan = clip_source.plan()
@@ -60,30 +55,18 @@ def build_shard(partition: str, clip_source: ClipSource, store: ArtifactStore) -
         inputs = len(sources)  # manifest rows: several may be segments of one video
     shard = store.shard(partition)
     shards.write_shard(shard, clips)
-    index = pd.DataFrame([{
-        "key": c.key, "partition": partition, "source": c.meta["source"],
-        "start": c.meta["start"], "end": c.meta["end"], "fps": c.meta["fps"],
-        "alt_text": c.meta.get("alt_text", ""), "ground_truth": c.meta.get("ground_truth"),
-        "attributes": json.dumps(c.meta["attributes"]) if "attributes" in c.meta else None,
-    } for c in clips], columns=["key", "partition", "source", "start", "end", "fps", "alt_text",
-                                "ground_truth", "attributes"])
+    index = shards.clip_index(clips, partition)
     store.write_parquet(store.path("clip_index", f"{partition}.parquet"), index)
     store.write_bytes(store.path("rejects", f"{partition}.parquet"), shards.rejects_bytes(
         [{**r, "partition": partition} for r in rejects]))
-    def row(item: dict):  # an input is a manifest row (an embedded clip: its key)
-        return item["row"] if item.get("row", -1) >= 0 else item.get("source", item["key"])
-
-    used = {row(c.meta) for c in clips}
-    unused = {row(r) for r in rejects} - used
-    if len(used) + len(unused) != inputs:  # counts in = inputs used + inputs rejected, always
-        raise RuntimeError(f"{partition}: {inputs} inputs but {len(used)} used + {len(unused)} rejected")
+    used, unused = shards.account_for_inputs(partition, inputs, clips, rejects)
     return {
         "partition": partition,
         "inputs": inputs,
         "clips": len(clips),
         "rejects": len(rejects),
-        "inputs_used": len(used),
-        "inputs_rejected": len(unused),
+        "inputs_used": used,
+        "inputs_rejected": unused,
         "seconds": float((index["end"] - index["start"]).sum()) if len(index) else 0.0,
         "shard": str(shard),
         "version": file_version(shard),

@@ -523,6 +523,39 @@ def ingest(
     return clips, rejects
 
 
+CLIP_INDEX_COLUMNS = ["key", "partition", "source", "start", "end", "fps", "alt_text",
+                      "ground_truth", "attributes"]  # clip_index/{partition}.parquet
+
+
+def clip_index(clips: Sequence[Clip], partition: str):
+    """The clip index of one shard (a DataFrame of CLIP_INDEX_COLUMNS, one row a clip): where
+    each clip came from, its alt-text and, on the embedded corpus, its ground truth."""
+    import pandas as pd
+
+    return pd.DataFrame([{
+        "key": c.key, "partition": partition, "source": c.meta["source"],
+        "start": c.meta["start"], "end": c.meta["end"], "fps": c.meta["fps"],
+        "alt_text": c.meta.get("alt_text", ""), "ground_truth": c.meta.get("ground_truth"),
+        "attributes": json.dumps(c.meta["attributes"]) if "attributes" in c.meta else None,
+    } for c in clips], columns=CLIP_INDEX_COLUMNS)
+
+
+def account_for_inputs(partition: str, inputs: int, clips: Sequence[Clip],
+                       rejects: Sequence[Reject]) -> tuple[int, int]:
+    """(inputs used, inputs rejected) of a shard built from `inputs` inputs (manifest rows,
+    several of which may be segments of one video; on the embedded corpus, clip keys). Every
+    input is one or the other: a RuntimeError when the counts do not add up."""
+    def row(item: dict):
+        return item["row"] if item.get("row", -1) >= 0 else item.get("source", item["key"])
+
+    used = {row(c.meta) for c in clips}
+    unused = {row(r) for r in rejects} - used
+    if len(used) + len(unused) != inputs:
+        raise RuntimeError(f"{partition}: {inputs} inputs but {len(used)} used + "
+                           f"{len(unused)} rejected")
+    return len(used), len(unused)
+
+
 def rejects_bytes(rejects: list[Reject]) -> bytes:
     """Rejects as a parquet file's bytes (written atomically by the caller)."""
     import pandas as pd

@@ -126,3 +126,13 @@ print(len(list(stream)))
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True, cwd=os.getcwd()).stdout.split("\n")
     assert out[:2] == ["['model_code.shards']", "2"]
+
+
+def test_every_input_is_used_or_rejected_and_a_lost_one_stops_the_shard():
+    clips = _clips(2)
+    assert shards.account_for_inputs("p0", 3, clips, [{"key": "gone", "reason": "x"}]) == (2, 1)
+    with pytest.raises(RuntimeError, match="p0: 3 inputs but 2 used \\+ 0 rejected"):
+        shards.account_for_inputs("p0", 3, clips, [])
+    index = shards.clip_index(clips, "p0")
+    assert list(index.columns) == shards.CLIP_INDEX_COLUMNS
+    assert index["key"].tolist() == [c.key for c in clips] and set(index["partition"]) == {"p0"}
