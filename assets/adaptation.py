@@ -87,19 +87,11 @@ def image_vlm(
     from dataclasses import asdict
 
     if config.pretrained_path:
-        from model_code.lineage import folder_hash, write_lineage
-        from model_code.training import atomic_dir
-        from model_code.vlm import VideoVLM
+        from model_code.train_vlm import import_pretrained
 
-        source = Path(config.pretrained_path)
-        vlm = VideoVLM.from_pretrained(source, device="cpu",
-                                       trust_remote_code=config.trust_remote_code)
         folder = store.checkpoint("image_vlm")
-        with atomic_dir(folder) as tmp:
-            vlm.save_pretrained(tmp)
-            lineage = write_lineage(tmp, kind="image_vlm", parents={"pretrained": str(source)},
-                                    data={"pretrained_version": folder_hash(source)})
-        return checkpoint_result(folder, lineage)
+        return checkpoint_result(folder, import_pretrained(
+            config.pretrained_path, folder, trust_remote_code=config.trust_remote_code))
     job = {"config": trainer_fields(config, ImageVLMTrainConfig),
            "corpus": asdict(clip_source.corpus_config()),
            "data": {"corpus_seed": clip_source.seed}}
@@ -217,16 +209,12 @@ def instruction_tuned_lm(
 def _composed(store: ArtifactStore, name: str, parts: tuple[str, ...]) -> MaterializeResult:
     """checkpoints/<name>: the image VLM with the trained parts put in place (model_code.
     train_vlm.compose), as one Hugging Face folder written once; its lineage names them all."""
-    from model_code.lineage import write_lineage
-    from model_code.train_vlm import compose
-    from model_code.training import atomic_dir
+    from model_code.train_vlm import compose, write_vlm_folder
 
     parents = {part: _version(store, part) for part in ("image_vlm", *parts)}
     vlm = compose(store.checkpoint("image_vlm"), *[store.checkpoint(p) for p in parts])
     folder = store.checkpoint(name)
-    with atomic_dir(folder) as tmp:
-        vlm.save_pretrained(tmp)
-        lineage = write_lineage(tmp, kind=name, parents=parents)
+    lineage = write_vlm_folder(vlm, folder, kind=name, parents=parents)
     return checkpoint_result(folder, lineage, {f"{p}_version": parents[p] for p in parts})
 
 
@@ -245,54 +233,35 @@ def video_vlm(context: AssetExecutionContext, store: ArtifactStore) -> Materiali
     return _composed(store, "video_vlm", ("adapted_encoder", "instruction_tuned_lm"))
 
 
-HEADLINE_QA = ("qa_exact", "qa_soft", "qa_questions")  # the QA columns of the headline table
-
-
 def _compare(context, name: str, folders: dict[str, Path], label: str, store: ArtifactStore,
              tracking: MlflowTracking, accelerators: Accelerators,
              extra: dict | None = None) -> MaterializeResult:
-    """Each VLM folder on the benchmark clips (model_code.captioner_eval.evaluate_vlm, one row
+    """Each VLM folder on the benchmark clips (model_code.captioner_eval.compare_vlms, one row
     per folder, named in column `label`): <name>.json and <name>.md under the data root, an
     MLflow run, and the table, sample captions and figures as metadata."""
-    from model_code.captioner_eval import Benchmark, evaluate_vlm
-    from model_code.lineage import read_lineage
-    from model_code.vlm import VideoVLM
+    from model_code.captioner_eval import compare_vlms
 
-    bench = Benchmark(store.path("benchmark"))
-    rows, samples = [], {}
     with accelerators.device() as device:  # leased while the models run
-        for model, folder in folders.items():
-            vlm = VideoVLM.from_pretrained(folder, device=device)
-            row, captions = evaluate_vlm(vlm, bench)
-            rows.append({label: model, "version": read_lineage(folder)["version"], **row})
-            samples[model] = captions[:6]
-            keys, _, _ = bench.clips(vlm.num_frames)
-    # the headline table, and the QA figures by question type in a table of their own
-    by_type = [{label: r[label], **{k: v for k, v in r.items() if k.startswith("qa_")
-                                    and k not in HEADLINE_QA}} for r in rows]
-    headline = [{k: v for k, v in r.items() if k in HEADLINE_QA or not k.startswith("qa_")}
-                for r in rows]
-    table, qa_table = md_table(headline), md_table(by_type)
+        comparison = compare_vlms(folders, store.path("benchmark"), device, label)
+    rows = comparison.rows
+    table = md_table(comparison.headline())
     metadata = {"comparison": table, **(extra or {})}
     text = f"{table.value}\n"
-    if any("qa_exact" in r for r in rows):
-        metadata["qa_by_type"] = qa_table
+    if comparison.has_qa:
+        metadata["qa_by_type"] = qa_table = md_table(comparison.qa_by_type())
         text += f"\nVideo QA by question type (percent; soft: token F1 >= 0.5):\n\n{qa_table.value}\n"
     else:
         context.log.info("video QA skipped: the benchmark clips carry no attributes to ask "
                          "about (real data)")
         metadata["video_qa"] = "skipped: the benchmark clips carry no attributes (real data)"
-    sample_rows = [{"key": k, "reference": bench.refs[k][0], **{n: samples[n][i] for n in samples}}
-                   for i, k in enumerate(keys[:6])]
-    metadata["samples"] = md_table(sample_rows)
+    metadata["samples"] = md_table(comparison.samples)
+    figures = {f"{r[label]}.{k}": v for r in rows for k, v in numeric_metrics(r).items()}
     with tracking.run(name) as run:
         run.log_text(text, f"{name}.md")
-        for r in rows:
-            run.log_metrics({f"{r[label]}.{k}": v for k, v in numeric_metrics(r).items()})
+        run.log_metrics(figures)
     store.write_bytes(store.path(f"{name}.json"), json.dumps(rows, indent=1).encode())
     store.write_bytes(store.path(f"{name}.md"), text.encode())
-    return MaterializeResult(metadata={
-        **metadata, **{f"{r[label]}.{k}": v for r in rows for k, v in numeric_metrics(r).items()}})
+    return MaterializeResult(metadata={**metadata, **figures})
 
 
 @asset(group_name="adaptation", code_version="2", pool="gpu",

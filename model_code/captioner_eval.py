@@ -6,6 +6,7 @@ function, so their rows mean the same thing."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from model_code import qa, shards
 from model_code.caption_metrics import attribute_accuracy, bleu4, cider
 
 CAPTION_BATCH = 64  # clips per generate call
+HEADLINE_QA = ("qa_exact", "qa_soft", "qa_questions")  # the QA columns of the headline table
 
 
 class Benchmark:
@@ -48,3 +50,48 @@ def evaluate_vlm(vlm, bench: Benchmark, qa_seed: int = 0) -> tuple[dict, list[st
         row.update({f"{k}_acc": v for k, v in acc.items()})
     row.update(qa.evaluate_qa(vlm, keys, clips, metas, seed=qa_seed, batch_size=CAPTION_BATCH))
     return row, captions
+
+
+@dataclass
+class Comparison:
+    """Several VLMs on one benchmark: a row of figures per model (its name in column `label`,
+    its lineage version), and the first clips' reference and each model's caption."""
+
+    label: str
+    rows: list[dict]
+    samples: list[dict]
+
+    @property
+    def has_qa(self) -> bool:
+        """Whether the clips carried attributes to ask about (not on real data)."""
+        return any("qa_exact" in r for r in self.rows)
+
+    def headline(self) -> list[dict]:
+        """Caption figures and the overall QA accuracy."""
+        return [{k: v for k, v in r.items() if k in HEADLINE_QA or not k.startswith("qa_")}
+                for r in self.rows]
+
+    def qa_by_type(self) -> list[dict]:
+        """The QA accuracies by question type."""
+        return [{self.label: r[self.label], **{k: v for k, v in r.items()
+                                               if k.startswith("qa_") and k not in HEADLINE_QA}}
+                for r in self.rows]
+
+
+def compare_vlms(folders: dict[str, str | Path], benchmark: str | Path, device: str = "auto",
+                 label: str = "model", sample_clips: int = 6) -> Comparison:
+    """Each VLM checkpoint folder (name -> folder) through evaluate_vlm on the benchmark folder,
+    loaded one at a time on `device`: what captioner_eval and adaptation_order report."""
+    from model_code.lineage import read_lineage
+    from model_code.vlm import VideoVLM
+
+    bench = Benchmark(benchmark)
+    rows, captions, keys = [], {}, []
+    for model, folder in folders.items():
+        vlm = VideoVLM.from_pretrained(folder, device=device)
+        row, captions[model] = evaluate_vlm(vlm, bench)
+        rows.append({label: model, "version": read_lineage(folder)["version"], **row})
+        keys = bench.clips(vlm.num_frames)[0]
+    samples = [{"key": k, "reference": bench.refs[k][0], **{m: captions[m][i] for m in captions}}
+               for i, k in enumerate(keys[:sample_clips])]
+    return Comparison(label, rows, samples)

@@ -100,7 +100,7 @@ def caption_shards(
                 yield _finish(results[done], stream.rejects)
                 done += 1
             if frame_mode == "middle":
-                clips = clips[:, clips.shape[1] // 2 : clips.shape[1] // 2 + 1]
+                clips = middle_frame(clips)
             t1 = time.perf_counter()
             per_sample = sample_captions(vlm, clips, samples, repeats, **generation)
             results[shard].generate_s += time.perf_counter() - t1
@@ -109,6 +109,13 @@ def caption_shards(
                                         for k, captions in enumerate(per_sample)]
         for result in results[done:]:
             yield _finish(result, stream.rejects)
+
+
+def middle_frame(clips: np.ndarray) -> np.ndarray:
+    """[B, T, H, W, 3] -> [B, 1, H, W, 3]: each clip's middle frame (frame T // 2), as a still
+    clip of one frame: what the per-frame baseline (frame_captions) shows the image VLM."""
+    middle = clips.shape[1] // 2
+    return clips[:, middle : middle + 1]
 
 
 def sample_captions(vlm, clips: np.ndarray, samples: int, repeats: int = 1, seed: int = 0,

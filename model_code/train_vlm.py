@@ -150,6 +150,30 @@ def compose(base: str | Path, encoder: str | Path | None = None,
     return vlm
 
 
+def write_vlm_folder(vlm, out: str | Path, *, kind: str, parents: dict,
+                     data: dict | None = None) -> dict:
+    """`vlm` as one Hugging Face folder at `out`, written once (atomically) with its lineage;
+    returns the lineage."""
+    from model_code.lineage import write_lineage
+    from model_code.training import atomic_dir
+
+    with atomic_dir(out) as tmp:
+        vlm.save_pretrained(tmp)
+        return write_lineage(tmp, kind=kind, parents=parents, data=data)
+
+
+def import_pretrained(source: str | Path, out: str | Path, trust_remote_code: bool = False
+                      ) -> dict:
+    """A user's local image VLM as vidistill's image_vlm: loaded (safetensors only) and written
+    at `out` with its video settings and a lineage naming the source and its weights' hash."""
+    from model_code.lineage import folder_hash
+    from model_code.vlm import VideoVLM
+
+    vlm = VideoVLM.from_pretrained(source, device="cpu", trust_remote_code=trust_remote_code)
+    return write_vlm_folder(vlm, out, kind="image_vlm", parents={"pretrained": str(source)},
+                            data={"pretrained_version": folder_hash(source)})
+
+
 def train_visual(job: dict, report: Reporter) -> dict:
     """Stage 1: vision tower + projector learn from video captions; the LM stays frozen (the
     base's, or the job's `lm` part). Saves the adapted encoder only, or with `whole` the VLM."""

@@ -2,6 +2,7 @@ import io
 import json
 import tarfile
 
+import numpy as np
 import pandas as pd
 from dagster import instance_for_test, materialize
 
@@ -141,3 +142,12 @@ def test_one_greedy_sample_is_the_greedy_caption_and_k_needs_sampling():
                            seed=3) == drawn
     with pytest.raises(ValidationError, match="captions_per_clip"):
         CaptioningConfig(captions_per_clip=3)
+
+
+def test_the_per_frame_baseline_sees_each_clips_middle_frame_only():
+    from model_code.captioning import middle_frame
+
+    clips = np.zeros((2, 8, 4, 4, 3), dtype=np.uint8) + np.arange(8, dtype=np.uint8)[
+        None, :, None, None, None]
+    still = middle_frame(clips)
+    assert still.shape == (2, 1, 4, 4, 3) and (still == 4).all()
