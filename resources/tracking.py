@@ -95,10 +95,6 @@ class TrackedRun:
         if ms:
             self.client.log_batch(self.run_id, metrics=ms)
 
-    def set_tags(self, tags: dict) -> None:
-        for k, v in tags.items():
-            self.client.set_tag(self.run_id, k, str(v))
-
     def log_text(self, text: str, name: str) -> None:
         self.client.log_text(self.run_id, text, name)
 
