@@ -120,14 +120,24 @@ def test_other_frame_counts_resample_the_time_embeddings(model):
         assert model.encode_video(_clips(n=2, t=5)).shape == (2, 16)
 
 
-def test_siglip_towers_and_sigmoid_loss_build_and_train():
-    torch.manual_seed(0)
-    model = build_dual_encoder(CAPTIONS, tower_type="siglip", loss="sigmoid", **TINY)
+def test_siglip_towers_learn_the_sigmoid_bias_and_infonce_leaves_it(tmp_path):
+    from transformers import SiglipTextModel, SiglipVisionModel
+
     pairs = [(c, CAPTIONS[i % 2]) for i, c in enumerate(_clips(n=8))]
-    cfg = DualEncoderTrainConfig(steps=2, batch_size=4, warmup_steps=1, loss="sigmoid", log_every=1)
-    out = train_dual_encoder(model, pairs, cfg)
-    assert out["steps"] == 2 and np.isfinite(out["loss"])
-    assert model.config.vision_tower_type == "siglip"
+    for loss in ("sigmoid", "infonce"):
+        torch.manual_seed(0)
+        model = build_dual_encoder(CAPTIONS, tower_type="siglip", loss=loss, **TINY)
+        assert isinstance(model.vision_model, SiglipVisionModel)
+        assert isinstance(model.text_model, SiglipTextModel)
+        bias = model.logit_bias.item()
+        cfg = DualEncoderTrainConfig(steps=3, batch_size=4, warmup_steps=1, lr=1e-2, loss=loss,
+                                     log_every=1)
+        train_dual_encoder(model, pairs, cfg)
+        assert (model.logit_bias.item() != bias) == (loss == "sigmoid"), loss
+        model.save_pretrained(tmp_path / loss)
+        loaded = DualEncoder.from_pretrained(tmp_path / loss)
+        assert (loaded.config.vision_tower_type, loaded.config.loss) == ("siglip", loss)
+        assert loaded.logit_bias.item() == model.logit_bias.item()
 
 
 def test_training_lowers_the_loss_and_resumes_from_its_state(tmp_path):
@@ -303,3 +313,37 @@ def test_a_clip_with_several_captions_is_shown_with_each_over_the_passes(tmp_pat
     pairs = streamed(seed=1)
     assert set(pairs) == {c for cs in captions.values() for c in cs}
     assert streamed(seed=1) == pairs and streamed(seed=2) != pairs
+
+
+def test_the_cli_writes_a_checkpoint_with_its_lineage(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    from model_code import corpus, shards
+
+    specs = corpus.split_specs("corpus", corpus.CorpusConfig(), 0, 8)
+    shards.write_shard(tmp_path / "p0.tar", shards.embedded_clips(specs))
+    pd.DataFrame({"key": [s.key for s in specs],
+                  "caption": [corpus.ground_truth_caption(s) for s in specs]}).to_parquet(
+        tmp_path / "pairs.parquet")
+    out = tmp_path / "de"
+    done = subprocess.run(
+        [sys.executable, "-m", "model_code.train_dual_encoder", "--pairs",
+         str(tmp_path / "pairs.parquet"), "--shards", str(tmp_path / "p0.tar"), "--out", str(out),
+         "--steps", "2", "--batch-size", "4", "--log-every", "1", "--seed", "3", "--device", "cpu"],
+        cwd=Path(__file__).resolve().parents[1], env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lineage = json.loads((out / "lineage.json").read_text())
+    assert lineage["kind"] == "dual_encoder"
+    assert lineage["training_config"]["steps"] == 2 and lineage["training_config"]["seed"] == 3
+    assert lineage["parents"] == {"pairs": str(tmp_path / "pairs.parquet")}
+    assert lineage["data"]["pairs"] == 8 and lineage["data"]["clips"] == 8
+    assert lineage["metrics"]["steps"] == 2
+    assert DualEncoder.from_pretrained(out).config.num_frames == lineage["training_config"][
+        "num_frames"]
