@@ -9,7 +9,14 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from dagster import ConfigurableResource, Failure, MaterializeResult, MetadataValue
+from dagster import (
+    ConfigurableResource,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    PipesFileMessageReader,
+    PipesTempFileMessageReader,
+)
 from pydantic import Field
 
 from model_code.training import atomic_write_bytes
@@ -26,6 +33,55 @@ def torchrun_command(module: str, job_file: str | Path, nproc: int, python: str 
     if log_dir:
         command += ["--log-dir", log_dir]
     return command + ["-m", module, "--job", str(job_file)]
+
+
+class WholeLineFileMessageReader(PipesFileMessageReader):
+    """Dagster's file reader (1.13) tails the messages file line by line and hands json.loads
+    whatever `readline` returns, so a message caught while its writer is still appending it (a
+    checkpoint report with its sample tables, on a busy machine) reaches json.loads half-written;
+    the reader thread dies, every later message is lost ("did not receive closed message").
+    This one keeps the part of a line it has and parses the line once its newline is there."""
+
+    def _reader_thread(self, handler, is_resource_complete) -> None:
+        import time
+
+        pending = ""
+        try:
+            with open(self._path, encoding="utf-8") as stream:
+                while True:
+                    chunk = stream.readline()
+                    pending += chunk
+                    if pending.endswith("\n"):
+                        handler.handle_message(json.loads(pending))
+                        pending = ""
+                    elif chunk:  # the rest of the line may be there already
+                        continue
+                    elif not is_resource_complete.is_set():
+                        time.sleep(0.01)
+                    elif pending:  # the writer is gone mid-line
+                        raise ValueError(f"a Pipes message without its end: {pending[:200]!r}")
+                    else:
+                        break
+        except BaseException:
+            handler.report_pipes_framework_exception(f"{type(self).__name__} reader thread",
+                                                     sys.exc_info())
+            raise
+
+
+class WholeLineTempFileMessageReader(PipesTempFileMessageReader):
+    """PipesTempFileMessageReader with WholeLineFileMessageReader's whole-line parsing."""
+
+    def read_messages(self, handler):
+        import contextlib
+
+        @contextlib.contextmanager
+        def messages():
+            with tempfile.TemporaryDirectory() as folder, WholeLineFileMessageReader(
+                    os.path.join(folder, "messages"), include_stdio_in_messages=False,
+            ).read_messages(handler) as params:
+                yield params
+
+        return messages()
 
 
 def step_threads() -> int:
@@ -106,7 +162,9 @@ class TrainingLauncher(ConfigurableResource):
             context.log.info(f"training {module} on {nproc} rank(s)"
                              + (f", devices {lease.indices}" if lease.indices else ""))
             try:
-                return PipesSubprocessClient(cwd=str(PROJECT_ROOT)).run(
+                return PipesSubprocessClient(
+                        cwd=str(PROJECT_ROOT),
+                        message_reader=WholeLineTempFileMessageReader()).run(
                     context=context, command=torchrun_command(module, job_file, nproc,
                                                               log_dir=logs),
                     env=env).get_materialize_result()

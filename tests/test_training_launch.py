@@ -279,3 +279,35 @@ def test_only_numbers_become_metrics_and_bools_are_not_numbers():
 
     assert numeric_metrics({"loss": 1, "lr": 2.5, "done": True, "source": "x", "n": None}) == {
         "loss": 1.0, "lr": 2.5}
+
+
+def test_a_pipes_message_caught_half_written_is_read_whole_once_its_line_ends(tmp_path):
+    """A busy machine can show the reader a message its writer is still appending: it must
+    wait for the newline, not parse half a line and drop every later message."""
+    import time
+
+    from resources.launcher import WholeLineFileMessageReader
+
+    got = []
+
+    class Handler:
+        def handle_message(self, message):
+            got.append(message)
+
+        def report_pipes_framework_exception(self, origin, exc_info):
+            got.append(("error", origin, exc_info[1]))
+
+    path = tmp_path / "messages"
+    reader = WholeLineFileMessageReader(str(path))
+    big = json.dumps({"method": "report_asset_materialization", "params": {"x": "y" * 20000}})
+    with reader.read_messages(Handler()):
+        with open(path, "a") as f:
+            f.write(big[:75])  # the first part, seen by the reader before the rest
+            f.flush()
+            time.sleep(0.1)
+            f.write(big[75:] + "\n")
+            f.write(json.dumps({"method": "closed"}) + "\n")
+        deadline = time.monotonic() + 5
+        while len(got) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert got == [json.loads(big), {"method": "closed"}]
