@@ -29,35 +29,60 @@ from resources.storage import ArtifactStore
 from resources.tracking import MlflowTracking
 
 ImageVLMConfig = launchpad_config(
-    ImageVLMTrainConfig, "ImageVLMConfig",
-    pretrained_path=(OptionalDir, Field(default="", description="A local image-text-to-text checkpoint "
-                     "folder (LLaVA-style). Empty: build the tiny default and train it on single "
-                     "frames of the embedded corpus.")),
-    trust_remote_code=(bool, Field(default=False, description="run the checkpoint's own code "
-                       "(only for a folder you trust)")))
+    ImageVLMTrainConfig,
+    "ImageVLMConfig",
+    pretrained_path=(
+        OptionalDir,
+        Field(
+            default="",
+            description="A local image-text-to-text checkpoint "
+            "folder (LLaVA-style). Empty: build the tiny default and train it on single "
+            "frames of the embedded corpus.",
+        ),
+    ),
+    trust_remote_code=(
+        bool,
+        Field(
+            default=False, description="run the checkpoint's own code (only for a folder you trust)"
+        ),
+    ),
+)
 VisualAdaptationConfig = launchpad_config(VisualAdaptationTrainConfig, "VisualAdaptationConfig")
-LanguageAdaptationConfig = launchpad_config(LanguageAdaptationTrainConfig,
-                                            "LanguageAdaptationConfig")
+LanguageAdaptationConfig = launchpad_config(
+    LanguageAdaptationTrainConfig, "LanguageAdaptationConfig"
+)
 
 
 class VideoCaptionDataConfig(Config):
-    annotations: OptionalFile = Field(default="", description="MSR-VTT/VATEX-style annotation JSON; "
-                             "empty = the embedded corpus's supervised adaptation split")
+    annotations: OptionalFile = Field(
+        default="",
+        description="MSR-VTT/VATEX-style annotation JSON; "
+        "empty = the embedded corpus's supervised adaptation split",
+    )
     videos_dir: OptionalDir = Field(default="", description="folder of the annotated videos")
     clips: int = Field(default=900, ge=1, description="clips to take")
 
 
 class InstructionDataConfig(Config):
-    llm_path: OptionalDir = Field(default="", description="Local causal LM folder to write the "
-                          "instructions; empty = templates")
+    llm_path: OptionalDir = Field(
+        default="",
+        description="Local causal LM folder to write the instructions; empty = templates",
+    )
     seed: int = Field(default=0, ge=0)
 
 
 TRAINING = {"group_name": "adaptation", "code_version": "3", "pool": "gpu"}
 
 
-def _launch_stage(context, name: str, job: dict, store: ArtifactStore, tracking: MlflowTracking,
-           launcher: TrainingLauncher, accelerators: Accelerators) -> MaterializeResult:
+def _launch_stage(
+    context,
+    name: str,
+    job: dict,
+    store: ArtifactStore,
+    tracking: MlflowTracking,
+    launcher: TrainingLauncher,
+    accelerators: Accelerators,
+) -> MaterializeResult:
     """One stage of model_code.train_vlm, through the launcher (torchrun under Pipes). The
     stage and its folder are `name`'s unless the job names them (the adaptation orders)."""
     import hashlib
@@ -65,11 +90,22 @@ def _launch_stage(context, name: str, job: dict, store: ArtifactStore, tracking:
     # the resumable state is keyed by what is trained: a rerun with other settings or inputs
     # starts afresh, a rerun of the same resumes
     digest = hashlib.sha256(json.dumps(job, sort_keys=True, default=str).encode()).hexdigest()
-    job = {"stage": name, "out": str(store.checkpoint(name)),
-           "state": str(store.path("training_state", f"{name}-{digest[:12]}.pt")), **job}
-    return train_through_launcher(context, launcher=launcher, tracking=tracking, store=store,
-                                  accelerators=accelerators, module="model_code.train_vlm",
-                                  name=name, job=job)
+    job = {
+        "stage": name,
+        "out": str(store.checkpoint(name)),
+        "state": str(store.path("training_state", f"{name}-{digest[:12]}.pt")),
+        **job,
+    }
+    return train_through_launcher(
+        context,
+        launcher=launcher,
+        tracking=tracking,
+        store=store,
+        accelerators=accelerators,
+        module="model_code.train_vlm",
+        name=name,
+        job=job,
+    )
 
 
 @asset(**TRAINING)
@@ -90,11 +126,17 @@ def image_vlm(
         from model_code.train_vlm import import_pretrained
 
         folder = store.checkpoint("image_vlm")
-        return checkpoint_result(folder, import_pretrained(
-            config.pretrained_path, folder, trust_remote_code=config.trust_remote_code))
-    job = {"config": trainer_fields(config, ImageVLMTrainConfig),
-           "corpus": asdict(clip_source.corpus_config()),
-           "data": {"corpus_seed": clip_source.seed}}
+        return checkpoint_result(
+            folder,
+            import_pretrained(
+                config.pretrained_path, folder, trust_remote_code=config.trust_remote_code
+            ),
+        )
+    job = {
+        "config": trainer_fields(config, ImageVLMTrainConfig),
+        "corpus": asdict(clip_source.corpus_config()),
+        "data": {"corpus_seed": clip_source.seed},
+    }
     return _launch_stage(context, "image_vlm", job, store, tracking, launcher, accelerators)
 
 
@@ -117,13 +159,21 @@ def video_caption_data(
         sources = [shards.VideoSource(v.path, alt_text=v.captions[0]) for v in videos]
         clips, rejects = shards.ingest(sources, clip_source.ingest_config())
         by_path = {v.path: v for v in videos}
-        rows = [{"key": c.key, "caption": by_path[c.meta["source"]].captions[0],
-                 "attributes": None} for c in clips]
+        rows = [
+            {"key": c.key, "caption": by_path[c.meta["source"]].captions[0], "attributes": None}
+            for c in clips
+        ]
     else:
         specs = corpus.split_specs("adapt", clip_source.corpus_config(), 0, config.clips)
         clips, rejects = shards.embedded_clips(specs), []
-        rows = [{"key": s.key, "caption": corpus.ground_truth_caption(s),
-                 "attributes": json.dumps(s.attributes())} for s in specs]
+        rows = [
+            {
+                "key": s.key,
+                "caption": corpus.ground_truth_caption(s),
+                "attributes": json.dumps(s.attributes()),
+            }
+            for s in specs
+        ]
     shards.write_shard(out / "clips.tar", clips)
     df = pd.DataFrame(rows, columns=["key", "caption", "attributes"])
     store.write_parquet(out / "captions.parquet", df)
@@ -131,10 +181,15 @@ def video_caption_data(
     from dagster import DataVersion
 
     return MaterializeResult(
-        metadata={"path": MetadataValue.path(str(out)), "clips": len(clips), "rejects": len(rejects),
-                  "samples": md_table(rows[:8])},
-        data_version=DataVersion(file_version(out / "captions.parquet")[:8] + file_version(
-            out / "clips.tar")[:8]),
+        metadata={
+            "path": MetadataValue.path(str(out)),
+            "clips": len(clips),
+            "rejects": len(rejects),
+            "samples": md_table(rows[:8]),
+        },
+        data_version=DataVersion(
+            file_version(out / "captions.parquet")[:8] + file_version(out / "clips.tar")[:8]
+        ),
     )
 
 
@@ -146,15 +201,21 @@ def _version(store: ArtifactStore, name: str) -> str:
 
 @asset(**TRAINING, deps=[image_vlm, video_caption_data])
 def adapted_encoder(
-    context: AssetExecutionContext, config: VisualAdaptationConfig, store: ArtifactStore,
-    tracking: MlflowTracking, launcher: TrainingLauncher, accelerators: Accelerators,
+    context: AssetExecutionContext,
+    config: VisualAdaptationConfig,
+    store: ArtifactStore,
+    tracking: MlflowTracking,
+    launcher: TrainingLauncher,
+    accelerators: Accelerators,
 ) -> MaterializeResult:
     """Stage 1: vision tower and projector learn from video captions; the LM stays frozen, so
     only the vision tower and projector are saved (on top of image_vlm)."""
-    job = {"config": trainer_fields(config, VisualAdaptationTrainConfig),
-           "base": str(store.checkpoint("image_vlm")),
-           "caption_data": str(store.path("video_caption_data")),
-           "parents": {"image_vlm": _version(store, "image_vlm")}}
+    job = {
+        "config": trainer_fields(config, VisualAdaptationTrainConfig),
+        "base": str(store.checkpoint("image_vlm")),
+        "caption_data": str(store.path("video_caption_data")),
+        "parents": {"image_vlm": _version(store, "image_vlm")},
+    }
     return _launch_stage(context, "adapted_encoder", job, store, tracking, launcher, accelerators)
 
 
@@ -169,9 +230,14 @@ def instruction_data(
     from model_code import instructions
 
     df = pd.read_parquet(store.path("video_caption_data", "captions.parquet"))
-    records = [{"key": r["key"], "caption": r["caption"],
-                **({"attributes": json.loads(r["attributes"])} if r["attributes"] else {})}
-               for r in df.to_dict("records")]
+    records = [
+        {
+            "key": r["key"],
+            "caption": r["caption"],
+            **({"attributes": json.loads(r["attributes"])} if r["attributes"] else {}),
+        }
+        for r in df.to_dict("records")
+    ]
     if config.llm_path:
         rows = instructions.make_instructions_with_llm(records, config.llm_path, seed=config.seed)
     else:
@@ -182,28 +248,41 @@ def instruction_data(
     from dagster import DataVersion
 
     return MaterializeResult(
-        metadata={"path": MetadataValue.path(str(path)), "examples": len(out),
-                  "per_type": md_table([{"type": k, "examples": v} for k, v in counts.items()], 20),
-                  "samples": md_table(out.groupby("type").head(1).to_dict("records"), 20)},
+        metadata={
+            "path": MetadataValue.path(str(path)),
+            "examples": len(out),
+            "per_type": md_table([{"type": k, "examples": v} for k, v in counts.items()], 20),
+            "samples": md_table(out.groupby("type").head(1).to_dict("records"), 20),
+        },
         data_version=DataVersion(file_version(path)),
     )
 
 
 @asset(**TRAINING, deps=[adapted_encoder, instruction_data])
 def instruction_tuned_lm(
-    context: AssetExecutionContext, config: LanguageAdaptationConfig, store: ArtifactStore,
-    tracking: MlflowTracking, launcher: TrainingLauncher, accelerators: Accelerators,
+    context: AssetExecutionContext,
+    config: LanguageAdaptationConfig,
+    store: ArtifactStore,
+    tracking: MlflowTracking,
+    launcher: TrainingLauncher,
+    accelerators: Accelerators,
 ) -> MaterializeResult:
     """Stage 2: the LM learns to follow instructions about videos; vision stays frozen, so only
     the LM and its head are saved."""
-    job = {"config": trainer_fields(config, LanguageAdaptationTrainConfig),
-           "base": str(store.checkpoint("image_vlm")),
-           "encoder": str(store.checkpoint("adapted_encoder")),
-           "caption_data": str(store.path("video_caption_data")),
-           "instructions": str(store.path("instruction_data", "instructions.parquet")),
-           "parents": {"image_vlm": _version(store, "image_vlm"),
-                       "adapted_encoder": _version(store, "adapted_encoder")}}
-    return _launch_stage(context, "instruction_tuned_lm", job, store, tracking, launcher, accelerators)
+    job = {
+        "config": trainer_fields(config, LanguageAdaptationTrainConfig),
+        "base": str(store.checkpoint("image_vlm")),
+        "encoder": str(store.checkpoint("adapted_encoder")),
+        "caption_data": str(store.path("video_caption_data")),
+        "instructions": str(store.path("instruction_data", "instructions.parquet")),
+        "parents": {
+            "image_vlm": _version(store, "image_vlm"),
+            "adapted_encoder": _version(store, "adapted_encoder"),
+        },
+    }
+    return _launch_stage(
+        context, "instruction_tuned_lm", job, store, tracking, launcher, accelerators
+    )
 
 
 def _composed(store: ArtifactStore, name: str, parts: tuple[str, ...]) -> MaterializeResult:
@@ -233,9 +312,16 @@ def video_vlm(context: AssetExecutionContext, store: ArtifactStore) -> Materiali
     return _composed(store, "video_vlm", ("adapted_encoder", "instruction_tuned_lm"))
 
 
-def _compare(context, name: str, folders: dict[str, Path], label: str, store: ArtifactStore,
-             tracking: MlflowTracking, accelerators: Accelerators,
-             extra: dict | None = None) -> MaterializeResult:
+def _compare(
+    context,
+    name: str,
+    folders: dict[str, Path],
+    label: str,
+    store: ArtifactStore,
+    tracking: MlflowTracking,
+    accelerators: Accelerators,
+    extra: dict | None = None,
+) -> MaterializeResult:
     """Each VLM folder on the benchmark clips (model_code.captioner_eval.compare_vlms, one row
     per folder, named in column `label`): <name>.json and <name>.md under the data root, an
     MLflow run, and the table, sample captions and figures as metadata."""
@@ -249,10 +335,13 @@ def _compare(context, name: str, folders: dict[str, Path], label: str, store: Ar
     text = f"{table.value}\n"
     if comparison.has_qa:
         metadata["qa_by_type"] = qa_table = md_table(comparison.qa_by_type())
-        text += f"\nVideo QA by question type (percent; soft: token F1 >= 0.5):\n\n{qa_table.value}\n"
+        text += (
+            f"\nVideo QA by question type (percent; soft: token F1 >= 0.5):\n\n{qa_table.value}\n"
+        )
     else:
-        context.log.info("video QA skipped: the benchmark clips carry no attributes to ask "
-                         "about (real data)")
+        context.log.info(
+            "video QA skipped: the benchmark clips carry no attributes to ask about (real data)"
+        )
         metadata["video_qa"] = "skipped: the benchmark clips carry no attributes (real data)"
     metadata["samples"] = md_table(comparison.samples)
     figures = {f"{r[label]}.{k}": v for r in rows for k, v in numeric_metrics(r).items()}
@@ -264,16 +353,31 @@ def _compare(context, name: str, folders: dict[str, Path], label: str, store: Ar
     return MaterializeResult(metadata={**metadata, **figures})
 
 
-@asset(group_name="adaptation", code_version="2", pool="gpu",
-       deps=[image_vlm, visual_adapted_vlm, video_vlm, "retrieval_benchmark"])
-def captioner_eval(context: AssetExecutionContext, store: ArtifactStore,
-                   tracking: MlflowTracking, accelerators: Accelerators) -> MaterializeResult:
+@asset(
+    group_name="adaptation",
+    code_version="2",
+    pool="gpu",
+    deps=[image_vlm, visual_adapted_vlm, video_vlm, "retrieval_benchmark"],
+)
+def captioner_eval(
+    context: AssetExecutionContext,
+    store: ArtifactStore,
+    tracking: MlflowTracking,
+    accelerators: Accelerators,
+) -> MaterializeResult:
     """Caption the held-out clips with each VLM stage and ask it the video QA questions; CIDEr,
     BLEU-4, (on the embedded corpus) whether motion, colour and shape are named correctly, and
     QA accuracy by question type, side by side."""
     names = ("image_vlm", "visual_adapted_vlm", "video_vlm")
-    return _compare(context, "captioner_eval", {n: store.checkpoint(n) for n in names}, "model",
-                    store, tracking, accelerators)
+    return _compare(
+        context,
+        "captioner_eval",
+        {n: store.checkpoint(n) for n in names},
+        "model",
+        store,
+        tracking,
+        accelerators,
+    )
 
 
 class Order(str, Enum):
@@ -285,9 +389,11 @@ class Order(str, Enum):
 
 class AdaptationOrderConfig(Config):
     orders: list[Order] = Field(
-        default=["language_then_vision", "joint"], min_length=1,
+        default=["language_then_vision", "joint"],
+        min_length=1,
         description="orders to train and compare with vision_then_language (video_vlm): "
-        "language_then_vision (stage 2, then stage 1 with that LM), joint (both in one run)")
+        "language_then_vision (stage 2, then stage 1 with that LM), joint (both in one run)",
+    )
 
     @field_validator("orders")
     @classmethod
@@ -297,11 +403,19 @@ class AdaptationOrderConfig(Config):
         return orders
 
 
-@asset(group_name="adaptation", code_version="1", pool="gpu",
-       deps=[image_vlm, video_caption_data, instruction_data, video_vlm, "retrieval_benchmark"])
+@asset(
+    group_name="adaptation",
+    code_version="1",
+    pool="gpu",
+    deps=[image_vlm, video_caption_data, instruction_data, video_vlm, "retrieval_benchmark"],
+)
 def adaptation_order(
-    context: AssetExecutionContext, config: AdaptationOrderConfig, store: ArtifactStore,
-    tracking: MlflowTracking, launcher: TrainingLauncher, accelerators: Accelerators,
+    context: AssetExecutionContext,
+    config: AdaptationOrderConfig,
+    store: ArtifactStore,
+    tracking: MlflowTracking,
+    launcher: TrainingLauncher,
+    accelerators: Accelerators,
 ) -> MaterializeResult:
     """The paper's order ablation: the image VLM adapted language-then-vision and jointly, with
     the settings adapted_encoder and instruction_tuned_lm were trained with, against
@@ -309,26 +423,49 @@ def adaptation_order(
     from model_code.lineage import read_lineage
     from model_code.train_vlm import order_jobs
 
-    stages = {n: read_lineage(store.checkpoint(n))
-              for n in ("image_vlm", "adapted_encoder", "instruction_tuned_lm")}
+    stages = {
+        n: read_lineage(store.checkpoint(n))
+        for n in ("image_vlm", "adapted_encoder", "instruction_tuned_lm")
+    }
     folders = {"vision_then_language": store.checkpoint("video_vlm")}
     for order in (Order(o).value for o in config.orders):
         folders[order] = store.checkpoint(f"adaptation_order/{order}")
         for job in order_jobs(
-                order, base=store.checkpoint("image_vlm"),
-                caption_data=store.path("video_caption_data"),
-                instructions=store.path("instruction_data", "instructions.parquet"),
-                visual_config=stages["adapted_encoder"]["training_config"],
-                language_config=stages["instruction_tuned_lm"]["training_config"],
-                out=folders[order], parents={"image_vlm": stages["image_vlm"]["version"]},
-                data={"settings_of": {n: stages[n]["version"]
-                                      for n in ("adapted_encoder", "instruction_tuned_lm")}}):
+            order,
+            base=store.checkpoint("image_vlm"),
+            caption_data=store.path("video_caption_data"),
+            instructions=store.path("instruction_data", "instructions.parquet"),
+            visual_config=stages["adapted_encoder"]["training_config"],
+            language_config=stages["instruction_tuned_lm"]["training_config"],
+            out=folders[order],
+            parents={"image_vlm": stages["image_vlm"]["version"]},
+            data={
+                "settings_of": {
+                    n: stages[n]["version"] for n in ("adapted_encoder", "instruction_tuned_lm")
+                }
+            },
+        ):
             # only the metadata of this result is kept: the asset's materialization is the table
-            trained = _launch_stage(context, f"adaptation_order.{job['kind']}", job, store, tracking,
-                             launcher, accelerators)
+            trained = _launch_stage(
+                context,
+                f"adaptation_order.{job['kind']}",
+                job,
+                store,
+                tracking,
+                launcher,
+                accelerators,
+            )
             version = trained.metadata.get("version")
-            context.log.info(f"{job['kind']}: {job['out']} (version "
-                             f"{getattr(version, 'value', version)})")
-    return _compare(context, "adaptation_order", folders, "order", store, tracking,
-                    accelerators, {f"{o}.path": MetadataValue.path(str(f))
-                                   for o, f in folders.items()})
+            context.log.info(
+                f"{job['kind']}: {job['out']} (version {getattr(version, 'value', version)})"
+            )
+    return _compare(
+        context,
+        "adaptation_order",
+        folders,
+        "order",
+        store,
+        tracking,
+        accelerators,
+        {f"{o}.path": MetadataValue.path(str(f)) for o, f in folders.items()},
+    )

@@ -26,48 +26,75 @@ from resources.devices import Accelerators
 from resources.fields import Device, OptionalDir, Rate
 from resources.storage import ArtifactStore
 
-CAPTION_COLUMNS = ["key", "sample", "caption", "source", "captioner_version", "prompt",
-                   "partition", "generation"]
+CAPTION_COLUMNS = [
+    "key",
+    "sample",
+    "caption",
+    "source",
+    "captioner_version",
+    "prompt",
+    "partition",
+    "generation",
+]
 
 
 class CaptioningConfig(Config):
     batch_size: int = Field(default=32, ge=1, description="clips per generate call")
     decode_workers: int | None = Field(
-        default=None, ge=0, description="processes decoding clips while the model captions "
+        default=None,
+        ge=0,
+        description="processes decoding clips while the model captions "
         "(they split each shard's clips); unset = the cores this step may use, 0 = decode in "
-        "the step's own process")
+        "the step's own process",
+    )
     max_new_tokens: int = Field(default=24, ge=1, le=1024)
     do_sample: bool = False
     num_beams: int = Field(default=1, ge=1, le=64)
     temperature: float = Field(default=1.0, gt=0)
     top_p: float = Field(default=1.0, gt=0, le=1, description="nucleus sampling (do_sample)")
     captions_per_clip: int = Field(
-        default=1, ge=1, le=1000, description="K captions of every clip, one row each with its "
-        "sample index 0..K-1; K > 1 needs do_sample")
-    seed: int = Field(default=0, ge=0, description="sample k of a batch draws with torch seed "
-                      "seed * 1000 + k: the same seed gives the same captions")
+        default=1,
+        ge=1,
+        le=1000,
+        description="K captions of every clip, one row each with its "
+        "sample index 0..K-1; K > 1 needs do_sample",
+    )
+    seed: int = Field(
+        default=0,
+        ge=0,
+        description="sample k of a batch draws with torch seed "
+        "seed * 1000 + k: the same seed gives the same captions",
+    )
     device: Device = Field(default="auto", description="auto, cpu, cuda or cuda:N")
     max_empty_rate: Rate = Field(default=0.0, description="quality check threshold")
     max_degenerate_rate: Rate = Field(default=0.05, description="quality check threshold")
     max_duplicate_rate: Rate = Field(
-        default=0.95, description="quality check threshold; the embedded corpus shows only 15 "
-        "colour-shape looks, so a faithful still-image captioner repeats ~92% of its captions")
+        default=0.95,
+        description="quality check threshold; the embedded corpus shows only 15 "
+        "colour-shape looks, so a faithful still-image captioner repeats ~92% of its captions",
+    )
     min_vocab_size: int = Field(default=5, ge=0)
 
     @field_validator("captions_per_clip")
     @classmethod
     def _samples_differ(cls, value: int, info: ValidationInfo) -> int:
         if value > 1 and not info.data.get("do_sample"):
-            raise ValueError(f"captions_per_clip={value} needs do_sample: true (greedy decoding "
-                             "writes the same caption K times)")
+            raise ValueError(
+                f"captions_per_clip={value} needs do_sample: true (greedy decoding "
+                "writes the same caption K times)"
+            )
         return value
 
 
 class SampledCaptioningConfig(CaptioningConfig):
     """Several sampled captions per clip: the paper's "+ several sampled captions" rung."""
 
-    captions_per_clip: int = Field(default=4, ge=1, le=1000, description="K captions of every "
-                                   "clip, one row each with its sample index 0..K-1")
+    captions_per_clip: int = Field(
+        default=4,
+        ge=1,
+        le=1000,
+        description="K captions of every clip, one row each with its sample index 0..K-1",
+    )
     do_sample: bool = True
     temperature: float = Field(default=0.7, gt=0)
     top_p: float = Field(default=0.9, gt=0, le=1, description="nucleus sampling")
@@ -82,11 +109,15 @@ def caption_quality(captions: list[str], config: CaptioningConfig) -> AssetCheck
     if not captions:
         failures.append("no captions")
     if stats["degenerate_rate"] > config.max_degenerate_rate:
-        failures.append(f"degenerate_rate {stats['degenerate_rate']:.2f} > {config.max_degenerate_rate}")
+        failures.append(
+            f"degenerate_rate {stats['degenerate_rate']:.2f} > {config.max_degenerate_rate}"
+        )
     if stats["empty_rate"] > config.max_empty_rate:
         failures.append(f"empty_rate {stats['empty_rate']:.2f} > {config.max_empty_rate}")
     if len(captions) > 10 and stats["duplicate_rate"] > config.max_duplicate_rate:
-        failures.append(f"duplicate_rate {stats['duplicate_rate']:.2f} > {config.max_duplicate_rate}")
+        failures.append(
+            f"duplicate_rate {stats['duplicate_rate']:.2f} > {config.max_duplicate_rate}"
+        )
     if len(captions) > 10 and stats["vocab_size"] < config.min_vocab_size:
         failures.append(f"vocab_size {stats['vocab_size']} < {config.min_vocab_size}")
     return AssetCheckResult(
@@ -121,8 +152,13 @@ def caption_folder(source: str, version: str) -> str:
 
 
 def caption_partitions(
-    context: AssetExecutionContext, checkpoint: str, frame_mode: str, config: CaptioningConfig,
-    store: ArtifactStore, accelerators: Accelerators, folder=None,
+    context: AssetExecutionContext,
+    checkpoint: str,
+    frame_mode: str,
+    config: CaptioningConfig,
+    store: ArtifactStore,
+    accelerators: Accelerators,
+    folder=None,
 ) -> MaterializeResult:
     """Caption each partition of the run with one checkpoint (loaded once per run; a vidistill
     checkpoint by name, or an outside `folder`); one Parquet file per partition per caption
@@ -136,50 +172,85 @@ def caption_partitions(
     version = captioner_version(checkpoint, store, folder)
     folder = store.checkpoint(checkpoint) if folder is None else folder
     source = context.asset_key.path[-1]
-    generation = {"max_new_tokens": config.max_new_tokens, "do_sample": config.do_sample,
-                  "num_beams": config.num_beams, "temperature": config.temperature,
-                  "top_p": config.top_p, "seed": config.seed}
+    generation = {
+        "max_new_tokens": config.max_new_tokens,
+        "do_sample": config.do_sample,
+        "num_beams": config.num_beams,
+        "temperature": config.temperature,
+        "top_p": config.top_p,
+        "seed": config.seed,
+    }
     partitions = context.partition_keys
     run = CaptionRun()
     all_captions, samples, total_rejects, wait_s, generate_s = [], [], 0, 0.0, 0.0
     with accelerators.device(config.device) as device:  # leased for the whole run
         context.log.info(f"captioning on {device}")
-        for result in caption_shards(folder, [store.shard(p) for p in partitions], frame_mode,
-                                     config.batch_size, config.decode_workers, device, run,
-                                     samples=config.captions_per_clip, **generation):
+        for result in caption_shards(
+            folder,
+            [store.shard(p) for p in partitions],
+            frame_mode,
+            config.batch_size,
+            config.decode_workers,
+            device,
+            run,
+            samples=config.captions_per_clip,
+            **generation,
+        ):
             partition = partitions[result.shard]
-            rows = [{"key": key, "sample": sample, "caption": caption, "source": source,
-                     "captioner_version": version, "prompt": run.prompt, "partition": partition,
-                     "generation": json.dumps(generation, sort_keys=True)}
-                    for key, sample, caption in result.captions]
+            rows = [
+                {
+                    "key": key,
+                    "sample": sample,
+                    "caption": caption,
+                    "source": source,
+                    "captioner_version": version,
+                    "prompt": run.prompt,
+                    "partition": partition,
+                    "generation": json.dumps(generation, sort_keys=True),
+                }
+                for key, sample, caption in result.captions
+            ]
             df = pd.DataFrame(rows, columns=CAPTION_COLUMNS)
             store.write_parquet(store.captions(caption_folder(source, version), partition), df)
-            store.write_bytes(store.path("caption_rejects", caption_folder(source, version),
-                                         f"{partition}.parquet"),
-                              shards.rejects_bytes([{**r, "source": partition} for r in result.rejects]))
+            store.write_bytes(
+                store.path(
+                    "caption_rejects", caption_folder(source, version), f"{partition}.parquet"
+                ),
+                shards.rejects_bytes([{**r, "source": partition} for r in result.rejects]),
+            )
             total_rejects += len(result.rejects)
             wait_s, generate_s = wait_s + result.wait_s, generate_s + result.generate_s
             all_captions += df.loc[df["sample"] == 0, "caption"].tolist()
             samples += rows[:3]
-            context.log.info(f"{partition}: {len(df)} captions, {len(result.rejects)} rejects, "
-                             f"{result.generate_s:.1f}s generating, {result.wait_s:.1f}s waiting "
-                             "for frames")
+            context.log.info(
+                f"{partition}: {len(df)} captions, {len(result.rejects)} rejects, "
+                f"{result.generate_s:.1f}s generating, {result.wait_s:.1f}s waiting "
+                "for frames"
+            )
     index = _clip_index(store, partitions)
-    sample_rows = [{"key": r["key"], "alt_text": index.get(r["key"], ""), "caption": r["caption"]}
-                   for r in samples[:8]]
+    sample_rows = [
+        {"key": r["key"], "alt_text": index.get(r["key"], ""), "caption": r["caption"]}
+        for r in samples[:8]
+    ]
     one = partitions[0] if len(partitions) == 1 else None
     key = caption_folder(source, version)
     return MaterializeResult(
-        metadata={"captioner_version": version, "clips": len(all_captions),
-                  "captions": len(all_captions) * config.captions_per_clip,
-                  "captions_per_clip": config.captions_per_clip,
-                  "rejects": total_rejects, "samples": md_table(sample_rows, 8),
-                  "path": MetadataValue.path(str(store.captions(key, one) if one
-                                                 else store.path("captions", key))),
-                  "device": device, "decode_workers": run.decode_workers,
-                  "model_load_s": round(run.load_s, 2),
-                  "first_batch_wait_s": round(run.first_batch_wait_s, 3),
-                  "frame_wait_share": round(wait_s / max(wait_s + generate_s, 1e-9), 4)},
+        metadata={
+            "captioner_version": version,
+            "clips": len(all_captions),
+            "captions": len(all_captions) * config.captions_per_clip,
+            "captions_per_clip": config.captions_per_clip,
+            "rejects": total_rejects,
+            "samples": md_table(sample_rows, 8),
+            "path": MetadataValue.path(
+                str(store.captions(key, one) if one else store.path("captions", key))
+            ),
+            "device": device,
+            "decode_workers": run.decode_workers,
+            "model_load_s": round(run.load_s, 2),
+            "first_batch_wait_s": round(run.first_batch_wait_s, 3),
+            "frame_wait_share": round(wait_s / max(wait_s + generate_s, 1e-9), 4),
+        },
         check_results=[caption_quality(all_captions, config)],
         data_version=DataVersion(file_version(store.captions(key, one))) if one else None,
     )
@@ -200,10 +271,16 @@ def _clip_index(store: ArtifactStore, partitions: list[str]) -> dict[str, str]:
 def per_shard_captions(name: str, deps: list, code_version: str) -> dict:
     """What every caption asset is: one partition per shard, in the gpu pool, with the
     blocking caption_quality check."""
-    return {"name": name, "group_name": "captions", "partitions_def": clip_partitions,
-            "deps": deps, "code_version": code_version, "pool": "gpu",
-            "backfill_policy": shard_backfill_policy(),
-            "check_specs": [AssetCheckSpec("caption_quality", asset=name, blocking=True)]}
+    return {
+        "name": name,
+        "group_name": "captions",
+        "partitions_def": clip_partitions,
+        "deps": deps,
+        "code_version": code_version,
+        "pool": "gpu",
+        "backfill_policy": shard_backfill_policy(),
+        "check_specs": [AssetCheckSpec("caption_quality", asset=name, blocking=True)],
+    }
 
 
 CAPTIONERS: dict[str, tuple[str, str]] = {
@@ -221,8 +298,12 @@ def _captioner(name: str, upstream, config_class: type[CaptioningConfig], doc: s
     checkpoint, frame_mode = CAPTIONERS[name]
 
     @asset(**per_shard_captions(name, [clip_shards, upstream], code_version="3"))
-    def captions(context: AssetExecutionContext, config: config_class, store: ArtifactStore,
-                 accelerators: Accelerators) -> MaterializeResult:
+    def captions(
+        context: AssetExecutionContext,
+        config: config_class,
+        store: ArtifactStore,
+        accelerators: Accelerators,
+    ) -> MaterializeResult:
         return caption_partitions(context, checkpoint, frame_mode, config, store, accelerators)
 
     captions.__doc__ = doc
@@ -230,51 +311,75 @@ def _captioner(name: str, upstream, config_class: type[CaptioningConfig], doc: s
 
 
 frame_captions = _captioner(
-    "frame_captions", image_vlm, CaptioningConfig,
-    "The image VLM's caption of each clip's middle frame: the paper's per-frame baseline.")
+    "frame_captions",
+    image_vlm,
+    CaptioningConfig,
+    "The image VLM's caption of each clip's middle frame: the paper's per-frame baseline.",
+)
 stage1_captions = _captioner(
-    "stage1_captions", visual_adapted_vlm, CaptioningConfig,
-    "The stage-1 captioner's (visual_adapted_vlm) caption of every clip: + visual adaptation.")
+    "stage1_captions",
+    visual_adapted_vlm,
+    CaptioningConfig,
+    "The stage-1 captioner's (visual_adapted_vlm) caption of every clip: + visual adaptation.",
+)
 stage1_sampled = _captioner(
-    "stage1_sampled", visual_adapted_vlm, SampledCaptioningConfig,
-    "K sampled captions of every clip by the stage-1 captioner: + several sampled captions.")
+    "stage1_sampled",
+    visual_adapted_vlm,
+    SampledCaptioningConfig,
+    "K sampled captions of every clip by the stage-1 captioner: + several sampled captions.",
+)
 pseudo_captions = _captioner(
-    "pseudo_captions", video_vlm, CaptioningConfig,
-    "The video VLM's caption of every clip of the shard: the distilled training signal.")
+    "pseudo_captions",
+    video_vlm,
+    CaptioningConfig,
+    "The video VLM's caption of every clip of the shard: the distilled training signal.",
+)
 pseudo_sampled = _captioner(
-    "pseudo_sampled", video_vlm, SampledCaptioningConfig,
-    "K sampled captions of every clip by the video VLM (stages 1 and 2): the paper's best rung.")
+    "pseudo_sampled",
+    video_vlm,
+    SampledCaptioningConfig,
+    "K sampled captions of every clip by the video VLM (stages 1 and 2): the paper's best rung.",
+)
 
 
 class TeacherCaptioningConfig(CaptioningConfig):
     teacher_path: OptionalDir = Field(
         default=os.environ.get("VIDISTILL_TEACHER", ""),
-        description="local Qwen2-VL / Qwen2.5-VL folder (default $VIDISTILL_TEACHER)")
+        description="local Qwen2-VL / Qwen2.5-VL folder (default $VIDISTILL_TEACHER)",
+    )
 
 
 @asset(**per_shard_captions("teacher_captions", [clip_shards], code_version="2"))
 def teacher_captions(
-    context: AssetExecutionContext, config: TeacherCaptioningConfig, store: ArtifactStore,
+    context: AssetExecutionContext,
+    config: TeacherCaptioningConfig,
+    store: ArtifactStore,
     accelerators: Accelerators,
 ) -> MaterializeResult:
     """An off-the-shelf video VLM's caption of every clip (Qwen2-VL family, its frames in time
     order): the distilled captioner's point of comparison, same files, same checks."""
     if not config.teacher_path:
-        raise ValueError("teacher_captions needs teacher_path (or $VIDISTILL_TEACHER): a local "
-                         "Qwen2-VL / Qwen2.5-VL checkpoint folder")
-    return caption_partitions(context, "teacher", "clip", config, store, accelerators,
-                              folder=config.teacher_path)
+        raise ValueError(
+            "teacher_captions needs teacher_path (or $VIDISTILL_TEACHER): a local "
+            "Qwen2-VL / Qwen2.5-VL checkpoint folder"
+        )
+    return caption_partitions(
+        context, "teacher", "clip", config, store, accelerators, folder=config.teacher_path
+    )
 
 
 def _teacher_version(catalog: Catalog) -> str:
     """The teacher's captioner version: that of $VIDISTILL_TEACHER, else the only one there is."""
     if os.environ.get("VIDISTILL_TEACHER"):
         return teacher_version(os.environ["VIDISTILL_TEACHER"])
-    versions = catalog.query("SELECT DISTINCT captioner_version v FROM captions WHERE "
-                             "captioner_version LIKE 'teacher-%'")["v"].tolist()
+    versions = catalog.query(
+        "SELECT DISTINCT captioner_version v FROM captions WHERE captioner_version LIKE 'teacher-%'"
+    )["v"].tolist()
     if len(versions) != 1:
-        raise ValueError(f"{len(versions)} teachers' captions in the catalog ({versions}): set "
-                         "$VIDISTILL_TEACHER to the teacher whose captions to train on")
+        raise ValueError(
+            f"{len(versions)} teachers' captions in the catalog ({versions}): set "
+            "$VIDISTILL_TEACHER to the teacher whose captions to train on"
+        )
     return versions[0]
 
 
@@ -286,19 +391,37 @@ def current_captions(source: str, catalog: Catalog, store: ArtifactStore):
         version = _teacher_version(catalog)
     else:
         version = captioner_version(CAPTIONERS[source][0], store)
-    df = catalog.query(
-        "SELECT key, partition, coalesce(sample, 0) AS sample, caption, captioner_version AS "
-        "version FROM captions WHERE source = ? AND captioner_version = ? "
-        "ORDER BY partition, key, sample", [source, version]) if catalog.has("captions") else None
+    df = (
+        catalog.query(
+            "SELECT key, partition, coalesce(sample, 0) AS sample, caption, captioner_version AS "
+            "version FROM captions WHERE source = ? AND captioner_version = ? "
+            "ORDER BY partition, key, sample",
+            [source, version],
+        )
+        if catalog.has("captions")
+        else None
+    )
     if df is None or df.empty:
         raise ValueError(f"no {source} by {version} in the catalog: materialize {source} first")
     return df
 
 
-@asset(group_name="captions", deps=[clip_shards, frame_captions, stage1_captions, stage1_sampled,
-                                    pseudo_captions, pseudo_sampled, teacher_captions],
-       code_version="2")
-def caption_statistics(context: AssetExecutionContext, catalog: Catalog, store: ArtifactStore) -> MaterializeResult:
+@asset(
+    group_name="captions",
+    deps=[
+        clip_shards,
+        frame_captions,
+        stage1_captions,
+        stage1_sampled,
+        pseudo_captions,
+        pseudo_sampled,
+        teacher_captions,
+    ],
+    code_version="2",
+)
+def caption_statistics(
+    context: AssetExecutionContext, catalog: Catalog, store: ArtifactStore
+) -> MaterializeResult:
     """Alt-text vs every caption source captioned so far: length, distinct n-grams, how often
     they mention motion — the paper's caption-statistics comparison, over the whole catalog —
     and, for sources with several captions per clip, how much a clip's captions differ."""
@@ -315,15 +438,32 @@ def caption_statistics(context: AssetExecutionContext, catalog: Catalog, store: 
         except (ValueError, FileNotFoundError):  # not captioned (yet), or no such checkpoint
             continue
         diversity = within_clip_diversity(df["key"].tolist(), df["caption"].tolist())
-        rows.append({"source": source, "version": df["version"].iloc[0],
-                     **stats_of(df["caption"].tolist()), **diversity})
-    counts = catalog.query(
-        "SELECT source, captioner_version, count(*) AS captions, count(DISTINCT partition) AS "
-        "partitions FROM captions GROUP BY 1, 2 ORDER BY 1, 2").to_dict("records") \
-        if catalog.has("captions") else []
+        rows.append(
+            {
+                "source": source,
+                "version": df["version"].iloc[0],
+                **stats_of(df["caption"].tolist()),
+                **diversity,
+            }
+        )
+    counts = (
+        catalog.query(
+            "SELECT source, captioner_version, count(*) AS captions, count(DISTINCT partition) AS "
+            "partitions FROM captions GROUP BY 1, 2 ORDER BY 1, 2"
+        ).to_dict("records")
+        if catalog.has("captions")
+        else []
+    )
     store.write_bytes(store.path("caption_statistics.json"), json.dumps(rows, indent=1).encode())
-    plot = store.write_bytes(store.path("caption_statistics.png"), bars_png(
-        rows, "source", "motion_share", title="share of captions that name a motion"))
-    return MaterializeResult(metadata={"comparison": md_table(rows, 20),
-                                       "by_version": md_table(counts, 20), "clips": len(alt),
-                                       "plot": MetadataValue.path(str(plot))})
+    plot = store.write_bytes(
+        store.path("caption_statistics.png"),
+        bars_png(rows, "source", "motion_share", title="share of captions that name a motion"),
+    )
+    return MaterializeResult(
+        metadata={
+            "comparison": md_table(rows, 20),
+            "by_version": md_table(counts, 20),
+            "clips": len(alt),
+            "plot": MetadataValue.path(str(plot)),
+        }
+    )

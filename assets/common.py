@@ -45,8 +45,9 @@ def checkpoint_result(folder: Path, lineage: dict, extra: dict | None = None) ->
     return MaterializeResult(metadata=metadata, data_version=DataVersion(lineage["version"]))
 
 
-def launchpad_config(trainer_config: type, name: str, exclude: tuple[str, ...] = (),
-                     **extra: tuple[type, Any]) -> type[Config]:
+def launchpad_config(
+    trainer_config: type, name: str, exclude: tuple[str, ...] = (), **extra: tuple[type, Any]
+) -> type[Config]:
     """A Dagster Config class with one field per field of a trainer's dataclass
     (model_code.train_configs): its type, default, bounds, choices and help, so the launchpad
     and the trainer's CLI share the one set of defaults. `extra` adds asset-only fields as
@@ -72,24 +73,44 @@ def launchpad_config(trainer_config: type, name: str, exclude: tuple[str, ...] =
     return model
 
 
-def trainer_fields(config: Config, trainer_config: type, exclude: tuple[str, ...] = ()
-                   ) -> dict[str, Any]:
+def trainer_fields(
+    config: Config, trainer_config: type, exclude: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """The trainer's part of a launchpad config: what goes in the job's `config` (less the
     fields `exclude` names, which the asset sets)."""
     from dataclasses import fields
 
-    return {f.name: getattr(config, f.name) for f in fields(trainer_config)
-            if f.name not in exclude}
+    return {
+        f.name: getattr(config, f.name) for f in fields(trainer_config) if f.name not in exclude
+    }
 
 
-def train_through_launcher(context, *, launcher, tracking, store, accelerators, module: str,
-                           name: str, job: dict, params: dict | None = None,
-                           extra: dict | None = None) -> MaterializeResult:
+def train_through_launcher(
+    context,
+    *,
+    launcher,
+    tracking,
+    store,
+    accelerators,
+    module: str,
+    name: str,
+    job: dict,
+    params: dict | None = None,
+    extra: dict | None = None,
+) -> MaterializeResult:
     """Run a trainer program through the launcher inside an MLflow run that rank 0 logs its
     curves to; the materialization is what rank 0 reported, plus `extra`."""
     config = job["config"]
     with tracking.run(name, params={**config, **(params or {})}) as run:
-        return launcher.train(context, module=module, job=job, name=re.sub(r"[^A-Za-z0-9_.=+-]+", "-", name).strip("-"),
-                              store=store, nproc=config["nproc_per_node"],
-                              device=config["device"], accelerators=accelerators,
-                              env=tracking.env(run.run_id), extra=extra)
+        return launcher.train(
+            context,
+            module=module,
+            job=job,
+            name=re.sub(r"[^A-Za-z0-9_.=+-]+", "-", name).strip("-"),
+            store=store,
+            nproc=config["nproc_per_node"],
+            device=config["device"],
+            accelerators=accelerators,
+            env=tracking.env(run.run_id),
+            extra=extra,
+        )

@@ -29,13 +29,19 @@ def clip_shard_plan(context: AssetExecutionContext, clip_source: ClipSource) -> 
     backfill of them all is one click in the UI."""
     plan = clip_source.plan()
     new = register_new_partitions(context.instance, plan)
-    return MaterializeResult(metadata={
-        "source": clip_source.source,
-        "partitions": len(plan),
-        "new_partitions": len(new),
-        "plan": md_table([{"partition": k, **{f: v if f != "sources" else len(v)
-                                              for f, v in e.items()}} for k, e in plan.items()]),
-    })
+    return MaterializeResult(
+        metadata={
+            "source": clip_source.source,
+            "partitions": len(plan),
+            "new_partitions": len(new),
+            "plan": md_table(
+                [
+                    {"partition": k, **{f: v if f != "sources" else len(v) for f, v in e.items()}}
+                    for k, e in plan.items()
+                ]
+            ),
+        }
+    )
 
 
 def build_shard(partition: str, clip_source: ClipSource, store: ArtifactStore) -> dict:
@@ -47,7 +53,9 @@ def build_shard(partition: str, clip_source: ClipSource, store: ArtifactStore) -
         raise KeyError(f"partition {partition!r} is not in the source {clip_source.source!r}")
     entry = plan[partition]
     if entry["kind"] == "embedded":
-        specs = corpus.split_specs("corpus", clip_source.corpus_config(), entry["start"], entry["stop"])
+        specs = corpus.split_specs(
+            "corpus", clip_source.corpus_config(), entry["start"], entry["stop"]
+        )
         clips, rejects, inputs = shards.embedded_clips(specs), [], len(specs)
     else:
         sources = [shards.VideoSource(**s) for s in entry["sources"]]
@@ -57,8 +65,10 @@ def build_shard(partition: str, clip_source: ClipSource, store: ArtifactStore) -
     shards.write_shard(shard, clips)
     index = shards.clip_index(clips, partition)
     store.write_parquet(store.path("clip_index", f"{partition}.parquet"), index)
-    store.write_bytes(store.path("rejects", f"{partition}.parquet"), shards.rejects_bytes(
-        [{**r, "partition": partition} for r in rejects]))
+    store.write_bytes(
+        store.path("rejects", f"{partition}.parquet"),
+        shards.rejects_bytes([{**r, "partition": partition} for r in rejects]),
+    )
     used, unused = shards.account_for_inputs(partition, inputs, clips, rejects)
     return {
         "partition": partition,
@@ -100,8 +110,9 @@ def clip_shards(
             "inputs_used": sum(r["inputs_used"] for r in reports),
             "inputs_rejected": sum(r["inputs_rejected"] for r in reports),
             "clip_seconds": sum(r["seconds"] for r in reports),
-            "shard": MetadataValue.path(one["shard"]) if one else ", ".join(
-                r["shard"] for r in reports),
+            "shard": MetadataValue.path(one["shard"])
+            if one
+            else ", ".join(r["shard"] for r in reports),
             "samples": md_table([s for r in reports for s in r["samples"]], 5),
             "reject_reasons": md_table([x for r in reports for x in r["reject_samples"]], 5),
         },

@@ -7,8 +7,16 @@ from dagster import BackfillPolicy, DynamicPartitionsDefinition, StaticPartition
 clip_partitions = DynamicPartitionsDefinition(name="clip_shards")
 """One partition per webdataset clip shard; registered as shards appear in the source."""
 
-CAPTION_SOURCES = ("alt_text", "frame_captions", "stage1_captions", "stage1_sampled",
-                   "pseudo_captions", "pseudo_sampled", "teacher_captions", "ground_truth")
+CAPTION_SOURCES = (
+    "alt_text",
+    "frame_captions",
+    "stage1_captions",
+    "stage1_sampled",
+    "pseudo_captions",
+    "pseudo_sampled",
+    "teacher_captions",
+    "ground_truth",
+)
 caption_source_partitions = StaticPartitionsDefinition(list(CAPTION_SOURCES))
 """Which captions a dual encoder is trained on, in the order of the paper's ladder: alt-text,
 per-frame captions, + visual adaptation (stage 1), + several sampled captions, + language

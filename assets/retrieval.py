@@ -37,28 +37,46 @@ from resources.sources import ClipSource
 from resources.storage import ArtifactStore
 from resources.tracking import MlflowTracking
 
-SCORE_COLUMNS = ["t2v_R1", "t2v_R5", "t2v_R10", "t2v_MedR", "t2v_MeanR",
-                 "v2t_R1", "v2t_R5", "v2t_R10", "v2t_MedR", "v2t_MeanR"]
+SCORE_COLUMNS = [
+    "t2v_R1",
+    "t2v_R5",
+    "t2v_R10",
+    "t2v_MedR",
+    "t2v_MeanR",
+    "v2t_R1",
+    "v2t_R5",
+    "v2t_R10",
+    "v2t_MedR",
+    "v2t_MeanR",
+]
 
 
 class RetrievalBenchmarkConfig(Config):
-    annotations: OptionalFile = Field(default="", description="MSR-VTT annotation JSON; empty = the "
-                             "embedded held-out set")
+    annotations: OptionalFile = Field(
+        default="", description="MSR-VTT annotation JSON; empty = the embedded held-out set"
+    )
     videos_dir: OptionalDir = Field(default="", description="folder of the annotated videos")
-    test_list: OptionalFile = Field(default="", description="1k-A style list (txt of ids or "
-                           "MSRVTT_JSFUSION_test.csv)")
+    test_list: OptionalFile = Field(
+        default="", description="1k-A style list (txt of ids or MSRVTT_JSFUSION_test.csv)"
+    )
     clips: int = Field(default=200, ge=1, description="held-out clips")
     classes: OptionalPath = Field(
-        default="", description="zero-shot classification videos: a folder with one sub-folder "
-        "per class (UCF101/HMDB style) or a CSV with path,label; class names become prompts")
+        default="",
+        description="zero-shot classification videos: a folder with one sub-folder "
+        "per class (UCF101/HMDB style) or a CSV with path,label; class names become prompts",
+    )
     protocol: Literal["auto", "1k-A", "all_captions"] = Field(
-        default="auto", description="1k-A: the JSFUSION CSV's (video, sentence) pairs; "
-        "all_captions: every JSON caption of each video; auto: 1k-A when test_list is that CSV")
+        default="auto",
+        description="1k-A: the JSFUSION CSV's (video, sentence) pairs; "
+        "all_captions: every JSON caption of each video; auto: 1k-A when test_list is that CSV",
+    )
 
 
 @asset(group_name="retrieval", code_version="1")
 def retrieval_benchmark(
-    context: AssetExecutionContext, config: RetrievalBenchmarkConfig, clip_source: ClipSource,
+    context: AssetExecutionContext,
+    config: RetrievalBenchmarkConfig,
+    clip_source: ClipSource,
     store: ArtifactStore,
 ) -> MaterializeResult:
     """Held-out clips with reference captions in the MSR-VTT layout, plus zero-shot classes
@@ -68,11 +86,19 @@ def retrieval_benchmark(
     out = store.path("benchmark")
     if config.annotations:
         videos, protocol = annotations.read_annotations(
-            config.annotations, config.videos_dir, config.test_list or None, limit=config.clips,
-            protocol=config.protocol)
-        clips, rejects, refs, classes = benchmark.from_annotated(videos, clip_source.ingest_config())
+            config.annotations,
+            config.videos_dir,
+            config.test_list or None,
+            limit=config.clips,
+            protocol=config.protocol,
+        )
+        clips, rejects, refs, classes = benchmark.from_annotated(
+            videos, clip_source.ingest_config()
+        )
     else:
-        clips, rejects, refs, classes = benchmark.embedded(clip_source.corpus_config(), config.clips)
+        clips, rejects, refs, classes = benchmark.embedded(
+            clip_source.corpus_config(), config.clips
+        )
         protocol = "embedded"  # one ground-truth caption per clip
     if config.classes:
         names, items = annotations.read_labelled(config.classes)
@@ -83,12 +109,18 @@ def retrieval_benchmark(
     store.write_bytes(out / "classes.json", json.dumps(classes).encode())
     store.write_bytes(out / "rejects.parquet", shards.rejects_bytes(rejects))
     return MaterializeResult(
-        metadata={"path": MetadataValue.path(str(out)), "videos": len(clips),
-                  "captions": sum(len(c) for _, c in refs), "rejects": len(rejects),
-                  "zero_shot_tasks": ", ".join(classes) or "none", "protocol": protocol,
-                  "samples": md_table([{"video_id": v, "caption": c[0]} for v, c in refs[:8]])},
-        data_version=DataVersion(file_version(out / "annotations.json")[:8]
-                                 + file_version(out / "clips.tar")[:8]),
+        metadata={
+            "path": MetadataValue.path(str(out)),
+            "videos": len(clips),
+            "captions": sum(len(c) for _, c in refs),
+            "rejects": len(rejects),
+            "zero_shot_tasks": ", ".join(classes) or "none",
+            "protocol": protocol,
+            "samples": md_table([{"video_id": v, "caption": c[0]} for v, c in refs[:8]]),
+        },
+        data_version=DataVersion(
+            file_version(out / "annotations.json")[:8] + file_version(out / "clips.tar")[:8]
+        ),
     )
 
 
@@ -96,8 +128,11 @@ DualEncoderLaunchConfig = launchpad_config(DualEncoderTrainConfig, "DualEncoderL
 
 
 class BenchmarkScoresConfig(Config):
-    seed: int = Field(default=0, ge=0, description="score the dual encoder trained with this "
-                      "seed (dual_encoder's `seed`)")
+    seed: int = Field(
+        default=0,
+        ge=0,
+        description="score the dual encoder trained with this seed (dual_encoder's `seed`)",
+    )
 
 
 def dual_encoder_checkpoint(source: str, seed: int = 0) -> str:
@@ -110,14 +145,20 @@ def training_pairs(source: str, catalog: Catalog, store: ArtifactStore):
     """(key, partition, caption, version) for every corpus clip that has a caption of this
     source; several rows for a clip with several captions (the trainer draws one a visit)."""
     if source == "alt_text":
-        return catalog.query("SELECT key, partition, alt_text AS caption, 'alt_text' AS version "
-                             "FROM clips ORDER BY partition, key")
+        return catalog.query(
+            "SELECT key, partition, alt_text AS caption, 'alt_text' AS version "
+            "FROM clips ORDER BY partition, key"
+        )
     if source == "ground_truth":
-        df = catalog.query("SELECT key, partition, ground_truth AS caption, 'ground_truth' AS "
-                           "version FROM clips WHERE ground_truth IS NOT NULL ORDER BY partition, key")
+        df = catalog.query(
+            "SELECT key, partition, ground_truth AS caption, 'ground_truth' AS "
+            "version FROM clips WHERE ground_truth IS NOT NULL ORDER BY partition, key"
+        )
         if df.empty:
-            raise ValueError("the clip source has no ground-truth captions (only the embedded "
-                             "corpus does); materialize the other caption sources")
+            raise ValueError(
+                "the clip source has no ground-truth captions (only the embedded "
+                "corpus does); materialize the other caption sources"
+            )
         return df
     return current_captions(source, catalog, store)[["key", "partition", "caption", "version"]]
 
@@ -125,16 +166,22 @@ def training_pairs(source: str, catalog: Catalog, store: ArtifactStore):
 @asset(
     group_name="retrieval",
     partitions_def=caption_source_partitions,
-    deps=[AssetDep(clip_shards, partition_mapping=AllPartitionMapping()),
-          *[AssetDep(name, partition_mapping=AllPartitionMapping()) for name in CAPTIONERS],
-          AssetDep(teacher_captions, partition_mapping=AllPartitionMapping()),
-          retrieval_benchmark],
+    deps=[
+        AssetDep(clip_shards, partition_mapping=AllPartitionMapping()),
+        *[AssetDep(name, partition_mapping=AllPartitionMapping()) for name in CAPTIONERS],
+        AssetDep(teacher_captions, partition_mapping=AllPartitionMapping()),
+        retrieval_benchmark,
+    ],
     code_version="3",
     pool="gpu",
 )
 def dual_encoder(
-    context: AssetExecutionContext, config: DualEncoderLaunchConfig, catalog: Catalog,
-    store: ArtifactStore, tracking: MlflowTracking, launcher: TrainingLauncher,
+    context: AssetExecutionContext,
+    config: DualEncoderLaunchConfig,
+    catalog: Catalog,
+    store: ArtifactStore,
+    tracking: MlflowTracking,
+    launcher: TrainingLauncher,
     accelerators: Accelerators,
 ) -> MaterializeResult:
     """A CLIP-style video-text dual encoder trained contrastively on one caption source
@@ -144,28 +191,50 @@ def dual_encoder(
     source = context.partition_key
     pairs = training_pairs(source, catalog, store)
     partitions = sorted(pairs["partition"].unique())
-    pairs_path = store.write_parquet(store.path("training_inputs", f"dual_encoder-{source}.parquet"),
-                                     pairs[["key", "caption", "version"]])
+    pairs_path = store.write_parquet(
+        store.path("training_inputs", f"dual_encoder-{source}.parquet"),
+        pairs[["key", "caption", "version"]],
+    )
     classes = json.loads(store.path("benchmark", "classes.json").read_text())
-    job = {"config": trainer_fields(config, DualEncoderTrainConfig), "pairs": str(pairs_path),
-           "shards": [str(store.shard(p)) for p in partitions],
-           "out": str(store.checkpoint(dual_encoder_checkpoint(source, config.seed))),
-           "state": str(store.path("training_state", f"dual_encoder-{source}-seed{config.seed}")),
-           "extra_texts": benchmark.class_prompt_texts(classes),
-           "parents": {"captions": sorted(pairs["version"].unique())},
-           "data": {"source": source, "partitions": partitions}}
+    job = {
+        "config": trainer_fields(config, DualEncoderTrainConfig),
+        "pairs": str(pairs_path),
+        "shards": [str(store.shard(p)) for p in partitions],
+        "out": str(store.checkpoint(dual_encoder_checkpoint(source, config.seed))),
+        "state": str(store.path("training_state", f"dual_encoder-{source}-seed{config.seed}")),
+        "extra_texts": benchmark.class_prompt_texts(classes),
+        "parents": {"captions": sorted(pairs["version"].unique())},
+        "data": {"source": source, "partitions": partitions},
+    }
     return train_through_launcher(
-        context, launcher=launcher, tracking=tracking, store=store, accelerators=accelerators,
-        module="model_code.train_dual_encoder", name=f"dual_encoder[{source}]", job=job,
+        context,
+        launcher=launcher,
+        tracking=tracking,
+        store=store,
+        accelerators=accelerators,
+        module="model_code.train_dual_encoder",
+        name=f"dual_encoder[{source}]",
+        job=job,
         params={"source": source, "pairs": len(pairs)},
-        extra={"source": source, "seed": config.seed, "clips": int(pairs["key"].nunique()),
-               "sample_pairs": md_table(pairs.head(5).to_dict("records"))})
+        extra={
+            "source": source,
+            "seed": config.seed,
+            "clips": int(pairs["key"].nunique()),
+            "sample_pairs": md_table(pairs.head(5).to_dict("records")),
+        },
+    )
 
 
-@asset(group_name="retrieval", partitions_def=caption_source_partitions,
-       deps=[dual_encoder, retrieval_benchmark], code_version="1")
+@asset(
+    group_name="retrieval",
+    partitions_def=caption_source_partitions,
+    deps=[dual_encoder, retrieval_benchmark],
+    code_version="1",
+)
 def benchmark_scores(
-    context: AssetExecutionContext, config: BenchmarkScoresConfig, store: ArtifactStore,
+    context: AssetExecutionContext,
+    config: BenchmarkScoresConfig,
+    store: ArtifactStore,
     tracking: MlflowTracking,
 ) -> MaterializeResult:
     """Text->video and video->text R@1/5/10, median and mean rank (MSR-VTT protocol) and
@@ -179,31 +248,49 @@ def benchmark_scores(
     source = context.partition_key
     folder = store.checkpoint(dual_encoder_checkpoint(source, config.seed))
     if not (folder / "lineage.json").exists():
-        raise ValueError(f"no dual encoder of {source} with seed {config.seed} at {folder}: "
-                         f"materialize dual_encoder [{source}] with seed: {config.seed} first")
+        raise ValueError(
+            f"no dual encoder of {source} with seed {config.seed} at {folder}: "
+            f"materialize dual_encoder [{source}] with seed: {config.seed} first"
+        )
     scores = benchmark.score_dual_encoder(folder, store.path("benchmark"))
     lineage = read_lineage(folder)
     version = lineage["version"]
     protocol = json.loads(store.path("benchmark", "annotations.json").read_text()).get(
-        "protocol", "all_captions")
-    row = {"source": source, "model_version": version, "protocol": protocol,
-           "seed": int(lineage.get("training_config", {}).get("seed", 0)),
-           "scored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **scores}
-    with tracking.run(f"benchmark_scores[{source}]", params={
-            "source": source, "model_version": version, "seed": row["seed"]}) as run:
+        "protocol", "all_captions"
+    )
+    row = {
+        "source": source,
+        "model_version": version,
+        "protocol": protocol,
+        "seed": int(lineage.get("training_config", {}).get("seed", 0)),
+        "scored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **scores,
+    }
+    with tracking.run(
+        f"benchmark_scores[{source}]",
+        params={"source": source, "model_version": version, "seed": row["seed"]},
+    ) as run:
         run.log_metrics(scores)
     path = store.path("scores", f"{source}-seed{row['seed']}-{int(time.time() * 1000)}.parquet")
     store.write_parquet(path, pd.DataFrame([row]))
-    return MaterializeResult(metadata={"model_version": version, "path": MetadataValue.path(str(path)),
-                                       **{k: float(v) for k, v in scores.items()}},
-                             data_version=DataVersion(f"{version}-{file_version(path)[:8]}"))
+    return MaterializeResult(
+        metadata={
+            "model_version": version,
+            "path": MetadataValue.path(str(path)),
+            **{k: float(v) for k, v in scores.items()},
+        },
+        data_version=DataVersion(f"{version}-{file_version(path)[:8]}"),
+    )
 
 
-@asset(group_name="retrieval",
-       deps=[AssetDep(benchmark_scores, partition_mapping=AllPartitionMapping())],
-       code_version="1")
-def ablation_table(context: AssetExecutionContext, catalog: Catalog, store: ArtifactStore,
-                   tracking: MlflowTracking) -> MaterializeResult:
+@asset(
+    group_name="retrieval",
+    deps=[AssetDep(benchmark_scores, partition_mapping=AllPartitionMapping())],
+    code_version="1",
+)
+def ablation_table(
+    context: AssetExecutionContext, catalog: Catalog, store: ArtifactStore, tracking: MlflowTracking
+) -> MaterializeResult:
     """One row per caption source: each metric's mean ± standard deviation over the seeds
     trained (the latest score of each seed; materialize dual_encoder with other `seed`s to add
     some), the number of seeds, and whether t2v R@1 is within one standard deviation of the
@@ -215,32 +302,59 @@ def ablation_table(context: AssetExecutionContext, catalog: Catalog, store: Arti
     metrics = [c for c in SCORE_COLUMNS if c in scores.columns]
     metrics += sorted(c for c in scores.columns if c.startswith("zs_") and c.endswith("_top1"))
     df = seed_summary(scores, metrics, list(CAPTION_SOURCES))
-    shown = [{"source": r["source"], "seeds": r["seeds"], "protocol": r.get("protocol", ""),
-              **{m: f"{r[m]:.1f} ± {r[m + '_std']:.1f}" for m in metrics},
-              "t2v_R1 ≈ previous": "yes" if r["t2v_R1_within_1sd_of_previous"] else ""}
-             for r in df.to_dict("records")]
+    shown = [
+        {
+            "source": r["source"],
+            "seeds": r["seeds"],
+            "protocol": r.get("protocol", ""),
+            **{m: f"{r[m]:.1f} ± {r[m + '_std']:.1f}" for m in metrics},
+            "t2v_R1 ≈ previous": "yes" if r["t2v_R1_within_1sd_of_previous"] else "",
+        }
+        for r in df.to_dict("records")
+    ]
     table = md_table(shown, 20)
     store.write_bytes(store.path("ablation_table.md"), table.value.encode())
-    plot = store.write_bytes(store.path("ablation_table.png"), bars_png(
-        df.to_dict("records"), "source", "t2v_R1", "t2v_R1_std",
-        "text-to-video R@1 by caption source (mean ± std over seeds)"))
+    plot = store.write_bytes(
+        store.path("ablation_table.png"),
+        bars_png(
+            df.to_dict("records"),
+            "source",
+            "t2v_R1",
+            "t2v_R1_std",
+            "text-to-video R@1 by caption source (mean ± std over seeds)",
+        ),
+    )
     with tracking.run("ablation_table") as run:
         run.log_text(table.value, "ablation_table.md")
         run.log_artifact(plot)
         for r in df.to_dict("records"):
-            run.log_metrics({f"{r['source']}.{m}{s}": r[m + s] for m in metrics
-                             for s in ("", "_std")} | {f"{r['source']}.seeds": r["seeds"]})
-    return MaterializeResult(metadata={"ablation": table, "sources": len(df),
-                                       "seeds": int(df["seeds"].max()) if len(df) else 0,
-                                       "plot": MetadataValue.path(str(plot))})
+            run.log_metrics(
+                {f"{r['source']}.{m}{s}": r[m + s] for m in metrics for s in ("", "_std")}
+                | {f"{r['source']}.seeds": r["seeds"]}
+            )
+    return MaterializeResult(
+        metadata={
+            "ablation": table,
+            "sources": len(df),
+            "seeds": int(df["seeds"].max()) if len(df) else 0,
+            "plot": MetadataValue.path(str(plot)),
+        }
+    )
 
 
-@asset(group_name="retrieval",
-       deps=[AssetDep(dual_encoder,
-                      partition_mapping=SpecificPartitionsPartitionMapping(["pseudo_captions"])),
-             AssetDep(clip_shards, partition_mapping=AllPartitionMapping())],
-       code_version="1")
-def video_index(context: AssetExecutionContext, catalog: Catalog, store: ArtifactStore) -> MaterializeResult:
+@asset(
+    group_name="retrieval",
+    deps=[
+        AssetDep(
+            dual_encoder, partition_mapping=SpecificPartitionsPartitionMapping(["pseudo_captions"])
+        ),
+        AssetDep(clip_shards, partition_mapping=AllPartitionMapping()),
+    ],
+    code_version="1",
+)
+def video_index(
+    context: AssetExecutionContext, catalog: Catalog, store: ArtifactStore
+) -> MaterializeResult:
     """Embeddings of every corpus clip by the pseudo-caption dual encoder, in DuckDB, for
     text-to-video search (`python -m model_code.video_index ...`)."""
     from model_code import shards
@@ -259,9 +373,19 @@ def video_index(context: AssetExecutionContext, catalog: Catalog, store: Artifac
     captions = captions[captions["sample"] == 0]
     by_key = dict(zip(captions["key"], captions["caption"]))
     path = store.path("video_index", "index.duckdb")
-    write_index(path, clips["key"].tolist(), clips["partition"].tolist(),
-                [by_key.get(k, "") for k in clips["key"]], emb, read_lineage(folder)["version"])
-    return MaterializeResult(metadata={"path": MetadataValue.path(str(path)), "clips": len(clips),
-                                       "dim": int(emb.shape[1]),
-                                       "query": f"python -m model_code.video_index {path} {folder} "
-                                                "\"a red circle moves left\""})
+    write_index(
+        path,
+        clips["key"].tolist(),
+        clips["partition"].tolist(),
+        [by_key.get(k, "") for k in clips["key"]],
+        emb,
+        read_lineage(folder)["version"],
+    )
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(path)),
+            "clips": len(clips),
+            "dim": int(emb.shape[1]),
+            "query": f'python -m model_code.video_index {path} {folder} "a red circle moves left"',
+        }
+    )

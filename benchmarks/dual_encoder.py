@@ -89,8 +89,9 @@ def build_shards(folder: Path, n_shards: int, clips_per_shard: int) -> tuple[lis
     return paths, time.perf_counter() - t
 
 
-def batches_per_pass(arm: str, paths: list[str], captions, batch_size: int, workers: int,
-                     n_pairs: int) -> int:
+def batches_per_pass(
+    arm: str, paths: list[str], captions, batch_size: int, workers: int, n_pairs: int
+) -> int:
     """Batches in one pass over the data, as the DataLoader cuts it: an IterableDataset with
     drop_last=True drops each worker's last partial batch (ShardPairs splits every shard's
     clips i::n over the workers); the DistributedSampler path drops one per pass."""
@@ -172,7 +173,9 @@ def run_arm(a: argparse.Namespace) -> dict:
             {"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
         ],
-        lr=config.lr, betas=(0.9, 0.98), eps=1e-6,
+        lr=config.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
     )
     scheduler = cosine_with_warmup(optimizer, config.warmup_steps, config.steps)
 
@@ -205,53 +208,91 @@ def run_arm(a: argparse.Namespace) -> dict:
             train_step(frames, texts_)
         waits.append(t1 - t0)
         steps.append(time.perf_counter() - t1)
-    timed_w, timed_s = waits[a.warmup:], steps[a.warmup:]
+    timed_w, timed_s = waits[a.warmup :], steps[a.warmup :]
     starts = [i - a.warmup for i in range(a.warmup, len(waits)) if per_pass and i % per_pass == 0]
     steady_w = [w for i, w in enumerate(timed_w) if i not in starts]
     steady_s = [s for i, s in enumerate(timed_s) if i not in starts]
     wait, step = sum(timed_w), sum(timed_s)
-    row.update({
-        "threads": torch.get_num_threads(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "device": str(device),
-        "steps": a.steps,
-        "first_wait_s": waits[0],
-        "wait_s": wait,
-        "step_s": step,
-        "wait_share": wait / (wait + step),
-        "steady_wait_share": sum(steady_w) / max(1e-12, sum(steady_w) + sum(steady_s)),
-        "pass_starts": len(starts),
-        "pass_start_wait_ms": 1e3 * statistics.mean([timed_w[i] for i in starts]) if starts else None,
-        "stalls": sum(w > STALL_S for w in timed_w),
-        "step_ms": 1e3 * statistics.median(timed_s),
-        "wait_ms": 1e3 * wait / a.steps,
-        "clips_per_s": a.steps * bs / (wait + step),
-        "main_cpu_s": time.process_time() - cpu0,  # this process's threads, not the workers'
-        "waits_ms": [round(1e3 * w, 1) for w in timed_w],
-    })
+    row.update(
+        {
+            "threads": torch.get_num_threads(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "device": str(device),
+            "steps": a.steps,
+            "first_wait_s": waits[0],
+            "wait_s": wait,
+            "step_s": step,
+            "wait_share": wait / (wait + step),
+            "steady_wait_share": sum(steady_w) / max(1e-12, sum(steady_w) + sum(steady_s)),
+            "pass_starts": len(starts),
+            "pass_start_wait_ms": 1e3 * statistics.mean([timed_w[i] for i in starts])
+            if starts
+            else None,
+            "stalls": sum(w > STALL_S for w in timed_w),
+            "step_ms": 1e3 * statistics.median(timed_s),
+            "wait_ms": 1e3 * wait / a.steps,
+            "clips_per_s": a.steps * bs / (wait + step),
+            "main_cpu_s": time.process_time() - cpu0,  # this process's threads, not the workers'
+            "waits_ms": [round(1e3 * w, 1) for w in timed_w],
+        }
+    )
     return row
 
 
 # --- the parent: shards, children, table -----------------------------------------------------
 
-SIZE_ARGS = ("image_size", "patch_size", "vision_width", "vision_layers", "text_width",
-             "text_layers", "temporal_layers")
+SIZE_ARGS = (
+    "image_size",
+    "patch_size",
+    "vision_width",
+    "vision_layers",
+    "text_width",
+    "text_layers",
+    "temporal_layers",
+)
 
 
 def child_env(threads: int) -> dict:
     env = dict(os.environ)
-    env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-                "OMP_WAIT_POLICY": "PASSIVE"})
+    env.update(
+        {
+            "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads),
+            "OMP_WAIT_POLICY": "PASSIVE",
+        }
+    )
     return env
 
 
 def run_child(a: argparse.Namespace, arm: str, batch_size: int, shard_dir: str | None) -> dict:
-    cmd = [sys.executable, __file__, "--arm", arm, "--batch-size", str(batch_size),
-           "--shards", str(a.shards), "--clips-per-shard", str(a.clips_per_shard),
-           "--num-frames", str(a.num_frames), "--frame-size", str(a.frame_size),
-           "--steps", str(a.steps), "--warmup", str(a.warmup), "--threads", str(a.threads),
-           "--device", a.device, "--stream-workers", str(a.stream_workers),
-           "--memory-workers", str(a.memory_workers)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--arm",
+        arm,
+        "--batch-size",
+        str(batch_size),
+        "--shards",
+        str(a.shards),
+        "--clips-per-shard",
+        str(a.clips_per_shard),
+        "--num-frames",
+        str(a.num_frames),
+        "--frame-size",
+        str(a.frame_size),
+        "--steps",
+        str(a.steps),
+        "--warmup",
+        str(a.warmup),
+        "--threads",
+        str(a.threads),
+        "--device",
+        a.device,
+        "--stream-workers",
+        str(a.stream_workers),
+        "--memory-workers",
+        str(a.memory_workers),
+    ]
     if shard_dir:
         cmd += ["--shard-dir", shard_dir]
     for name in SIZE_ARGS:
@@ -271,9 +312,21 @@ def _fmt(value, spec: str) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    cols = ("arm", "batch", "runs", "clips/s", "x synthetic", "step ms", "wait ms/step",
-            "wait share", "w/o pass starts", "pass-start wait ms", "stalls", "first batch s",
-            "up-front decode s")
+    cols = (
+        "arm",
+        "batch",
+        "runs",
+        "clips/s",
+        "x synthetic",
+        "step ms",
+        "wait ms/step",
+        "wait share",
+        "w/o pass starts",
+        "pass-start wait ms",
+        "stalls",
+        "first batch s",
+        "up-front decode s",
+    )
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -282,18 +335,33 @@ def table(rows: list[dict]) -> str:
         base = groups.get((bs, "synthetic"))
         ratio = _median(rs, "clips_per_s") / _median(base, "clips_per_s") if base else None
         share = _median(rs, "wait_share")
-        lines.append("| " + " | ".join([
-            arm, str(bs), str(len(rs)), _fmt(_median(rs, "clips_per_s"), ".0f"),
-            _fmt(ratio, ".2f"), _fmt(_median(rs, "step_ms"), ".0f"),
-            _fmt(_median(rs, "wait_ms"), ".1f"),
-            _fmt(100 * share, ".1f") + "%" + ("" if arm in ("synthetic", "loader") else
-                                              (" ok" if share < TARGET_WAIT_SHARE else " MISS")),
-            _fmt(100 * _median(rs, "steady_wait_share"), ".1f") + "%",
-            _fmt(_median(rs, "pass_start_wait_ms"), ".0f"),
-            _fmt(_median(rs, "stalls"), "g"),
-            _fmt(_median(rs, "first_wait_s"), ".2f"),
-            _fmt(_median(rs, "decode_s"), ".2f"),
-        ]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    arm,
+                    str(bs),
+                    str(len(rs)),
+                    _fmt(_median(rs, "clips_per_s"), ".0f"),
+                    _fmt(ratio, ".2f"),
+                    _fmt(_median(rs, "step_ms"), ".0f"),
+                    _fmt(_median(rs, "wait_ms"), ".1f"),
+                    _fmt(100 * share, ".1f")
+                    + "%"
+                    + (
+                        ""
+                        if arm in ("synthetic", "loader")
+                        else (" ok" if share < TARGET_WAIT_SHARE else " MISS")
+                    ),
+                    _fmt(100 * _median(rs, "steady_wait_share"), ".1f") + "%",
+                    _fmt(_median(rs, "pass_start_wait_ms"), ".0f"),
+                    _fmt(_median(rs, "stalls"), "g"),
+                    _fmt(_median(rs, "first_wait_s"), ".2f"),
+                    _fmt(_median(rs, "decode_s"), ".2f"),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -308,17 +376,29 @@ def main() -> None:
     p.add_argument("--clips-per-shard", type=int, default=150)
     p.add_argument("--shard-dir", help="build (or reuse) the shards here, not in a temp dir")
     p.add_argument("--num-frames", type=int, default=8)
-    p.add_argument("--frame-size", type=int, default=64,
-                   help="synthetic frames' size (the corpus clips are 64 px)")
+    p.add_argument(
+        "--frame-size",
+        type=int,
+        default=64,
+        help="synthetic frames' size (the corpus clips are 64 px)",
+    )
     for name in SIZE_ARGS:
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=None,
-                       help="default: build_dual_encoder's")
+        p.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=int,
+            default=None,
+            help="default: build_dual_encoder's",
+        )
     p.add_argument("--steps", type=int, default=30, help="timed steps per arm")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     p.add_argument("--stream-workers", type=int, default=2)
     p.add_argument("--memory-workers", type=int, default=0)
-    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
-                   help="torch / OMP threads of each child (default: the usable cores)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="torch / OMP threads of each child (default: the usable cores)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--json", type=Path, help="also write every child's row here")
     p.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)  # the child's one arm
@@ -337,9 +417,18 @@ def main() -> None:
             shard_dir = a.shard_dir or tmp
             paths, seconds = build_shards(Path(shard_dir), a.shards, a.clips_per_shard)
             size = sum(Path(q).stat().st_size for q in paths) / 2**20
-            print(json.dumps({"shards": len(paths), "clips_per_shard": a.clips_per_shard,
-                              "MiB": round(size, 1), "build_s": round(seconds, 1),
-                              "dir": shard_dir}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "shards": len(paths),
+                        "clips_per_shard": a.clips_per_shard,
+                        "MiB": round(size, 1),
+                        "build_s": round(seconds, 1),
+                        "dir": shard_dir,
+                    }
+                ),
+                flush=True,
+            )
         rows = []
         for r in range(a.repeats):
             for bs in a.batch_size:
@@ -349,11 +438,13 @@ def main() -> None:
                     rows.append(row)
     if a.json:
         a.json.write_text(json.dumps(rows, indent=2))
-    print(f"\nmedians of {a.repeats} interleaved runs; {a.steps} timed steps after {a.warmup} "
-          f"warm-up; threads={a.threads} OMP_WAIT_POLICY=PASSIVE; target: wait share < "
-          f"{TARGET_WAIT_SHARE:.0%}. stalls: timed waits > {1e3 * STALL_S:.0f} ms. Decode "
-          "workers share the cores with the step, so a low wait share can still cost "
-          "throughput: read it with clips/s x synthetic.\n")
+    print(
+        f"\nmedians of {a.repeats} interleaved runs; {a.steps} timed steps after {a.warmup} "
+        f"warm-up; threads={a.threads} OMP_WAIT_POLICY=PASSIVE; target: wait share < "
+        f"{TARGET_WAIT_SHARE:.0%}. stalls: timed waits > {1e3 * STALL_S:.0f} ms. Decode "
+        "workers share the cores with the step, so a low wait share can still cost "
+        "throughput: read it with clips/s x synthetic.\n"
+    )
     print(table(rows))
 
 

@@ -41,14 +41,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-QUERIES = ["a red circle moves left", "a blue square grows", "a green triangle moves up",
-           "a yellow square shrinks , then a red circle moves right", "a circle"]
+QUERIES = [
+    "a red circle moves left",
+    "a blue square grows",
+    "a green triangle moves up",
+    "a yellow square shrinks , then a red circle moves right",
+    "a circle",
+]
 
 
 def thread_env(threads: int) -> dict[str, str]:
-    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-            "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1",
-            "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    return {
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "TRANSFORMERS_VERBOSITY": "error",
+    }
 
 
 def build_small_index(root: Path, clips: int) -> None:
@@ -64,29 +74,54 @@ def build_small_index(root: Path, clips: int) -> None:
 
     store = ArtifactStore(root=str(root))
     specs = corpus.split_specs("corpus", corpus.CorpusConfig(), 0, clips)
-    halves = {"embedded-0000": specs[:clips // 2], "embedded-0001": specs[clips // 2:]}
+    halves = {"embedded-0000": specs[: clips // 2], "embedded-0001": specs[clips // 2 :]}
     for partition, part in halves.items():
         shards.write_shard(store.shard(partition), shards.embedded_clips(part))
-        store.write_parquet(store.path("clip_index", f"{partition}.parquet"), pd.DataFrame(
-            {"key": [s.key for s in part], "partition": partition,
-             "alt_text": [corpus.alt_text(s) for s in part]}))
+        store.write_parquet(
+            store.path("clip_index", f"{partition}.parquet"),
+            pd.DataFrame(
+                {
+                    "key": [s.key for s in part],
+                    "partition": partition,
+                    "alt_text": [corpus.alt_text(s) for s in part],
+                }
+            ),
+        )
     torch.manual_seed(0)
     model = build_dual_encoder([corpus.ground_truth_caption(s) for s in specs] + QUERIES)
     model.save_pretrained(store.checkpoint("dual_encoder/pseudo_captions"))
     frames = shards.frames_by_key([store.shard(p) for p in halves], model.config.num_frames)
     keys = [s.key for s in specs]
-    write_index(store.path("video_index", "index.duckdb"), keys,
-                [p for p, part in halves.items() for _ in part],
-                [corpus.ground_truth_caption(s) for s in specs],
-                embed_videos(model, [frames[k] for k in keys]), "benchmark")
+    write_index(
+        store.path("video_index", "index.duckdb"),
+        keys,
+        [p for p, part in halves.items() for _ in part],
+        [corpus.ground_truth_caption(s) for s in specs],
+        embed_videos(model, [frames[k] for k in keys]),
+        "benchmark",
+    )
 
 
 def cli_query(index: Path, model: Path, query: str, k: int, env: dict) -> tuple[float, list[str]]:
     """Seconds for one fresh `python -m model_code.video_index` and the keys it printed."""
     t = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "model_code.video_index", str(index), str(model),
-                          query, "-k", str(k)], capture_output=True, text=True, cwd=ROOT, env=env,
-                         check=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "model_code.video_index",
+            str(index),
+            str(model),
+            query,
+            "-k",
+            str(k),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        check=True,
+    ).stdout
     seconds = time.perf_counter() - t
     return seconds, [line.split()[0] for line in out.splitlines()[1:] if line.strip()]
 
@@ -117,8 +152,10 @@ def main() -> None:
         root = Path(tmp.name)
         t = time.perf_counter()
         build_small_index(root, args.clips)
-        print(f"# no index under {args.data_root}: built {args.clips} clips in {root} in "
-              f"{time.perf_counter() - t:.1f} s")
+        print(
+            f"# no index under {args.data_root}: built {args.clips} clips in {root} in "
+            f"{time.perf_counter() - t:.1f} s"
+        )
         service = SearchService(root)
     try:
         t = time.perf_counter()
@@ -134,35 +171,51 @@ def main() -> None:
                     times["service"].append(time.perf_counter() - t)
                     response.raise_for_status()
                     service_keys = [r["key"] for r in response.json()["results"]]
-                    seconds, cli_keys = cli_query(service.index_path, service.model_path, query,
-                                                  args.k, env)
+                    seconds, cli_keys = cli_query(
+                        service.index_path, service.model_path, query, args.k, env
+                    )
                     times["cli"].append(seconds)
                     if cli_keys != service_keys:
-                        raise SystemExit(f"top-{args.k} differ for {query!r}: service "
-                                         f"{service_keys}, cli {cli_keys}")
+                        raise SystemExit(
+                            f"top-{args.k} differ for {query!r}: service "
+                            f"{service_keys}, cli {cli_keys}"
+                        )
     finally:
         if tmp is not None:
             tmp.cleanup()
     medians = {arm: statistics.median(ts) for arm, ts in times.items()}
     figures = {
-        "index_clips": clips, "data_root": str(args.data_root) if tmp is None else "temp (built)",
-        "k": args.k, "threads": args.threads, "omp_wait_policy": "PASSIVE",
-        "queries_per_arm": len(times["service"]), "service_startup_s": round(startup, 3),
+        "index_clips": clips,
+        "data_root": str(args.data_root) if tmp is None else "temp (built)",
+        "k": args.k,
+        "threads": args.threads,
+        "omp_wait_policy": "PASSIVE",
+        "queries_per_arm": len(times["service"]),
+        "service_startup_s": round(startup, 3),
         "service_median_ms": round(medians["service"] * 1000, 2),
         "service_max_ms": round(max(times["service"]) * 1000, 2),
-        "cli_median_s": round(medians["cli"], 3), "cli_max_s": round(max(times["cli"]), 3),
+        "cli_median_s": round(medians["cli"], 3),
+        "cli_max_s": round(max(times["cli"]), 3),
         "cli_over_service": round(medians["cli"] / medians["service"], 1),
-        "same_top_k": True, "loadavg_1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count(),
+        "same_top_k": True,
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
     }
-    print(f"index: {clips} clips; k={args.k}; {args.threads} thread(s), OMP_WAIT_POLICY=PASSIVE; "
-          f"load average {figures['loadavg_1m']} on {figures['cpus']} CPUs")
+    print(
+        f"index: {clips} clips; k={args.k}; {args.threads} thread(s), OMP_WAIT_POLICY=PASSIVE; "
+        f"load average {figures['loadavg_1m']} on {figures['cpus']} CPUs"
+    )
     print(f"service start-up (model + index load, once): {startup:.2f} s")
     print(f"{'arm':8} {'queries':>7} {'median':>10} {'max':>10}")
-    print(f"{'service':8} {len(times['service']):>7} {medians['service'] * 1000:>8.1f}ms "
-          f"{max(times['service']) * 1000:>8.1f}ms")
+    print(
+        f"{'service':8} {len(times['service']):>7} {medians['service'] * 1000:>8.1f}ms "
+        f"{max(times['service']) * 1000:>8.1f}ms"
+    )
     print(f"{'cli':8} {len(times['cli']):>7} {medians['cli']:>9.2f}s {max(times['cli']):>9.2f}s")
-    print(f"cli / service (medians): {figures['cli_over_service']}x; same top-{args.k} keys on "
-          "every query")
+    print(
+        f"cli / service (medians): {figures['cli_over_service']}x; same top-{args.k} keys on "
+        "every query"
+    )
     if args.out:
         Path(args.out).write_text(json.dumps(figures, indent=1))
 

@@ -35,30 +35,68 @@ def make_videos(folder: Path, n: int) -> list[Path]:
         for s in range(4):
             part = folder / f"v{v}-s{s}.mp4"
             colour = colours[(v + s) % len(colours)]
-            subprocess.run([ff, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                            f"color=c={colour}:size=320x240:rate=25:duration=3", "-vf", "noise=alls=12:allf=t", "-c:v", "libx264",
-                            "-pix_fmt", "yuv420p", str(part)], check=True)
+            subprocess.run(
+                [
+                    ff,
+                    "-hide_banner",
+                    "-loglevel",
+                    "error",
+                    "-y",
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    f"color=c={colour}:size=320x240:rate=25:duration=3",
+                    "-vf",
+                    "noise=alls=12:allf=t",
+                    "-c:v",
+                    "libx264",
+                    "-pix_fmt",
+                    "yuv420p",
+                    str(part),
+                ],
+                check=True,
+            )
             parts.append(part)
         listing = folder / f"v{v}.txt"
         listing.write_text("".join(f"file '{p}'\n" for p in parts))
         out = folder / f"v{v}.mp4"
-        subprocess.run([ff, "-hide_banner", "-loglevel", "error", "-y", "-f", "concat", "-safe",
-                        "0", "-i", str(listing), "-c:v", "libx264", "-pix_fmt", "yuv420p",
-                        str(out)], check=True)
+        subprocess.run(
+            [
+                ff,
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "concat",
+                "-safe",
+                "0",
+                "-i",
+                str(listing),
+                "-c:v",
+                "libx264",
+                "-pix_fmt",
+                "yuv420p",
+                str(out),
+            ],
+            check=True,
+        )
         paths.append(out)
     return paths
 
 
 def cpu() -> float:
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def run(paths: list[Path], split: str) -> tuple[float, float, int]:
     from model_code import shards
 
-    cfg = shards.IngestConfig(clip_seconds=2.0, size=64, fps=8, split=split,
-                              max_clips_per_video=32)
+    cfg = shards.IngestConfig(clip_seconds=2.0, size=64, fps=8, split=split, max_clips_per_video=32)
     sources = [shards.VideoSource(str(p)) for p in paths]
     t, c = time.perf_counter(), cpu()
     clips, rejects = shards.ingest(sources, cfg, threads=1)
@@ -68,8 +106,9 @@ def run(paths: list[Path], split: str) -> tuple[float, float, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--videos", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     a = parser.parse_args()
@@ -85,8 +124,10 @@ def main() -> None:
     for split, rows in results.items():
         med[split] = (statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows))
         print(f"| {split} | {rows[0][2]} | {med[split][0]:.1f} | {med[split][1]:.1f} |")
-    print(f"ratio shots / fixed: clips/s {med['shots'][0] / med['fixed'][0]:.2f}x, "
-          f"per CPU-second {med['shots'][1] / med['fixed'][1]:.2f}x")
+    print(
+        f"ratio shots / fixed: clips/s {med['shots'][0] / med['fixed'][0]:.2f}x, "
+        f"per CPU-second {med['shots'][1] / med['fixed'][1]:.2f}x"
+    )
 
 
 if __name__ == "__main__":

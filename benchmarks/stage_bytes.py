@@ -42,16 +42,19 @@ def measure(name: str, config) -> None:
     for step, written in before.items():
         print(f"| {step} | {written / mib:.2f} MiB | {after[step] / mib:.2f} MiB |")
     total_before, total_after = sum(before.values()), sum(after.values())
-    print(f"| all | {total_before / mib:.2f} MiB | {total_after / mib:.2f} MiB "
-          f"({total_after / total_before:.2f}x) |")
+    print(
+        f"| all | {total_before / mib:.2f} MiB | {total_after / mib:.2f} MiB "
+        f"({total_after / total_before:.2f}x) |"
+    )
 
 
 def main() -> None:
     from model_code.vlm import TinyVLMConfig
 
     measure("default tiny VLM (the demo's)", TinyVLMConfig())
-    measure("tiny VLM with a large LM", TinyVLMConfig(text_hidden=1024, text_layers=12,
-                                                      text_heads=8))
+    measure(
+        "tiny VLM with a large LM", TinyVLMConfig(text_hidden=1024, text_layers=12, text_heads=8)
+    )
 
 
 if __name__ == "__main__":

@@ -32,25 +32,47 @@ def make_job(folder: Path, clips: int, steps: int, batch: int) -> Path:
 
     specs = corpus.split_specs("corpus", corpus.CorpusConfig(), 0, clips)
     shards.write_shard(folder / "clips.tar", shards.embedded_clips(specs))
-    pd.DataFrame({"key": [s.key for s in specs],
-                  "caption": [corpus.ground_truth_caption(s) for s in specs]}).to_parquet(
-        folder / "pairs.parquet")
-    job = {"config": {"steps": steps, "batch_size": batch, "log_every": steps},
-           "pairs": str(folder / "pairs.parquet"), "shards": [str(folder / "clips.tar")],
-           "out": str(folder / "out")}
+    pd.DataFrame(
+        {"key": [s.key for s in specs], "caption": [corpus.ground_truth_caption(s) for s in specs]}
+    ).to_parquet(folder / "pairs.parquet")
+    job = {
+        "config": {"steps": steps, "batch_size": batch, "log_every": steps},
+        "pairs": str(folder / "pairs.parquet"),
+        "shards": [str(folder / "clips.tar")],
+        "out": str(folder / "out"),
+    }
     path = folder / "job.json"
     path.write_text(json.dumps(job))
     return path
 
 
 def run(job: Path, ranks: int, threads: int) -> tuple[float, float]:
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, threads // ranks)),
-           "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(max(1, threads // ranks)),
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(ROOT),
+    }
     t = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           f"--nproc_per_node={ranks}", "-m", "model_code.train_dual_encoder",
-                           "--job", str(job)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={ranks}",
+            "-m",
+            "model_code.train_dual_encoder",
+            "--job",
+            str(job),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     wall = time.perf_counter() - t
     if done.returncode:
         sys.exit(done.stderr[-3000:])
@@ -59,8 +81,9 @@ def run(job: Path, ranks: int, threads: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--ranks", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--repeats", type=int, default=3)
@@ -74,15 +97,21 @@ def main() -> None:
         for _ in range(a.repeats):
             for ranks in (1, a.ranks):
                 results[ranks].append(run(job, ranks, a.threads))
-    print(f"{a.steps} steps, global batch {a.batch}, {a.clips} clips, {a.threads} threads "
-          f"shared out, medians of {a.repeats}")
+    print(
+        f"{a.steps} steps, global batch {a.batch}, {a.clips} clips, {a.threads} threads "
+        f"shared out, medians of {a.repeats}"
+    )
     print("| ranks | wall s | clips/s (loop) |\n|---|---|---|")
-    med = {r: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v))
-           for r, v in results.items()}
+    med = {
+        r: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v))
+        for r, v in results.items()
+    }
     for ranks, (wall, rate) in med.items():
         print(f"| {ranks} | {wall:.1f} | {rate:.0f} |")
-    print(f"ratio {a.ranks} ranks / 1 rank: wall {med[a.ranks][0] / med[1][0]:.2f}x, "
-          f"clips/s {med[a.ranks][1] / med[1][1]:.2f}x")
+    print(
+        f"ratio {a.ranks} ranks / 1 rank: wall {med[a.ranks][0] / med[1][0]:.2f}x, "
+        f"clips/s {med[a.ranks][1] / med[1][1]:.2f}x"
+    )
 
 
 if __name__ == "__main__":

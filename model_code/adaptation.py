@@ -55,8 +55,12 @@ class Rows:
 
     def shard(self, rank: int, world: int) -> Rows:
         """This rank's rows of the global batch."""
-        return Rows(None if self.clips is None else self.clips[rank::world],
-                    self.prompts[rank::world], self.answers[rank::world], self.repeats)
+        return Rows(
+            None if self.clips is None else self.clips[rank::world],
+            self.prompts[rank::world],
+            self.answers[rank::world],
+            self.repeats,
+        )
 
 
 class _Loss(torch.nn.Module):
@@ -72,16 +76,20 @@ class _Loss(torch.nn.Module):
         self.vlm, self.model, self.world = vlm, vlm.model, world
 
     def forward(self, batches: list[Rows]) -> torch.Tensor:
-        built = [self.vlm.multimodal_batch(b.clips, b.prompts, b.answers, repeats=b.repeats)
-                 for b in batches]
+        built = [
+            self.vlm.multimodal_batch(b.clips, b.prompts, b.answers, repeats=b.repeats)
+            for b in batches
+        ]
         if self.world == 1:
             return sum(self.model(**b).loss for b in built)
         import torch.distributed as dist
 
         counts = torch.stack([(b["labels"][:, 1:] != -100).sum() for b in built]).float()
         dist.all_reduce(counts)
-        return sum(self.model(**b, num_items_in_batch=n / self.world).loss
-                   for b, n in zip(built, counts, strict=True))
+        return sum(
+            self.model(**b, num_items_in_batch=n / self.world).loss
+            for b, n in zip(built, counts, strict=True)
+        )
 
 
 def _train_parameters(
@@ -126,8 +134,10 @@ def _train_parameters(
         from torch.nn.parallel import DistributedDataParallel
 
         loss_of = DistributedDataParallel(
-            loss_of, device_ids=[device] if device.type == "cuda" else None,
-            find_unused_parameters=True)
+            loss_of,
+            device_ids=[device] if device.type == "cuda" else None,
+            find_unused_parameters=True,
+        )
 
     vlm.model.train()
     t0, saved_at = time.perf_counter(), time.monotonic()
@@ -141,8 +151,11 @@ def _train_parameters(
             loss = loss_of(batches)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = (torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-                     if config.grad_clip else torch.tensor(float("nan")))
+        grad_norm = (
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            if config.grad_clip
+            else torch.tensor(float("nan"))
+        )
         optimizer.step()
         scheduler.step()
         window.append(check_loss(loss.item(), step_offset + step + 1))
@@ -152,14 +165,23 @@ def _train_parameters(
             loss_value = global_mean(float(np.mean(window)), world, device)
             window = []
             if on_metrics is not None and rank == 0:
-                on_metrics(step_offset + done, {
-                    "loss": loss_value,
-                    "lr": scheduler.get_last_lr()[0],
-                    "grad_norm": float(grad_norm),
-                })
-        if (state_path is not None and rank == 0 and done < config.steps
-                and (done % config.checkpoint_every == 0
-                     or time.monotonic() - saved_at >= config.checkpoint_every_s)):
+                on_metrics(
+                    step_offset + done,
+                    {
+                        "loss": loss_value,
+                        "lr": scheduler.get_last_lr()[0],
+                        "grad_norm": float(grad_norm),
+                    },
+                )
+        if (
+            state_path is not None
+            and rank == 0
+            and done < config.steps
+            and (
+                done % config.checkpoint_every == 0
+                or time.monotonic() - saved_at >= config.checkpoint_every_s
+            )
+        ):
             save_training_state(state_path, vlm.model, optimizer, scheduler, done)
             saved_at = time.monotonic()
 
@@ -182,19 +204,24 @@ def _pick(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     return rng.choice(n, size=min(size, n), replace=False)
 
 
-def _caption_rows(rng: np.random.Generator, clips: np.ndarray, captions: list[str],
-                  size: int) -> Rows:
+def _caption_rows(
+    rng: np.random.Generator, clips: np.ndarray, captions: list[str], size: int
+) -> Rows:
     """A batch of stage 1's data: clips under CAPTION_PROMPT with their captions."""
     idx = _pick(rng, len(clips), size)
     return Rows(clips[idx], [CAPTION_PROMPT] * len(idx), [captions[i] for i in idx])
 
 
-def _instruction_rows(rng: np.random.Generator, clips: np.ndarray, examples: list[dict],
-                      size: int) -> Rows:
+def _instruction_rows(
+    rng: np.random.Generator, clips: np.ndarray, examples: list[dict], size: int
+) -> Rows:
     """A batch of stage 2's data: instruction rows {clip_index, prompt, answer}."""
     rows = [examples[i] for i in _pick(rng, len(examples), size)]
-    return Rows(clips[[r["clip_index"] for r in rows]], [r["prompt"] for r in rows],
-                [r["answer"] for r in rows])
+    return Rows(
+        clips[[r["clip_index"] for r in rows]],
+        [r["prompt"] for r in rows],
+        [r["answer"] for r in rows],
+    )
 
 
 def pretrain_image_vlm(
@@ -228,18 +255,31 @@ def pretrain_image_vlm(
     text_metrics = {"steps": 0, "wall_s": 0.0}
     if image_state is None or not image_state.exists():  # else the text phase is done
         text_metrics = _train_parameters(
-            vlm, lambda rng: [text_batch(rng, text_config.batch_size)],
-            vlm.language_parameters(), text_config, on_metrics, text_state,
+            vlm,
+            lambda rng: [text_batch(rng, text_config.batch_size)],
+            vlm.language_parameters(),
+            text_config,
+            on_metrics,
+            text_state,
         )
 
     def still_clips(rng: np.random.Generator) -> list[Rows]:
         idx = _pick(rng, len(frames), config.batch_size)
-        images = Rows(frames[idx][:, None], [IMAGE_PROMPT] * len(idx),
-                      [captions[i] for i in idx], repeats=vlm.num_frames)
+        images = Rows(
+            frames[idx][:, None],
+            [IMAGE_PROMPT] * len(idx),
+            [captions[i] for i in idx],
+            repeats=vlm.num_frames,
+        )
         return [images, text_batch(rng, config.batch_size)]
 
     metrics = _train_parameters(
-        vlm, still_clips, list(vlm.model.parameters()), config, on_metrics, image_state,
+        vlm,
+        still_clips,
+        list(vlm.model.parameters()),
+        config,
+        on_metrics,
+        image_state,
         step_offset=text_config.steps,
     )
     metrics["text_loss"] = text_metrics.get("loss")
@@ -288,24 +328,42 @@ def language_adaptation(
         return [_instruction_rows(rng, clips, examples, config.batch_size)]
 
     if lora_rank <= 0:
-        return _train_parameters(vlm, batch, vlm.language_parameters(), config, on_metrics, state_path)
+        return _train_parameters(
+            vlm, batch, vlm.language_parameters(), config, on_metrics, state_path
+        )
 
     from peft import LoraConfig, LoraModel
 
     language = vlm.language_parameters()
     owned = {id(p) for p in language}
-    targets = [name for name, module in vlm.model.named_modules()
-               if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in LORA_TARGETS
-               and all(id(p) in owned for p in module.parameters())]
-    lora = LoraModel(vlm.model, LoraConfig(r=lora_rank, lora_alpha=lora_alpha or 2 * lora_rank,
-                                           target_modules=targets, lora_dropout=0.0), "default")
+    targets = [
+        name
+        for name, module in vlm.model.named_modules()
+        if isinstance(module, torch.nn.Linear)
+        and name.rsplit(".", 1)[-1] in LORA_TARGETS
+        and all(id(p) in owned for p in module.parameters())
+    ]
+    lora = LoraModel(
+        vlm.model,
+        LoraConfig(
+            r=lora_rank,
+            lora_alpha=lora_alpha or 2 * lora_rank,
+            target_modules=targets,
+            lora_dropout=0.0,
+        ),
+        "default",
+    )
     params = [p for name, p in vlm.model.named_parameters() if "lora_" in name]
     metrics = _train_parameters(vlm, batch, params, config, on_metrics, state_path)
     if adapter_out is not None:  # the adapter itself, before it is merged: what to save
         adapter_out.update(
             config={"r": lora_rank, "alpha": lora_alpha or 2 * lora_rank, "targets": targets},
-            state={name: p.detach().cpu().clone() for name, p in vlm.model.named_parameters()
-                   if "lora_" in name})
+            state={
+                name: p.detach().cpu().clone()
+                for name, p in vlm.model.named_parameters()
+                if "lora_" in name
+            },
+        )
     vlm.model = lora.merge_and_unload()
     metrics.update(lora_rank=lora_rank, lora_targets=len(targets))
     return metrics
@@ -326,8 +384,9 @@ def joint_adaptation(
     {clip_index, prompt, answer}); the draw comes from step i's seeded generator, so a resumed
     run makes the same draws. Captions are the default prompt afterwards, as after stage 1."""
     if config.caption_steps > config.steps:
-        raise ValueError(f"caption_steps ({config.caption_steps}) cannot exceed steps "
-                         f"({config.steps})")
+        raise ValueError(
+            f"caption_steps ({config.caption_steps}) cannot exceed steps ({config.steps})"
+        )
     vlm.prompt = CAPTION_PROMPT
     caption_share = config.caption_steps / config.steps
 
@@ -336,8 +395,10 @@ def joint_adaptation(
             return [_caption_rows(rng, clips, captions, config.batch_size)]
         return [_instruction_rows(rng, clips, examples, config.instruction_batch_size)]
 
-    groups = [{"params": vlm.vision_parameters(), "lr": config.lr},
-              {"params": vlm.language_parameters(), "lr": config.language_lr}]
+    groups = [
+        {"params": vlm.vision_parameters(), "lr": config.lr},
+        {"params": vlm.language_parameters(), "lr": config.language_lr},
+    ]
     return _train_parameters(vlm, batch, groups, config, on_metrics, state_path)
 
 

@@ -54,13 +54,20 @@ def _resolve(protocol: str, has_pairs: bool, test_list) -> str:
     if protocol == "auto":
         return "1k-A" if has_pairs else "all_captions"
     if protocol == "1k-A" and not has_pairs:
-        raise ValueError("protocol 1k-A needs test_list: the JSFUSION CSV with video_id and "
-                         f"sentence columns (got {test_list or 'none'})")
+        raise ValueError(
+            "protocol 1k-A needs test_list: the JSFUSION CSV with video_id and "
+            f"sentence columns (got {test_list or 'none'})"
+        )
     return protocol
 
 
-def read_msrvtt(annotation: str | Path, videos_dir: str | Path, test_list: str | Path | None = None,
-                limit: int | None = None, protocol: str = "auto") -> list[AnnotatedVideo]:
+def read_msrvtt(
+    annotation: str | Path,
+    videos_dir: str | Path,
+    test_list: str | Path | None = None,
+    limit: int | None = None,
+    protocol: str = "auto",
+) -> list[AnnotatedVideo]:
     """Videos with their reference captions, in test-list order (else annotation order): the
     CSV's one sentence each under 1k-A, every JSON caption under all_captions."""
     data = json.loads(Path(annotation).read_text())
@@ -72,14 +79,19 @@ def _msrvtt(data: dict, annotation, videos_dir, test_list, limit, protocol):
     captions: dict[str, list[str]] = {}
     for s in data.get("sentences", []):
         captions.setdefault(str(s["video_id"]), []).append(str(s["caption"]).strip())
-    ids, pairs = _test_list(Path(test_list)) if test_list else (
-        [str(v["video_id"]) for v in data["videos"]], {})
+    ids, pairs = (
+        _test_list(Path(test_list))
+        if test_list
+        else ([str(v["video_id"]) for v in data["videos"]], {})
+    )
     protocol = _resolve(protocol, bool(pairs), test_list)
     if protocol == "1k-A":
         captions = {vid: [pairs[vid]] for vid in ids}
     videos_dir = Path(videos_dir)
-    out = [AnnotatedVideo(vid, str(_video_path(videos_dir, vid)), captions.get(vid, []))
-           for vid in ids[:limit]]
+    out = [
+        AnnotatedVideo(vid, str(_video_path(videos_dir, vid)), captions.get(vid, []))
+        for vid in ids[:limit]
+    ]
     missing = [v.video_id for v in out if not v.captions]
     if missing:
         raise ValueError(f"{len(missing)} videos have no captions in {annotation}: {missing[:5]}")
@@ -87,12 +99,15 @@ def _msrvtt(data: dict, annotation, videos_dir, test_list, limit, protocol):
 
 
 def _video_path(videos_dir: Path, vid: str) -> Path:
-    return next((videos_dir / f"{vid}{e}" for e in VIDEO_EXTS if (videos_dir / f"{vid}{e}").exists()),
-                videos_dir / f"{vid}.mp4")
+    return next(
+        (videos_dir / f"{vid}{e}" for e in VIDEO_EXTS if (videos_dir / f"{vid}{e}").exists()),
+        videos_dir / f"{vid}.mp4",
+    )
 
 
-def read_vatex(annotation: str | Path, videos_dir: str | Path,
-               limit: int | None = None) -> list[AnnotatedVideo]:
+def read_vatex(
+    annotation: str | Path, videos_dir: str | Path, limit: int | None = None
+) -> list[AnnotatedVideo]:
     """A VATEX JSON (a list of {videoID, enCap: [...]}): videos `{videoID}.mp4` (or another
     container) with their English captions, in file order."""
     return _vatex(json.loads(Path(annotation).read_text()), annotation, videos_dir, limit)
@@ -114,22 +129,28 @@ def _vatex(data: list, annotation, videos_dir, limit) -> list[AnnotatedVideo]:
     return out
 
 
-def read_annotations(annotation: str | Path, videos_dir: str | Path,
-                     test_list: str | Path | None = None, limit: int | None = None,
-                     protocol: str = "auto") -> tuple[list[AnnotatedVideo], str]:
+def read_annotations(
+    annotation: str | Path,
+    videos_dir: str | Path,
+    test_list: str | Path | None = None,
+    limit: int | None = None,
+    protocol: str = "auto",
+) -> tuple[list[AnnotatedVideo], str]:
     """(videos, protocol) from an MSR-VTT JSON (with its test list and protocol) or a VATEX
     JSON (protocol "vatex": every English caption), told apart by their layout."""
     data = json.loads(Path(annotation).read_text())
     if isinstance(data, list):
         if test_list or protocol not in ("auto", "all_captions"):
-            raise ValueError(f"{annotation} is a VATEX file: test_list and protocol "
-                             f"{protocol!r} are for MSR-VTT")
+            raise ValueError(
+                f"{annotation} is a VATEX file: test_list and protocol {protocol!r} are for MSR-VTT"
+            )
         return _vatex(data, annotation, videos_dir, limit), "vatex"
     return _msrvtt(data, annotation, videos_dir, test_list, limit, protocol)
 
 
 def _class_words(name: str) -> str:
-    """A class folder or label as words: ApplyEyeMakeup -> apply eye makeup, ride_bike -> ride bike."""
+    """A class folder or label as words: ApplyEyeMakeup -> apply eye makeup,
+    ride_bike -> ride bike."""
     import re
 
     spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name).replace("_", " ").replace("-", " ")
@@ -146,17 +167,24 @@ def read_labelled(path: str | Path) -> tuple[list[str], list[tuple[str, int]]]:
     if path.is_dir():
         folders = sorted(p for p in path.iterdir() if p.is_dir())
         names = [_class_words(p.name) for p in folders]
-        items = [(str(v), i) for i, f in enumerate(folders) for v in sorted(f.rglob("*"))
-                 if v.suffix.lower() in VIDEO_EXTS]
+        items = [
+            (str(v), i)
+            for i, f in enumerate(folders)
+            for v in sorted(f.rglob("*"))
+            if v.suffix.lower() in VIDEO_EXTS
+        ]
     else:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
         if not {"path", "label"} <= set(df.columns):
-            raise ValueError(f"{path}: a class list needs columns path and label "
-                             f"(has {list(df.columns)})")
+            raise ValueError(
+                f"{path}: a class list needs columns path and label (has {list(df.columns)})"
+            )
         labels = sorted(set(df["label"]))
         names = [_class_words(label) for label in labels]
-        items = [(str(p if Path(p).is_absolute() else path.parent / p), labels.index(label))
-                 for p, label in zip(df["path"], df["label"], strict=True)]
+        items = [
+            (str(p if Path(p).is_absolute() else path.parent / p), labels.index(label))
+            for p, label in zip(df["path"], df["label"], strict=True)
+        ]
     if len(names) < 2:
         raise ValueError(f"{path}: zero-shot classification needs at least 2 classes")
     return names, items
@@ -173,7 +201,9 @@ def msrvtt_json(videos: list[tuple[str, list[str]]], protocol: str = "all_captio
     data = {
         "protocol": protocol,
         "videos": [{"video_id": vid, "id": i} for i, (vid, _) in enumerate(videos)],
-        "sentences": [{"video_id": vid, "caption": c, "sen_id": j}
-                      for j, (vid, c) in enumerate((v, c) for v, cs in videos for c in cs)],
+        "sentences": [
+            {"video_id": vid, "caption": c, "sen_id": j}
+            for j, (vid, c) in enumerate((v, c) for v, cs in videos for c in cs)
+        ],
     }
     return json.dumps(data, indent=1).encode()

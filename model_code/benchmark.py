@@ -32,8 +32,11 @@ def embedded(config: corpus.CorpusConfig, n: int):
     single = [s for s in specs if not s.ordered]
     prompts = zero_shot_prompts()
     classes = {
-        task: {"classes": names, "prompts": prompts[task][1],
-               "labels": {s.key: names.index(getattr(s.objects[0], task)) for s in single}}
+        task: {
+            "classes": names,
+            "prompts": prompts[task][1],
+            "labels": {s.key: names.index(getattr(s.objects[0], task)) for s in single},
+        }
         for task, names in (("motion", list(corpus.MOTIONS)), ("shape", list(corpus.SHAPES)))
     }
     return clips, [], refs, classes
@@ -53,8 +56,12 @@ def from_annotated(videos: list[AnnotatedVideo], ingest: shards.IngestConfig):
     return clips, rejects, refs, {}
 
 
-def labelled_task(names: list[str], items: list[tuple[str, int]], ingest: shards.IngestConfig,
-                  task: str = "classes"):
+def labelled_task(
+    names: list[str],
+    items: list[tuple[str, int]],
+    ingest: shards.IngestConfig,
+    task: str = "classes",
+):
     """Zero-shot classification videos (annotations.read_labelled): each becomes one clip
     (its first `clip_seconds`), keyed zs-{i}; (clips, rejects, {task: classes, prompts, labels})."""
     from model_code.annotations import class_prompts
@@ -67,8 +74,11 @@ def labelled_task(names: list[str], items: list[tuple[str, int]], ingest: shards
             key = f"zs-{i:05d}"
             clips.append(shards.Clip(key, got[0].mp4, {**got[0].meta, "key": key}))
             labels[key] = label
-    return clips, rejects, {task: {"classes": names, "prompts": class_prompts(names),
-                                   "labels": labels}}
+    return (
+        clips,
+        rejects,
+        {task: {"classes": names, "prompts": class_prompts(names), "labels": labels}},
+    )
 
 
 def class_prompt_texts(classes: dict) -> list[str]:
@@ -91,16 +101,19 @@ def score_dual_encoder(model_folder: str | Path, benchmark_dir: str | Path) -> d
     # retrieval among the videos that have sentences (zero-shot-only clips are not candidates)
     described = sorted({column[s["video_id"]] for s in sentences})
     row = {c: i for i, c in enumerate(described)}
-    scores = retrieval_metrics(text_emb @ video_emb[described].T,
-                               [row[column[s["video_id"]]] for s in sentences])
+    scores = retrieval_metrics(
+        text_emb @ video_emb[described].T, [row[column[s["video_id"]]] for s in sentences]
+    )
     classes = json.loads((benchmark_dir / "classes.json").read_text())
     for task, spec in classes.items():
         labelled = [k for k in keys if k in spec["labels"]]
         if not labelled:
             continue
-        zs = zero_shot_classification(video_emb[[column[k] for k in labelled]],
-                                      embed_classes(model, spec["prompts"]),
-                                      [spec["labels"][k] for k in labelled])
+        zs = zero_shot_classification(
+            video_emb[[column[k] for k in labelled]],
+            embed_classes(model, spec["prompts"]),
+            [spec["labels"][k] for k in labelled],
+        )
         scores[f"zs_{task}_top1"], scores[f"zs_{task}_top5"] = zs["top1"], zs["top5"]
     return {k: float(v) for k, v in scores.items()}
 

@@ -16,7 +16,7 @@ from model_code.text import words
 
 
 def _ngrams(tokens: list[str], n: int) -> Counter:
-    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
 
 
 def bleu4(candidates: list[str], references: list[list[str]]) -> float:
@@ -112,7 +112,7 @@ def is_degenerate(caption: str) -> bool:
         return True
     for n in range(1, 5):
         for i in range(len(tokens) - 2 * n + 1):
-            if tokens[i:i + n] == tokens[i + n:i + 2 * n]:
+            if tokens[i : i + n] == tokens[i + n : i + 2 * n]:
                 return True
     top = Counter(tokens).most_common(1)[0][1]
     return len(tokens) >= 6 and top > len(tokens) / 2
@@ -145,18 +145,26 @@ def within_clip_diversity(keys: list[str], captions: list[str]) -> dict:
     for key, caption in zip(keys, captions, strict=True):
         by_key.setdefault(key, []).append(" ".join(str(caption).split()))
     if not by_key:
-        return {"captions_per_clip": 0.0, "distinct_per_clip": 0.0,
-                "within_clip_distinct_rate": 0.0, "within_clip_jaccard": 0.0}
+        return {
+            "captions_per_clip": 0.0,
+            "distinct_per_clip": 0.0,
+            "within_clip_distinct_rate": 0.0,
+            "within_clip_jaccard": 0.0,
+        }
     several = [c for c in by_key.values() if len(c) > 1]
     jaccard = []
     for group in several:
         words = [set(c.split()) for c in group]
-        jaccard += [len(a & b) / max(len(a | b), 1)
-                    for i, a in enumerate(words) for b in words[i + 1:]]
+        jaccard += [
+            len(a & b) / max(len(a | b), 1) for i, a in enumerate(words) for b in words[i + 1 :]
+        ]
     return {
         "captions_per_clip": sum(map(len, by_key.values())) / len(by_key),
         "distinct_per_clip": sum(len(set(c)) for c in by_key.values()) / len(by_key),
-        "within_clip_distinct_rate": (sum((len(set(c)) - 1) / (len(c) - 1) for c in several)
-                                      / len(several)) if several else 0.0,
+        "within_clip_distinct_rate": (
+            sum((len(set(c)) - 1) / (len(c) - 1) for c in several) / len(several)
+        )
+        if several
+        else 0.0,
         "within_clip_jaccard": sum(jaccard) / len(jaccard) if jaccard else 1.0,
     }

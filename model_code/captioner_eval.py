@@ -41,8 +41,11 @@ def evaluate_vlm(vlm, bench: Benchmark, qa_seed: int = 0) -> tuple[dict, list[st
     """(row, captions): BLEU-4, CIDEr, <attribute>_acc and the qa_* figures of `vlm` (the
     attribute and QA figures only where the clips have attributes), and its caption per clip."""
     keys, clips, metas = bench.clips(vlm.num_frames)
-    captions = [c for i in range(0, len(clips), CAPTION_BATCH)
-                for c in vlm.caption(clips[i:i + CAPTION_BATCH])]
+    captions = [
+        c
+        for i in range(0, len(clips), CAPTION_BATCH)
+        for c in vlm.caption(clips[i : i + CAPTION_BATCH])
+    ]
     refs = [bench.refs[k] for k in keys]
     row: dict = {"BLEU-4": bleu4(captions, refs), "CIDEr": cider(captions, refs)}
     if all(m.get("attributes") for m in metas):
@@ -68,18 +71,29 @@ class Comparison:
 
     def headline(self) -> list[dict]:
         """Caption figures and the overall QA accuracy."""
-        return [{k: v for k, v in r.items() if k in HEADLINE_QA or not k.startswith("qa_")}
-                for r in self.rows]
+        return [
+            {k: v for k, v in r.items() if k in HEADLINE_QA or not k.startswith("qa_")}
+            for r in self.rows
+        ]
 
     def qa_by_type(self) -> list[dict]:
         """The QA accuracies by question type."""
-        return [{self.label: r[self.label], **{k: v for k, v in r.items()
-                                               if k.startswith("qa_") and k not in HEADLINE_QA}}
-                for r in self.rows]
+        return [
+            {
+                self.label: r[self.label],
+                **{k: v for k, v in r.items() if k.startswith("qa_") and k not in HEADLINE_QA},
+            }
+            for r in self.rows
+        ]
 
 
-def compare_vlms(folders: dict[str, str | Path], benchmark: str | Path, device: str = "auto",
-                 label: str = "model", sample_clips: int = 6) -> Comparison:
+def compare_vlms(
+    folders: dict[str, str | Path],
+    benchmark: str | Path,
+    device: str = "auto",
+    label: str = "model",
+    sample_clips: int = 6,
+) -> Comparison:
     """Each VLM checkpoint folder (name -> folder) through evaluate_vlm on the benchmark folder,
     loaded one at a time on `device`: what captioner_eval and adaptation_order report."""
     from model_code.lineage import read_lineage
@@ -92,6 +106,8 @@ def compare_vlms(folders: dict[str, str | Path], benchmark: str | Path, device: 
         row, captions[model] = evaluate_vlm(vlm, bench)
         rows.append({label: model, "version": read_lineage(folder)["version"], **row})
         keys = bench.clips(vlm.num_frames)[0]
-    samples = [{"key": k, "reference": bench.refs[k][0], **{m: captions[m][i] for m in captions}}
-               for i, k in enumerate(keys[:sample_clips])]
+    samples = [
+        {"key": k, "reference": bench.refs[k][0], **{m: captions[m][i] for m in captions}}
+        for i, k in enumerate(keys[:sample_clips])
+    ]
     return Comparison(label, rows, samples)

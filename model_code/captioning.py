@@ -105,8 +105,11 @@ def caption_shards(
             per_sample = sample_captions(vlm, clips, samples, repeats, **generation)
             results[shard].generate_s += time.perf_counter() - t1
             results[shard].wait_s += waited
-            results[shard].captions += [(key, k, captions[i]) for i, key in enumerate(keys)
-                                        for k, captions in enumerate(per_sample)]
+            results[shard].captions += [
+                (key, k, captions[i])
+                for i, key in enumerate(keys)
+                for k, captions in enumerate(per_sample)
+            ]
         for result in results[done:]:
             yield _finish(result, stream.rejects)
 
@@ -118,15 +121,18 @@ def middle_frame(clips: np.ndarray) -> np.ndarray:
     return clips[:, middle : middle + 1]
 
 
-def sample_captions(vlm, clips: np.ndarray, samples: int, repeats: int = 1, seed: int = 0,
-                    **generation) -> list[list[str]]:
+def sample_captions(
+    vlm, clips: np.ndarray, samples: int, repeats: int = 1, seed: int = 0, **generation
+) -> list[list[str]]:
     """`samples` captions of each clip, a list per sample index: the model's own
     caption_samples (clips encoded once) or, for a captioner without it, one call per sample
     with the same seeds (seed * 1000 + k)."""
     if hasattr(vlm, "caption_samples"):
         return vlm.caption_samples(clips, samples, repeats=repeats, seed=seed, **generation)
-    return [vlm.caption(clips, repeats=repeats, seed=seed * 1000 + k, **generation)
-            for k in range(samples)]
+    return [
+        vlm.caption(clips, repeats=repeats, seed=seed * 1000 + k, **generation)
+        for k in range(samples)
+    ]
 
 
 def load_captioner(checkpoint: str | Path, device: str = "auto", num_frames: int = 8):

@@ -98,18 +98,23 @@ class CorpusConfig:
     )
 
     def __post_init__(self):
-        checks = {"seed": (self.seed >= 0, ">= 0"), "frames": (self.frames >= 2, ">= 2"),
-                  "size": (self.size >= 16 and self.size % 2 == 0, "even and >= 16"),
-                  "fps": (self.fps >= 1, ">= 1"),
-                  "two_object_rate": (0.0 <= self.two_object_rate <= 1.0, "within [0, 1]")}
+        checks = {
+            "seed": (self.seed >= 0, ">= 0"),
+            "frames": (self.frames >= 2, ">= 2"),
+            "size": (self.size >= 16 and self.size % 2 == 0, "even and >= 16"),
+            "fps": (self.fps >= 1, ">= 1"),
+            "two_object_rate": (0.0 <= self.two_object_rate <= 1.0, "within [0, 1]"),
+        }
         for name, (ok, allowed) in checks.items():
             if not ok:
-                raise ValueError(f"CorpusConfig.{name} must be {allowed}, not "
-                                 f"{getattr(self, name)!r}")
+                raise ValueError(
+                    f"CorpusConfig.{name} must be {allowed}, not {getattr(self, name)!r}"
+                )
         for split, n in self.split_sizes.items():
             if not (isinstance(n, int) and n >= 0):
-                raise ValueError(f"CorpusConfig.split_sizes[{split!r}] must be a whole number "
-                                 f">= 0, not {n!r}")
+                raise ValueError(
+                    f"CorpusConfig.split_sizes[{split!r}] must be a whole number >= 0, not {n!r}"
+                )
 
 
 def _rng(*parts: object) -> np.random.Generator:
@@ -126,7 +131,9 @@ def clip_spec(split: str, index: int, config: CorpusConfig) -> ClipSpec:
     shapes = rng.choice(SHAPES, size=2)
     if two:
         motions = rng.choice(MOVING, size=2)
-        objects = tuple(ShapeObject(str(colours[i]), str(shapes[i]), str(motions[i])) for i in (0, 1))
+        objects = tuple(
+            ShapeObject(str(colours[i]), str(shapes[i]), str(motions[i])) for i in (0, 1)
+        )
     else:
         objects = (ShapeObject(str(colours[0]), str(shapes[0]), str(rng.choice(MOTIONS))),)
     return ClipSpec(
@@ -140,7 +147,9 @@ def clip_spec(split: str, index: int, config: CorpusConfig) -> ClipSpec:
     )
 
 
-def split_specs(split: str, config: CorpusConfig, start: int = 0, stop: int | None = None) -> list[ClipSpec]:
+def split_specs(
+    split: str, config: CorpusConfig, start: int = 0, stop: int | None = None
+) -> list[ClipSpec]:
     stop = config.split_sizes[split] if stop is None else stop
     return [clip_spec(split, i, config) for i in range(start, stop)]
 
@@ -160,7 +169,8 @@ def still_caption(spec: ClipSpec) -> str:
 
 
 def alt_text(spec: ClipSpec) -> str:
-    """Web-style alt-text: never states the motion; partial, generic, sometimes wrong or unrelated."""
+    """Web-style alt-text: never states the motion; partial, generic, sometimes wrong or
+    unrelated."""
     rng = _rng("alt", spec.seed)
     o = spec.objects[int(rng.integers(len(spec.objects)))]
     colour = o.colour
@@ -194,7 +204,7 @@ def _background(spec: ClipSpec) -> np.ndarray:
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
     gradient = (xx * rng.uniform(-30, 30) + yy * rng.uniform(-30, 30))[..., None]
     period = rng.integers(4, 10)
-    stripes = ((np.arange(s)[:, None] + np.arange(s)[None, :] * rng.integers(0, 2)) // period % 2)
+    stripes = (np.arange(s)[:, None] + np.arange(s)[None, :] * rng.integers(0, 2)) // period % 2
     texture = stripes[..., None].astype(np.float32) * rng.uniform(6, 16)
     noise = rng.normal(0, 4, size=(s, s, 1)).astype(np.float32)
     return np.clip(base + gradient + texture + noise, 0, 255)
@@ -250,13 +260,19 @@ def render_clip(spec: ClipSpec) -> np.ndarray:
             # first object: moves during the first half and rests at its end point;
             # second: rests at its start point, then moves during the second half
             half = np.linspace(-1.0, 1.0, n // 2)
-            t = np.concatenate([half, np.full(n - n // 2, 1.0)]) if i == 0 else np.concatenate(
-                [np.full(n - n // 2, -1.0), half]
+            t = (
+                np.concatenate([half, np.full(n - n // 2, 1.0)])
+                if i == 0
+                else np.concatenate([np.full(n - n // 2, -1.0), half])
             )
             lane = (0.3, 0.7)[i]
-            cx, cy = (lane * s, rng.uniform(0.4, 0.6) * s) if rng.random() < 0.5 else (
-                rng.uniform(0.4, 0.6) * s,
-                lane * s,
+            cx, cy = (
+                (lane * s, rng.uniform(0.4, 0.6) * s)
+                if rng.random() < 0.5
+                else (
+                    rng.uniform(0.4, 0.6) * s,
+                    lane * s,
+                )
             )
         r = s * (0.11 if k > 1 else 0.14)
         dx, dy, scale = _trajectory(obj.motion, t, s)

@@ -92,7 +92,7 @@ def lease_devices(
             if len(held) == count:
                 return DeviceLease([i for i, _ in held], [f for _, f in held])
         for _, f in held:  # not enough free: hold none while waiting, so two steps never
-            f.close()      # each hold half of what both need
+            f.close()  # each hold half of what both need
         if time.monotonic() >= deadline:
             raise NoFreeDevice(
                 f"no {count} free of {total} devices after {timeout_s:.0f}s; holders: "

@@ -27,9 +27,7 @@ QUESTION_TYPES: tuple[str, ...] = (
     "short_caption",
 )
 
-_OBJECT = re.compile(
-    rf"^a ({'|'.join(COLOURS)}) ({'|'.join(SHAPES)}) ({'|'.join(MOTIONS)})$"
-)
+_OBJECT = re.compile(rf"^a ({'|'.join(COLOURS)}) ({'|'.join(SHAPES)}) ({'|'.join(MOTIONS)})$")
 _DETAIL = {
     "moves left": "moves to the left",
     "moves right": "moves to the right",
@@ -71,8 +69,9 @@ def _phrase(o: dict) -> str:
     return f"a {_name(o)} {o['motion']}"
 
 
-def template_questions(objects: list[dict], caption: str,
-                       rng: np.random.Generator) -> dict[str, tuple]:
+def template_questions(
+    objects: list[dict], caption: str, rng: np.random.Generator
+) -> dict[str, tuple]:
     """One (prompt, answer) per question type that these objects can answer: the instruction
     rows of stage 2, and the held-out video QA of model_code.qa."""
     qa: dict[str, tuple[str, str]] = {"short_caption": (CAPTION_PROMPT, caption)}
@@ -99,8 +98,10 @@ def template_questions(objects: list[dict], caption: str,
     else:
         moving = sum(obj["motion"] != "stays still" for obj in objects)
         qa["counting"] = ("how many shapes move ?", _NUMBERS[moving] if moving < 5 else str(moving))
-    claimed = o["motion"] if rng.random() < 0.5 else str(
-        rng.choice([m for m in MOTIONS if m != o["motion"]])
+    claimed = (
+        o["motion"]
+        if rng.random() < 0.5
+        else str(rng.choice([m for m in MOTIONS if m != o["motion"]]))
     )
     qa["verification"] = (
         f"does the {_name(o)} {_BASE_VERB[claimed]} ?",
@@ -178,9 +179,11 @@ def make_instructions_with_llm(
 
     dev = pick_device(device)
     tokenizer = AutoTokenizer.from_pretrained(llm_path, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(
-        llm_path, local_files_only=True, use_safetensors=True
-    ).to(dev).eval()
+    model = (
+        AutoModelForCausalLM.from_pretrained(llm_path, local_files_only=True, use_safetensors=True)
+        .to(dev)
+        .eval()
+    )
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -189,16 +192,21 @@ def make_instructions_with_llm(
     def complete(texts: list[str]) -> list[str]:
         batch = tokenizer(texts, return_tensors="pt", padding=True).to(dev)
         out = model.generate(
-            **batch, max_new_tokens=max_new_tokens, min_new_tokens=1, do_sample=False,
+            **batch,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=1,
+            do_sample=False,
             pad_token_id=tokenizer.pad_token_id,
         )
-        new = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        new = tokenizer.batch_decode(
+            out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True
+        )
         return [" ".join(t.split("\n")[0].split()) for t in new]
 
     torch.manual_seed(seed)
     rows = []
     for start in range(0, len(records), 16):
-        chunk = records[start:start + 16]
+        chunk = records[start : start + 16]
         context = [f"video description: {r['caption']}\n" for r in chunk]
         questions = complete([c + "a question about the video:" for c in context])
         answers = complete(

@@ -43,7 +43,8 @@ def require_safetensors(folder: str | Path) -> None:
         raise ValueError(
             f"{folder} holds only pickle weights ({', '.join(pickles)}) and no *.safetensors; "
             "unpickling a checkpoint can run arbitrary code, so vidistill loads safetensors "
-            "only. Re-save it with save_pretrained() first.")
+            "only. Re-save it with save_pretrained() first."
+        )
     raise FileNotFoundError(f"{folder} has no *.safetensors weights")
 
 
@@ -53,7 +54,11 @@ def code_version() -> str:
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=root, capture_output=True, text=True, timeout=5, check=False,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
         if out.returncode == 0 and out.stdout.strip():
             return out.stdout.strip()
@@ -113,16 +118,18 @@ def read_json_object(path: str | Path) -> dict:
     try:
         value = json.loads(path.read_text())
     except ValueError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); rewrite it or write it "
-                         "again") from error
+        raise ValueError(
+            f"{path} is not valid JSON ({error}); rewrite it or write it again"
+        ) from error
     if not isinstance(value, dict):
         raise ValueError(f"{path} must hold a JSON object, not {type(value).__name__}")  # noqa: TRY004
     return value
 
 
 def _whole(low: int, high: int | None = None):
-    return lambda v: (isinstance(v, int) and not isinstance(v, bool) and v >= low
-                      and (high is None or v <= high))
+    return lambda v: (
+        isinstance(v, int) and not isinstance(v, bool) and v >= low and (high is None or v <= high)
+    )
 
 
 # field -> (check, what is expected) for vidistill.json
@@ -135,7 +142,9 @@ VIDEO_SETTINGS = {
     "position_code": (lambda v: isinstance(v, bool), "true or false"),
     "frame_differences": (lambda v: isinstance(v, bool), "true or false"),
 }
-OLD_VIDEO_SETTING_NAMES = {"tokens_per_frame": "pooled_tokens_per_frame"}  # checkpoints before 2026-11
+OLD_VIDEO_SETTING_NAMES = {
+    "tokens_per_frame": "pooled_tokens_per_frame"
+}  # checkpoints before 2026-11
 
 
 @dataclass(frozen=True)
@@ -164,8 +173,9 @@ class VideoSettings:
                 settings.setdefault(name, settings.pop(old))
         for name, value in settings.items():
             if name not in VIDEO_SETTINGS:
-                raise ValueError(f"{path}: unknown field {name!r}; known: "
-                                 f"{', '.join(VIDEO_SETTINGS)}")
+                raise ValueError(
+                    f"{path}: unknown field {name!r}; known: {', '.join(VIDEO_SETTINGS)}"
+                )
             check, expected = VIDEO_SETTINGS[name]
             if not check(value):
                 raise ValueError(f"{path}: {name} must be {expected}, not {value!r}")
@@ -186,6 +196,8 @@ def read_lineage(folder: str | Path) -> dict:
     record = read_json_object(path)
     version = record.get("version")
     if not isinstance(version, str) or not version:
-        raise ValueError(f"{path}: field 'version' (the weights' hash, a string) is missing or "
-                         f"empty: {version!r}")
+        raise ValueError(
+            f"{path}: field 'version' (the weights' hash, a string) is missing or "
+            f"empty: {version!r}"
+        )
     return record

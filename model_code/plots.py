@@ -46,8 +46,9 @@ def training_curves_png(history: Sequence[dict], title: str = "training") -> byt
     handles, labels = ax.get_legend_handles_labels()
     if lr:
         right = ax.twinx()
-        (line,) = right.plot([s for s, _ in lr], [v for _, v in lr], color="grey",
-                             linestyle="--", label="lr")
+        (line,) = right.plot(
+            [s for s, _ in lr], [v for _, v in lr], color="grey", linestyle="--", label="lr"
+        )
         right.set_ylabel("learning rate")
         handles, labels = handles + [line], labels + ["lr"]
     if handles:
@@ -56,8 +57,9 @@ def training_curves_png(history: Sequence[dict], title: str = "training") -> byt
     return png_bytes(fig)
 
 
-def bars_png(rows: Sequence[dict], label: str, metric: str, std: str | None = None,
-             title: str = "") -> bytes:
+def bars_png(
+    rows: Sequence[dict], label: str, metric: str, std: str | None = None, title: str = ""
+) -> bytes:
     """One bar per row (`label` under it, height `metric`, error bar `std` when given)."""
     fig = figure(max(4.0, 0.9 * len(rows) + 1.5), 3.8)
     ax = fig.add_subplot()

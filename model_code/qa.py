@@ -24,15 +24,21 @@ import numpy as np
 
 from model_code.instructions import template_questions
 
-QA_TYPES: tuple[str, ...] = ("direction", "size_change", "counting", "verification",
-                             "temporal_order")
+QA_TYPES: tuple[str, ...] = (
+    "direction",
+    "size_change",
+    "counting",
+    "verification",
+    "temporal_order",
+)
 SOFT_F1 = 0.5  # token F1 at or above which an answer counts as a soft match
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
-def build_questions(keys: Sequence[str], attributes: Sequence[dict], seed: int = 0,
-                    per_type: int = 1) -> list[dict]:
+def build_questions(
+    keys: Sequence[str], attributes: Sequence[dict], seed: int = 0, per_type: int = 1
+) -> list[dict]:
     """Rows {key, clip_index, type, question, answer}: up to `per_type` different questions of
     each QA type per clip (draws that repeat a question are dropped). Draw j of a clip uses a
     generator seeded by (seed, the key's CRC-32, j), so a clip gets the same questions whatever
@@ -45,8 +51,15 @@ def build_questions(keys: Sequence[str], attributes: Sequence[dict], seed: int =
             for qtype, (question, answer) in template_questions(attrs["objects"], "", rng).items():
                 if qtype in QA_TYPES and (qtype, question) not in seen:
                     seen.add((qtype, question))
-                    rows.append({"key": key, "clip_index": index, "type": qtype,
-                                 "question": question, "answer": answer})
+                    rows.append(
+                        {
+                            "key": key,
+                            "clip_index": index,
+                            "type": qtype,
+                            "question": question,
+                            "answer": answer,
+                        }
+                    )
     return rows
 
 
@@ -80,14 +93,17 @@ def score_answers(predictions: Sequence[str], rows: Sequence[dict]) -> dict[str,
     for prediction, row in zip(predictions, rows, strict=True):
         hit = normalise(prediction) == normalise(row["answer"])
         exact.setdefault(row["type"], []).append(hit)
-        soft.setdefault(row["type"], []).append(hit or token_f1(prediction, row["answer"])
-                                                >= SOFT_F1)
+        soft.setdefault(row["type"], []).append(
+            hit or token_f1(prediction, row["answer"]) >= SOFT_F1
+        )
 
     def percent(hits: list[bool]) -> float:
         return 100.0 * sum(hits) / len(hits)
 
-    figures = {"qa_exact": percent([h for v in exact.values() for h in v]),
-               "qa_soft": percent([h for v in soft.values() for h in v])}
+    figures = {
+        "qa_exact": percent([h for v in exact.values() for h in v]),
+        "qa_soft": percent([h for v in soft.values() for h in v]),
+    }
     for qtype in [t for t in QA_TYPES if t in exact] + sorted(set(exact) - set(QA_TYPES)):
         figures[f"qa_{qtype}_exact"] = percent(exact[qtype])
         figures[f"qa_{qtype}_soft"] = percent(soft[qtype])
@@ -95,20 +111,29 @@ def score_answers(predictions: Sequence[str], rows: Sequence[dict]) -> dict[str,
     return figures
 
 
-def answer_questions(vlm, clips: np.ndarray, rows: Sequence[dict], batch_size: int = 64,
-                     **generation) -> list[str]:
+def answer_questions(
+    vlm, clips: np.ndarray, rows: Sequence[dict], batch_size: int = 64, **generation
+) -> list[str]:
     """The VLM's answer to each row's question about clips[row["clip_index"]], `batch_size`
     rows per generate call (greedy unless `generation` says otherwise)."""
     answers: list[str] = []
     for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
-        answers += vlm.answer(clips[[r["clip_index"] for r in chunk]],
-                              [r["question"] for r in chunk], **generation)
+        chunk = rows[start : start + batch_size]
+        answers += vlm.answer(
+            clips[[r["clip_index"] for r in chunk]], [r["question"] for r in chunk], **generation
+        )
     return answers
 
 
-def evaluate_qa(vlm, keys: Sequence[str], clips: np.ndarray, metas: Sequence[dict],
-                seed: int = 0, per_type: int = 1, batch_size: int = 64) -> dict[str, float]:
+def evaluate_qa(
+    vlm,
+    keys: Sequence[str],
+    clips: np.ndarray,
+    metas: Sequence[dict],
+    seed: int = 0,
+    per_type: int = 1,
+    batch_size: int = 64,
+) -> dict[str, float]:
     """The QA figures of `vlm` on these clips; {} when a clip has no attributes (real data)."""
     if not metas or not all(m.get("attributes") for m in metas):
         return {}

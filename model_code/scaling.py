@@ -36,8 +36,12 @@ def curve_summary(rows: Sequence[dict], metrics: Sequence[str]) -> list[dict]:
         groups.setdefault((row["source"], float(row["fraction"])), []).append(row)
     summary = []
     for (source, fraction), group in groups.items():
-        out = {"source": source, "fraction": fraction,
-               "clips": max(int(r["clips"]) for r in group), "seeds": len(group)}
+        out = {
+            "source": source,
+            "fraction": fraction,
+            "clips": max(int(r["clips"]) for r in group),
+            "seeds": len(group),
+        }
         if "batch_size" in group[0]:
             out["batch_size"] = min(int(r["batch_size"]) for r in group)
         for m in metrics:
@@ -45,8 +49,9 @@ def curve_summary(rows: Sequence[dict], metrics: Sequence[str]) -> list[dict]:
             if not values:
                 continue
             mean = sum(values) / len(values)
-            var = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-                   if len(values) > 1 else 0.0)
+            var = (
+                sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+            )
             out[m], out[f"{m}_std"] = mean, math.sqrt(var)
         summary.append(out)
     return summary
@@ -77,12 +82,18 @@ def curve_png(rows: Sequence[dict], baseline: str = "alt_text", metric: str = "t
         if source == baseline:
             top = points[-1]
             ax.axhline(top[metric], linestyle="--", color="grey", linewidth=1)
-            ax.errorbar([top["clips"]], [top[metric]], yerr=[errors[-1]] if several else None,
-                        marker="s", color="grey", linestyle="none", capsize=3,
-                        label=f"{source} ({top['fraction']:.0%})")
+            ax.errorbar(
+                [top["clips"]],
+                [top[metric]],
+                yerr=[errors[-1]] if several else None,
+                marker="s",
+                color="grey",
+                linestyle="none",
+                capsize=3,
+                label=f"{source} ({top['fraction']:.0%})",
+            )
             continue
-        ax.errorbar(xs, ys, yerr=errors if several else None, marker="o", capsize=3,
-                    label=source)
+        ax.errorbar(xs, ys, yerr=errors if several else None, marker="o", capsize=3, label=source)
     ax.set_xscale("log")
     ax.set_xlabel("training clips")
     label = metric.replace("_R", " R@").replace("_", " ")
@@ -96,8 +107,9 @@ def curve_png(rows: Sequence[dict], baseline: str = "alt_text", metric: str = "t
     return buf.getvalue()
 
 
-def plot_curve(rows: Sequence[dict], path: str | Path, baseline: str = "alt_text",
-               metric: str = "t2v_R1") -> Path:
+def plot_curve(
+    rows: Sequence[dict], path: str | Path, baseline: str = "alt_text", metric: str = "t2v_R1"
+) -> Path:
     """Write curve_png(rows) to `path` atomically (readers never see half a PNG)."""
     from model_code.training import atomic_write_bytes
 

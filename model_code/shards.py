@@ -43,12 +43,19 @@ def write_shard(path: str | Path, clips: Iterable[Clip]) -> int:
     from model_code.training import atomic_file
 
     n = 0
-    with atomic_file(path) as f, wds.TarWriter(f, mtime=0.0, user="vidistill",
-                                               group="vidistill") as sink:
+    with (
+        atomic_file(path) as f,
+        wds.TarWriter(f, mtime=0.0, user="vidistill", group="vidistill") as sink,
+    ):
         for clip in clips:
             check_key(clip.key)
-            sink.write({"__key__": clip.key, "mp4": clip.mp4,
-                        "json": json.dumps(clip.meta, sort_keys=True).encode()})
+            sink.write(
+                {
+                    "__key__": clip.key,
+                    "mp4": clip.mp4,
+                    "json": json.dumps(clip.meta, sort_keys=True).encode(),
+                }
+            )
             n += 1
     return n
 
@@ -136,7 +143,9 @@ def decode_members(
         for m in members:
             try:
                 meta = json.loads(_read(f, m.files["json"]))
-                rows.append((m.key, video.sample_frames(_read(f, m.files["mp4"]), num_frames), meta))
+                rows.append(
+                    (m.key, video.sample_frames(_read(f, m.files["mp4"]), num_frames), meta)
+                )
             except (video.VideoError, ValueError, KeyError) as e:
                 rejects.append({"key": m.key, "reason": f"{type(e).__name__}: {e}"})
     return rows, rejects
@@ -151,7 +160,9 @@ def log_reject(reject: Reject) -> None:
     """The default for `on_reject`: a warning in the log."""
     import logging
 
-    logging.getLogger("vidistill.shards").warning("reject %s: %s", reject.get("key"), reject["reason"])
+    logging.getLogger("vidistill.shards").warning(
+        "reject %s: %s", reject.get("key"), reject["reason"]
+    )
 
 
 def iter_shard(
@@ -199,11 +210,18 @@ class ClipStream:
     the first frames are ready when it is. Iterate for (shard index, key, frames, meta); bad
     clips are in `rejects` with the index of their shard under "shard"."""
 
-    def __init__(self, paths: Sequence[str | Path], num_frames: int, workers: int | None = None,
-                 chunk: int = 8, ahead: int | None = None):
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        num_frames: int,
+        workers: int | None = None,
+        chunk: int = 8,
+        ahead: int | None = None,
+    ):
         if workers is not None and workers < 0:
-            raise ValueError(f"decode workers must be 0 (decode in this process) or more, "
-                             f"not {workers}")
+            raise ValueError(
+                f"decode workers must be 0 (decode in this process) or more, not {workers}"
+            )
         if num_frames < 1 or chunk < 1:
             raise ValueError(f"num_frames and chunk must be at least 1, not {num_frames}, {chunk}")
         self.paths = [str(p) for p in paths]
@@ -221,7 +239,7 @@ class ClipStream:
         for shard, path in enumerate(self.paths):
             members = shard_members(path, lambda r, s=shard: self.rejects.append({**r, "shard": s}))
             for start in range(0, len(members), self.chunk):
-                yield shard, members[start:start + self.chunk]
+                yield shard, members[start : start + self.chunk]
 
     def _submit(self) -> bool:
         task = next(self._tasks, None)
@@ -275,8 +293,11 @@ def embedded_clips(specs: list[corpus.ClipSpec], threads: int = 2) -> list[Clip]
     """Render and encode embedded clips (ffmpeg runs in subprocesses, so threads overlap them)."""
 
     def one(spec: corpus.ClipSpec) -> Clip:
-        return Clip(spec.key, video.encode_frames(corpus.render_clip(spec), spec.fps),
-                    corpus.clip_record(spec))
+        return Clip(
+            spec.key,
+            video.encode_frames(corpus.render_clip(spec), spec.fps),
+            corpus.clip_record(spec),
+        )
 
     with ThreadPoolExecutor(threads) as pool:
         return list(pool.map(one, specs))
@@ -309,20 +330,31 @@ class IngestConfig:
     shot_threshold: float = 0.3  # shots: ffmpeg's scene-change score that starts a new shot
 
     def __post_init__(self):
-        checks = {"clip_seconds": self.clip_seconds > 0, "fps": self.fps >= 1,
-                  "size": self.size >= 16 and self.size % 2 == 0, "min_frames": self.min_frames >= 1,
-                  "max_clips_per_video": self.max_clips_per_video >= 1,
-                  "split": self.split in ("fixed", "shots"),
-                  "min_clip_seconds": self.min_clip_seconds > 0,
-                  "shot_threshold": 0 < self.shot_threshold < 1}
-        allowed = {"clip_seconds": "> 0", "fps": ">= 1", "size": "even and >= 16",
-                   "min_frames": ">= 1", "max_clips_per_video": ">= 1",
-                   "split": "'fixed' or 'shots'", "min_clip_seconds": "> 0",
-                   "shot_threshold": "within (0, 1)"}
+        checks = {
+            "clip_seconds": self.clip_seconds > 0,
+            "fps": self.fps >= 1,
+            "size": self.size >= 16 and self.size % 2 == 0,
+            "min_frames": self.min_frames >= 1,
+            "max_clips_per_video": self.max_clips_per_video >= 1,
+            "split": self.split in ("fixed", "shots"),
+            "min_clip_seconds": self.min_clip_seconds > 0,
+            "shot_threshold": 0 < self.shot_threshold < 1,
+        }
+        allowed = {
+            "clip_seconds": "> 0",
+            "fps": ">= 1",
+            "size": "even and >= 16",
+            "min_frames": ">= 1",
+            "max_clips_per_video": ">= 1",
+            "split": "'fixed' or 'shots'",
+            "min_clip_seconds": "> 0",
+            "shot_threshold": "within (0, 1)",
+        }
         for name, ok in checks.items():
             if not ok:
-                raise ValueError(f"IngestConfig.{name} must be {allowed[name]}, not "
-                                 f"{getattr(self, name)!r}")
+                raise ValueError(
+                    f"IngestConfig.{name} must be {allowed[name]}, not {getattr(self, name)!r}"
+                )
 
 
 def source_id(source: VideoSource) -> str:
@@ -331,19 +363,25 @@ def source_id(source: VideoSource) -> str:
     return f"v{h}"
 
 
-def clip_windows(info: video.VideoInfo, source: VideoSource, cfg: IngestConfig) -> list[tuple[float, float]]:
+def clip_windows(
+    info: video.VideoInfo, source: VideoSource, cfg: IngestConfig
+) -> list[tuple[float, float]]:
     """The fixed windows of a source's span."""
-    return [w for w, _ in shot_windows([source_span(info, source, cfg)], cfg,
-                                       cfg.min_frames / cfg.fps)]
+    return [
+        w for w, _ in shot_windows([source_span(info, source, cfg)], cfg, cfg.min_frames / cfg.fps)
+    ]
 
 
-def source_span(info: video.VideoInfo, source: VideoSource, cfg: IngestConfig) -> tuple[float, float]:
+def source_span(
+    info: video.VideoInfo, source: VideoSource, cfg: IngestConfig
+) -> tuple[float, float]:
     """The [start, end) of a source row within its video, or VideoError saying why there is
     none long enough."""
     start = source.start or 0.0
     if start >= info.duration:
-        raise video.VideoError(f"start {start:g}s is at or past the end of the video "
-                               f"({info.duration:.2f}s)")
+        raise video.VideoError(
+            f"start {start:g}s is at or past the end of the video ({info.duration:.2f}s)"
+        )
     end = min(source.end, info.duration) if source.end is not None else info.duration
     if end - start < cfg.min_frames / cfg.fps:
         raise video.VideoError(
@@ -352,8 +390,9 @@ def source_span(info: video.VideoInfo, source: VideoSource, cfg: IngestConfig) -
     return start, end
 
 
-def shot_windows(shots: list[tuple[float, float]], cfg: IngestConfig,
-                 shortest: float) -> list[tuple[tuple[float, float], int]]:
+def shot_windows(
+    shots: list[tuple[float, float]], cfg: IngestConfig, shortest: float
+) -> list[tuple[tuple[float, float], int]]:
     """((start, end), shot index) of each clip: every shot cut into `clip_seconds` windows,
     pieces shorter than `shortest` dropped, at most `max_clips_per_video` in all."""
     windows = []
@@ -367,14 +406,16 @@ def shot_windows(shots: list[tuple[float, float]], cfg: IngestConfig,
     return windows
 
 
-def source_shots(path: str, span: tuple[float, float], source: VideoSource,
-                 cfg: IngestConfig) -> list[tuple[float, float]]:
+def source_shots(
+    path: str, span: tuple[float, float], source: VideoSource, cfg: IngestConfig
+) -> list[tuple[float, float]]:
     """The shots of a source's [start, end) span: one when split is "fixed"."""
     start, end = span
     if cfg.split == "fixed":
         return [(start, end)]
-    cuts = video.shot_changes(path, cfg.shot_threshold, cfg.ffmpeg, start,
-                              end if source.end is not None else None)
+    cuts = video.shot_changes(
+        path, cfg.shot_threshold, cfg.ffmpeg, start, end if source.end is not None else None
+    )
     bounds = [start, *[c for c in cuts if start < c < end], end]
     from itertools import pairwise
 
@@ -394,19 +435,26 @@ def ingest_source(source: VideoSource, cfg: IngestConfig) -> tuple[list[Clip], l
         if not info.has_video:
             raise video.VideoError("no video stream (audio-only or data file)")
         shots = source_shots(source.path, source_span(info, source, cfg), source, cfg)
-        placed = shot_windows(shots, cfg, max(cfg.min_clip_seconds, cfg.min_frames / cfg.fps)
-                              if cfg.split == "shots" else cfg.min_frames / cfg.fps)
+        placed = shot_windows(
+            shots,
+            cfg,
+            max(cfg.min_clip_seconds, cfg.min_frames / cfg.fps)
+            if cfg.split == "shots"
+            else cfg.min_frames / cfg.fps,
+        )
         windows = [w for w, _ in placed]
         if not windows:
-            raise video.VideoError(f"no shot of at least {cfg.min_clip_seconds:g}s "
-                                   f"({len(shots)} shots)")
+            raise video.VideoError(
+                f"no shot of at least {cfg.min_clip_seconds:g}s ({len(shots)} shots)"
+            )
     except (video.VideoError, OSError, UnicodeError) as e:
         return [], [{"source": source.path, "key": sid, "row": source.row, "reason": str(e)}]
     clips, rejects, done = [], [], set()
 
     def reject(i: int, reason: str) -> None:
-        rejects.append({"source": source.path, "key": f"{sid}-{i:03d}", "row": source.row,
-                        "reason": reason})
+        rejects.append(
+            {"source": source.path, "key": f"{sid}-{i:03d}", "row": source.row, "reason": reason}
+        )
 
     try:
         for i, frames in video.decode_windows(source.path, windows, cfg.size, cfg.fps):
@@ -416,15 +464,30 @@ def ingest_source(source: VideoSource, cfg: IngestConfig) -> tuple[list[Clip], l
                 continue
             start, end = windows[i]
             key = f"{sid}-{i:03d}"
-            clips.append(Clip(key, video.encode_frames(frames, cfg.fps, crf=20, ffmpeg=cfg.ffmpeg), {
-                "key": key, "source": source.path, "row": source.row, "start": start, "end": end,
-                "fps": cfg.fps,
-                "width": cfg.size, "height": cfg.size, "frames": len(frames),
-                "alt_text": source.alt_text, "source_codec": info.codec,
-                "source_width": info.width, "source_height": info.height,
-                "shot": placed[i][1], "shot_start": round(shots[placed[i][1]][0], 3),
-                "shot_end": round(shots[placed[i][1]][1], 3),
-            }))
+            clips.append(
+                Clip(
+                    key,
+                    video.encode_frames(frames, cfg.fps, crf=20, ffmpeg=cfg.ffmpeg),
+                    {
+                        "key": key,
+                        "source": source.path,
+                        "row": source.row,
+                        "start": start,
+                        "end": end,
+                        "fps": cfg.fps,
+                        "width": cfg.size,
+                        "height": cfg.size,
+                        "frames": len(frames),
+                        "alt_text": source.alt_text,
+                        "source_codec": info.codec,
+                        "source_width": info.width,
+                        "source_height": info.height,
+                        "shot": placed[i][1],
+                        "shot_start": round(shots[placed[i][1]][0], 3),
+                        "shot_end": round(shots[placed[i][1]][1], 3),
+                    },
+                )
+            )
         reason = "no decodable frames in this window (the video ends before it)"
     except video.VideoError as e:
         reason = str(e)
@@ -434,8 +497,7 @@ def ingest_source(source: VideoSource, cfg: IngestConfig) -> tuple[list[Clip], l
     return clips, rejects
 
 
-VIDEO_EXTENSIONS = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ts",
-                    ".flv"}
+VIDEO_EXTENSIONS = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".flv"}
 
 
 def _seconds(value, name: str) -> tuple[float | None, str]:
@@ -505,8 +567,11 @@ def read_manifest(path: str | Path, outside_allowed: bool = True) -> list[VideoS
         if not error and key in seen:
             error = f"the same video and times as row {seen[key]}"
         seen.setdefault(key, row)
-        sources.append(VideoSource(str(p), alt, start, end, row=row, error=f"row {row}: {error}"
-                                   if error else ""))
+        sources.append(
+            VideoSource(
+                str(p), alt, start, end, row=row, error=f"row {row}: {error}" if error else ""
+            )
+        )
     return sources
 
 
@@ -523,8 +588,17 @@ def ingest(
     return clips, rejects
 
 
-CLIP_INDEX_COLUMNS = ["key", "partition", "source", "start", "end", "fps", "alt_text",
-                      "ground_truth", "attributes"]  # clip_index/{partition}.parquet
+CLIP_INDEX_COLUMNS = [
+    "key",
+    "partition",
+    "source",
+    "start",
+    "end",
+    "fps",
+    "alt_text",
+    "ground_truth",
+    "attributes",
+]  # clip_index/{partition}.parquet
 
 
 def clip_index(clips: Sequence[Clip], partition: str):
@@ -532,27 +606,41 @@ def clip_index(clips: Sequence[Clip], partition: str):
     each clip came from, its alt-text and, on the embedded corpus, its ground truth."""
     import pandas as pd
 
-    return pd.DataFrame([{
-        "key": c.key, "partition": partition, "source": c.meta["source"],
-        "start": c.meta["start"], "end": c.meta["end"], "fps": c.meta["fps"],
-        "alt_text": c.meta.get("alt_text", ""), "ground_truth": c.meta.get("ground_truth"),
-        "attributes": json.dumps(c.meta["attributes"]) if "attributes" in c.meta else None,
-    } for c in clips], columns=CLIP_INDEX_COLUMNS)
+    return pd.DataFrame(
+        [
+            {
+                "key": c.key,
+                "partition": partition,
+                "source": c.meta["source"],
+                "start": c.meta["start"],
+                "end": c.meta["end"],
+                "fps": c.meta["fps"],
+                "alt_text": c.meta.get("alt_text", ""),
+                "ground_truth": c.meta.get("ground_truth"),
+                "attributes": json.dumps(c.meta["attributes"]) if "attributes" in c.meta else None,
+            }
+            for c in clips
+        ],
+        columns=CLIP_INDEX_COLUMNS,
+    )
 
 
-def account_for_inputs(partition: str, inputs: int, clips: Sequence[Clip],
-                       rejects: Sequence[Reject]) -> tuple[int, int]:
+def account_for_inputs(
+    partition: str, inputs: int, clips: Sequence[Clip], rejects: Sequence[Reject]
+) -> tuple[int, int]:
     """(inputs used, inputs rejected) of a shard built from `inputs` inputs (manifest rows,
     several of which may be segments of one video; on the embedded corpus, clip keys). Every
     input is one or the other: a RuntimeError when the counts do not add up."""
+
     def row(item: dict):
         return item["row"] if item.get("row", -1) >= 0 else item.get("source", item["key"])
 
     used = {row(c.meta) for c in clips}
     unused = {row(r) for r in rejects} - used
     if len(used) + len(unused) != inputs:
-        raise RuntimeError(f"{partition}: {inputs} inputs but {len(used)} used + "
-                           f"{len(unused)} rejected")
+        raise RuntimeError(
+            f"{partition}: {inputs} inputs but {len(used)} used + {len(unused)} rejected"
+        )
     return len(used), len(unused)
 
 

@@ -19,7 +19,8 @@ def words(text: str) -> list[str]:
 
 
 def build_word_tokenizer(texts: Iterable[str], model_max_length: int = 512):
-    """A PreTrainedTokenizerFast over every word in `texts`, with <pad>/<unk>/<bos>/<eos>/<image>."""
+    """A PreTrainedTokenizerFast over every word in `texts`, with
+    <pad>/<unk>/<bos>/<eos>/<image>."""
     from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 

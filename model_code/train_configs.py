@@ -16,8 +16,14 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 
-def _f(default, help: str, ge: float | None = None, gt: float | None = None, choices=None,
-       folder: bool = False):
+def _f(
+    default,
+    help: str,
+    ge: float | None = None,
+    gt: float | None = None,
+    choices=None,
+    folder: bool = False,
+):
     meta = {"help": help}
     if folder:
         meta["folder"] = True
@@ -47,8 +53,9 @@ class TrainConfig:
     device: str = _f("auto", "auto (a leased CUDA device when present, else CPU), cpu, cuda:N")
     nproc_per_node: int = _f(1, "training processes (torchrun ranks, one GPU each on CUDA)", ge=1)
     checkpoint_every: int = _f(100, "steps between resumable training-state saves", ge=1)
-    checkpoint_every_s: float = _f(300.0, "seconds between training-state saves (whichever of "
-                                   "the two comes first)", gt=0)
+    checkpoint_every_s: float = _f(
+        300.0, "seconds between training-state saves (whichever of the two comes first)", gt=0
+    )
     log_every: int = _f(25, "steps between metric reports", ge=1)
 
 
@@ -71,8 +78,9 @@ class LanguageAdaptationTrainConfig(TrainConfig):
     """Stage 2: the LM learns from instruction data; vision tower + projector are frozen."""
 
     steps: int = _f(1200, "optimizer steps", ge=1)
-    lora_rank: int = _f(0, "rank of LoRA adapters on the LM (merged at the end); 0 tunes the "
-                        "whole LM", ge=0)
+    lora_rank: int = _f(
+        0, "rank of LoRA adapters on the LM (merged at the end); 0 tunes the whole LM", ge=0
+    )
 
 
 @dataclass
@@ -83,26 +91,43 @@ class JointAdaptationTrainConfig(TrainConfig):
     `instruction_batch_size`, `language_lr` on the LM). Defaults: the two stages' summed."""
 
     steps: int = _f(2000, "optimizer steps: stage 1's plus stage 2's", ge=1)
-    caption_steps: int = _f(800, "stage 1's share of the steps: a step is a caption batch with "
-                            "probability caption_steps / steps", ge=0)
+    caption_steps: int = _f(
+        800,
+        "stage 1's share of the steps: a step is a caption batch with "
+        "probability caption_steps / steps",
+        ge=0,
+    )
     instruction_batch_size: int = _f(16, "global batch of an instruction step (stage 2's)", ge=1)
-    language_lr: float = _f(1e-3, "peak learning rate of the LM (stage 2's); `lr` is the vision "
-                            "tower's and projector's (stage 1's)", gt=0)
+    language_lr: float = _f(
+        1e-3,
+        "peak learning rate of the LM (stage 2's); `lr` is the vision "
+        "tower's and projector's (stage 1's)",
+        gt=0,
+    )
 
 
-def joint_from_stages(visual: VisualAdaptationTrainConfig,
-                      language: LanguageAdaptationTrainConfig) -> JointAdaptationTrainConfig:
+def joint_from_stages(
+    visual: VisualAdaptationTrainConfig, language: LanguageAdaptationTrainConfig
+) -> JointAdaptationTrainConfig:
     """The joint run that matches the two stages: their steps summed, each data's batch size
     and learning rate, a warm-up as long as the longer one; the rest (seed, device, ranks,
     clipping, logging) from stage 1. A LoRA stage 2 has no joint counterpart here."""
     if language.lora_rank:
-        raise ValueError("joint adaptation trains the whole LM: it has no LoRA counterpart of "
-                         f"a stage 2 with lora_rank={language.lora_rank}")
+        raise ValueError(
+            "joint adaptation trains the whole LM: it has no LoRA counterpart of "
+            f"a stage 2 with lora_rank={language.lora_rank}"
+        )
     shared = {f.name: getattr(visual, f.name) for f in fields(TrainConfig)}
-    return JointAdaptationTrainConfig(**{
-        **shared, "steps": visual.steps + language.steps, "caption_steps": visual.steps,
-        "warmup_steps": max(visual.warmup_steps, language.warmup_steps),
-        "instruction_batch_size": language.batch_size, "language_lr": language.lr})
+    return JointAdaptationTrainConfig(
+        **{
+            **shared,
+            "steps": visual.steps + language.steps,
+            "caption_steps": visual.steps,
+            "warmup_steps": max(visual.warmup_steps, language.warmup_steps),
+            "instruction_batch_size": language.batch_size,
+            "language_lr": language.lr,
+        }
+    )
 
 
 @dataclass
@@ -110,8 +135,9 @@ class DualEncoderTrainConfig:
     """The video-text dual encoder, trained contrastively on (clip, caption) pairs."""
 
     steps: int = _f(300, "optimizer steps", ge=1)
-    batch_size: int = _f(128, "global batch (more negatives when bigger): split over the ranks",
-                         ge=2)
+    batch_size: int = _f(
+        128, "global batch (more negatives when bigger): split over the ranks", ge=2
+    )
     lr: float = _f(1e-3, "peak learning rate (AdamW, warm-up then cosine)", gt=0)
     warmup_steps: int = _f(30, "linear warm-up steps", ge=0)
     weight_decay: float = _f(0.05, "AdamW weight decay of the matrices", ge=0)
@@ -121,19 +147,30 @@ class DualEncoderTrainConfig:
     loss: str = _f("infonce", "infonce (CLIP) or sigmoid (SigLIP)", choices=("infonce", "sigmoid"))
     nproc_per_node: int = _f(1, "training processes (torchrun ranks, one GPU each on CUDA)", ge=1)
     num_workers: int = _f(2, "DataLoader workers per rank when streaming from the shards", ge=0)
-    in_memory_clips: int = _f(50_000, "up to this many clips, decode the clips once and keep "
-                              "them in memory; beyond, stream the shards", ge=0)
+    in_memory_clips: int = _f(
+        50_000,
+        "up to this many clips, decode the clips once and keep "
+        "them in memory; beyond, stream the shards",
+        ge=0,
+    )
     checkpoint_every: int = _f(100, "steps between resumable training-state saves", ge=1)
-    checkpoint_every_s: float = _f(300.0, "seconds between training-state saves (whichever of "
-                                   "the two comes first)", gt=0)
+    checkpoint_every_s: float = _f(
+        300.0, "seconds between training-state saves (whichever of the two comes first)", gt=0
+    )
     log_every: int = _f(10, "steps between metric reports", ge=1)
     num_frames: int = _f(8, "frames per clip", ge=1)
     image_size: int = _f(32, "frame side of the tiny vision tower", ge=8)
     patch_size: int = _f(16, "patch side of the tiny vision tower", ge=1)
-    vision_path: str | None = _f(None, "local CLIP/SigLIP checkpoint for the frames (none: a "
-                                 "tiny tower from config)", folder=True)
-    text_path: str | None = _f(None, "local CLIP/SigLIP checkpoint for the text (none: a tiny "
-                               "tower from config)", folder=True)
+    vision_path: str | None = _f(
+        None,
+        "local CLIP/SigLIP checkpoint for the frames (none: a tiny tower from config)",
+        folder=True,
+    )
+    text_path: str | None = _f(
+        None,
+        "local CLIP/SigLIP checkpoint for the text (none: a tiny tower from config)",
+        folder=True,
+    )
 
 
 TRAIN_CONFIGS = {
@@ -169,8 +206,9 @@ def from_dict(cls, values: dict[str, Any]):
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"{cls.__name__} has no field {', '.join(unknown)}; "
-                         f"fields: {', '.join(sorted(known))}")
+        raise ValueError(
+            f"{cls.__name__} has no field {', '.join(unknown)}; fields: {', '.join(sorted(known))}"
+        )
     config = cls(**values)
     validate(config)
     return config
@@ -179,16 +217,24 @@ def from_dict(cls, values: dict[str, Any]):
 def field_specs(cls) -> list[tuple[str, type, Any, dict]]:
     """(name, type, default, metadata) of each field: what the CLI and the launchpad show."""
     hints = get_type_hints(cls)
-    return [(f.name, hints[f.name], None if f.default is MISSING else f.default, dict(f.metadata))
-            for f in fields(cls)]
+    return [
+        (f.name, hints[f.name], None if f.default is MISSING else f.default, dict(f.metadata))
+        for f in fields(cls)
+    ]
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
     """One --flag per field, with its default and help."""
     for name, hint, default, meta in field_specs(cls):
         kind = {int: int, float: float}.get(hint, str)
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=default,
-                            choices=meta.get("choices"), help=f"{meta['help']} (default {default})")
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            type=kind,
+            default=default,
+            choices=meta.get("choices"),
+            help=f"{meta['help']} (default {default})",
+        )
 
 
 def from_args(cls, args: argparse.Namespace):

@@ -80,8 +80,9 @@ class ClipCaptions(Dataset):
     """(frames, caption) for each clip decoded in memory: one item a clip, its caption drawn
     afresh each pass (pick_caption; `set_epoch` is called by the trainer before each pass)."""
 
-    def __init__(self, frames: Sequence[np.ndarray], captions: Sequence[Sequence[str]],
-                 seed: int = 0):
+    def __init__(
+        self, frames: Sequence[np.ndarray], captions: Sequence[Sequence[str]], seed: int = 0
+    ):
         if len(frames) != len(captions) or any(len(c) == 0 for c in captions):
             raise ValueError("one non-empty caption list per clip is needed")
         self.frames, self.captions, self.seed, self.epoch = frames, captions, seed, 0
@@ -96,8 +97,9 @@ class ClipCaptions(Dataset):
         return self.frames[i], pick_caption(self.captions[i], self.seed, self.epoch, i)
 
 
-def _pair_batches(pairs, config: DualEncoderTrainConfig, rank: int, world: int,
-                  start_step: int = 0):
+def _pair_batches(
+    pairs, config: DualEncoderTrainConfig, rank: int, world: int, start_step: int = 0
+):
     """An endless stream of local batches, from global step `start_step` on: a resumed run
     gets exactly the batches the uninterrupted one would have. Map-style data (a Dataset or a
     list) is shuffled by a DistributedSampler even in one process, so rank r's step-s batch is
@@ -127,8 +129,9 @@ def _pair_batches(pairs, config: DualEncoderTrainConfig, rank: int, world: int,
         )
         loader = DataLoader(pairs, sampler=sampler, **common)
         if len(loader) == 0:
-            raise ValueError(f"rank {rank} got no full batch of {local_batch} pairs: fewer "
-                             "pairs than the batch")
+            raise ValueError(
+                f"rank {rank} got no full batch of {local_batch} pairs: fewer pairs than the batch"
+            )
         epoch, skip = divmod(start_step, len(loader))
     while True:
         if sampler is not None:
@@ -191,12 +194,18 @@ class ShardPairs(IterableDataset):
         from model_code.shards import decode_members, log_reject, shard_members
 
         reader, readers, slot = _reader(rotate=self.skip_batches)
-        clips = [(path, m) for path in self.shards for m in shard_members(path, log_reject)
-                 if m.key in self.captions]
+        clips = [
+            (path, m)
+            for path in self.shards
+            for m in shard_members(path, log_reject)
+            if m.key in self.captions
+        ]
         mine = clips[reader::readers]
         if not mine:
-            raise ValueError(f"reader {reader} of {readers} got none of the {len(clips)} "
-                             "captioned clips: fewer clips than readers")
+            raise ValueError(
+                f"reader {reader} of {readers} got none of the {len(clips)} "
+                "captioned clips: fewer clips than readers"
+            )
         worker = get_worker_info()
         workers = worker.num_workers if worker else 1
         mine_batches = max(0, (self.skip_batches - slot + workers - 1) // workers)
@@ -212,8 +221,12 @@ class ShardPairs(IterableDataset):
                 for reject in rejects:
                     log_reject(reject)
                 for key, frames, _ in rows:
-                    yield frames, pick_caption(self.captions[key], self.seed, epoch,
-                                               zlib.crc32(key.encode()))
+                    yield (
+                        frames,
+                        pick_caption(
+                            self.captions[key], self.seed, epoch, zlib.crc32(key.encode())
+                        ),
+                    )
 
 
 # --- training --------------------------------------------------------------------------------
@@ -312,8 +325,11 @@ def train_dual_encoder(
         if (
             state_path is not None
             and rank == 0
-            and (last or step % config.checkpoint_every == 0
-                 or time.monotonic() - saved_at >= config.checkpoint_every_s)
+            and (
+                last
+                or step % config.checkpoint_every == 0
+                or time.monotonic() - saved_at >= config.checkpoint_every_s
+            )
         ):
             save_training_state(state_path, model, optimizer, scheduler, step)
             saved_at = time.monotonic()
@@ -351,8 +367,10 @@ def _digest(pairs, config: DualEncoderTrainConfig) -> str:
 
     import pandas as pd
 
-    return hashlib.sha256(pd.util.hash_pandas_object(pairs[["key", "caption"]]).values.tobytes()
-                          + repr(asdict(config)).encode()).hexdigest()[:12]
+    return hashlib.sha256(
+        pd.util.hash_pandas_object(pairs[["key", "caption"]]).values.tobytes()
+        + repr(asdict(config)).encode()
+    ).hexdigest()[:12]
 
 
 def train(job: dict, report=None) -> dict:
@@ -374,32 +392,46 @@ def train(job: dict, report=None) -> dict:
         raise ValueError(f"{job['pairs']} holds no (key, caption) pairs")
     seed_everything(config.seed)  # initial weights from the seed, not from what ran before
     model = build_dual_encoder(
-        pairs["caption"].tolist() + list(job.get("extra_texts", [])), num_frames=config.num_frames,
-        image_size=config.image_size, patch_size=config.patch_size, loss=config.loss,
-        vision_path=config.vision_path, text_path=config.text_path)
+        pairs["caption"].tolist() + list(job.get("extra_texts", [])),
+        num_frames=config.num_frames,
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        loss=config.loss,
+        vision_path=config.vision_path,
+        text_path=config.text_path,
+    )
     shard_paths = [str(s) for s in job["shards"]]
     captions = pairs.groupby("key", sort=False)["caption"].apply(list).to_dict()
     if len(captions) <= config.in_memory_clips:  # decode once, train many passes from memory
         frames = shard_io.frames_by_key(shard_paths, num_frames=model.config.num_frames)
         pairs = pairs[pairs["key"].isin(frames)]
         keys = [k for k in captions if k in frames]
-        dataset = ClipCaptions([frames[k] for k in keys], [captions[k] for k in keys],
-                               seed=config.seed)
+        dataset = ClipCaptions(
+            [frames[k] for k in keys], [captions[k] for k in keys], seed=config.seed
+        )
     else:  # stream from the shards, split across DataLoader workers and torchrun ranks
         dataset = ShardPairs(shard_paths, captions, model.config.num_frames, seed=config.seed)
     state = Path(f"{job['state']}-{_digest(pairs, config)}.pt") if job.get("state") else None
-    metrics = train_dual_encoder(model, dataset, config, on_metrics=report.metrics,
-                                 state_path=state)
+    metrics = train_dual_encoder(
+        model, dataset, config, on_metrics=report.metrics, state_path=state
+    )
     if report.rank == 0:
         check_publishable(model, metrics["steps"])
         with atomic_dir(job["out"]) as tmp:
             model.save_pretrained(tmp)
             lineage = write_lineage(
-                tmp, kind="dual_encoder", parents=job.get("parents", {}),
-                training_config=asdict(config), metrics=metrics,
-                data={**job.get("data", {}), "pairs": len(pairs),
-                      "clips": int(pairs["key"].nunique())},
-                mlflow_run_id=report.mlflow_run_id)
+                tmp,
+                kind="dual_encoder",
+                parents=job.get("parents", {}),
+                training_config=asdict(config),
+                metrics=metrics,
+                data={
+                    **job.get("data", {}),
+                    "pairs": len(pairs),
+                    "clips": int(pairs["key"].nunique()),
+                },
+                mlflow_run_id=report.mlflow_run_id,
+            )
             report.plot_curves(tmp, f"dual_encoder {job.get('data', {}).get('source', '')}")
         if state is not None:
             state.unlink(missing_ok=True)
@@ -526,8 +558,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--sources", nargs="+", default=list(DEMO_SOURCES))
     parser.add_argument("--demo-json", type=Path, help="write the demo rows here")
-    parser.add_argument("--job", type=Path, help="a job file (what the asset launches); "
-                        "overrides the flags below")
+    parser.add_argument(
+        "--job", type=Path, help="a job file (what the asset launches); overrides the flags below"
+    )
     parser.add_argument("--pairs", type=Path, help="parquet with columns key, caption")
     parser.add_argument("--shards", nargs="+", default=[], help="webdataset clip shards (.tar)")
     parser.add_argument("--out", type=Path, help="output checkpoint folder")
@@ -550,10 +583,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         job = read_job(args.job)
     elif args.pairs and args.shards and args.out:
         config = train_configs.from_args(DualEncoderTrainConfig, args)
-        job = {"config": asdict(config), "pairs": str(args.pairs), "shards": args.shards,
-               "out": str(args.out), "state": str(args.state) if args.state else None,
-               "extra_texts": args.vocab_extra.read_text().splitlines() if args.vocab_extra else [],
-               "parents": {"pairs": str(args.pairs)}}
+        job = {
+            "config": asdict(config),
+            "pairs": str(args.pairs),
+            "shards": args.shards,
+            "out": str(args.out),
+            "state": str(args.state) if args.state else None,
+            "extra_texts": args.vocab_extra.read_text().splitlines() if args.vocab_extra else [],
+            "parents": {"pairs": str(args.pairs)},
+        }
     else:
         parser.error("--job, or --pairs, --shards and --out, are required (or --demo)")
     return run_job(train, job)

@@ -70,8 +70,10 @@ def _samples(vlm, clips, keys: list[str], refs: list[str]) -> dict:
     """A markdown table of sample captions, as Pipes metadata."""
     captions = vlm.caption(clips[:SAMPLES])
     lines = ["| key | caption | reference |", "|---|---|---|"]
-    lines += [f"| {k} | {c} | {r} |".replace("\n", " ")
-              for k, c, r in zip(keys, captions, refs, strict=False)]
+    lines += [
+        f"| {k} | {c} | {r} |".replace("\n", " ")
+        for k, c, r in zip(keys, captions, refs, strict=False)
+    ]
     return {"raw_value": "\n".join(lines), "type": "md"}
 
 
@@ -87,8 +89,16 @@ def _parents(job: dict) -> dict:
     return parents
 
 
-def _publish(vlm, job: dict, config, metrics: dict, report: Reporter, samples: dict,
-             part: str | None = None, adapter: dict | None = None) -> dict:
+def _publish(
+    vlm,
+    job: dict,
+    config,
+    metrics: dict,
+    report: Reporter,
+    samples: dict,
+    part: str | None = None,
+    adapter: dict | None = None,
+) -> dict:
     """Rank 0: the checkpoint folder (the whole VLM, or only the `part` trained), atomically,
     with its lineage; reported to Pipes."""
     from model_code.lineage import write_lineage
@@ -103,9 +113,15 @@ def _publish(vlm, job: dict, config, metrics: dict, report: Reporter, samples: d
             vlm.save_pretrained(tmp)
         else:
             vlm.save_part(tmp, part, adapter)
-        lineage = write_lineage(tmp, kind=job.get("kind", job["stage"]), parents=_parents(job),
-                                training_config=asdict(config), data=job.get("data", {}),
-                                metrics=metrics, mlflow_run_id=report.mlflow_run_id)
+        lineage = write_lineage(
+            tmp,
+            kind=job.get("kind", job["stage"]),
+            parents=_parents(job),
+            training_config=asdict(config),
+            data=job.get("data", {}),
+            metrics=metrics,
+            mlflow_run_id=report.mlflow_run_id,
+        )
         report.plot_curves(tmp, job.get("kind", job["stage"]))
     report.checkpoint(job["out"], lineage, {"sample_captions": samples})
     return lineage
@@ -124,13 +140,24 @@ def train_image_vlm(job: dict, report: Reporter) -> dict:
     still = [corpus.still_caption(s) for s in specs]
     # the text an LLM would already know: sentences and Q&A about shapes and how they move
     texts = instructions.pretraining_texts(
-        [{"key": s.key, "caption": corpus.ground_truth_caption(s), "attributes": s.attributes()}
-         for s in specs], seed=config.seed)
+        [
+            {"key": s.key, "caption": corpus.ground_truth_caption(s), "attributes": s.attributes()}
+            for s in specs
+        ],
+        seed=config.seed,
+    )
     vlm = build_tiny_image_vlm(texts + still, TinyVLMConfig(), seed=config.seed)
     text_config = replace(config, steps=config.text_steps, batch_size=config.text_batch_size)
-    metrics = pretrain_image_vlm(vlm, frames, still, texts, config=config,
-                                 text_config=text_config, on_metrics=report.metrics,
-                                 state_path=job.get("state"))
+    metrics = pretrain_image_vlm(
+        vlm,
+        frames,
+        still,
+        texts,
+        config=config,
+        text_config=text_config,
+        on_metrics=report.metrics,
+        state_path=job.get("state"),
+    )
     if report.rank == 0:
         clips = np.repeat(frames[:SAMPLES, None], vlm.num_frames, axis=1)
         samples = _samples(vlm, clips, [s.key for s in specs], still)
@@ -138,8 +165,12 @@ def train_image_vlm(job: dict, report: Reporter) -> dict:
     return metrics
 
 
-def compose(base: str | Path, encoder: str | Path | None = None,
-            lm: str | Path | None = None, device: str = "cpu"):
+def compose(
+    base: str | Path,
+    encoder: str | Path | None = None,
+    lm: str | Path | None = None,
+    device: str = "cpu",
+):
     """The video VLM: the image VLM with stage 1's encoder and stage 2's LM put in place."""
     from model_code.vlm import VideoVLM
 
@@ -150,8 +181,9 @@ def compose(base: str | Path, encoder: str | Path | None = None,
     return vlm
 
 
-def write_vlm_folder(vlm, out: str | Path, *, kind: str, parents: dict,
-                     data: dict | None = None) -> dict:
+def write_vlm_folder(
+    vlm, out: str | Path, *, kind: str, parents: dict, data: dict | None = None
+) -> dict:
     """`vlm` as one Hugging Face folder at `out`, written once (atomically) with its lineage;
     returns the lineage."""
     from model_code.lineage import write_lineage
@@ -162,16 +194,20 @@ def write_vlm_folder(vlm, out: str | Path, *, kind: str, parents: dict,
         return write_lineage(tmp, kind=kind, parents=parents, data=data)
 
 
-def import_pretrained(source: str | Path, out: str | Path, trust_remote_code: bool = False
-                      ) -> dict:
+def import_pretrained(source: str | Path, out: str | Path, trust_remote_code: bool = False) -> dict:
     """A user's local image VLM as vidistill's image_vlm: loaded (safetensors only) and written
     at `out` with its video settings and a lineage naming the source and its weights' hash."""
     from model_code.lineage import folder_hash
     from model_code.vlm import VideoVLM
 
     vlm = VideoVLM.from_pretrained(source, device="cpu", trust_remote_code=trust_remote_code)
-    return write_vlm_folder(vlm, out, kind="image_vlm", parents={"pretrained": str(source)},
-                            data={"pretrained_version": folder_hash(source)})
+    return write_vlm_folder(
+        vlm,
+        out,
+        kind="image_vlm",
+        parents={"pretrained": str(source)},
+        data={"pretrained_version": folder_hash(source)},
+    )
 
 
 def train_visual(job: dict, report: Reporter) -> dict:
@@ -183,11 +219,19 @@ def train_visual(job: dict, report: Reporter) -> dict:
     vlm = compose(job["base"], lm=job.get("lm"))  # on CPU: _train_parameters moves it to its device
     keys, clips, df = _caption_data(job["caption_data"], vlm.num_frames)
     captions = df["caption"].tolist()
-    metrics = visual_adaptation(vlm, clips, captions, config, on_metrics=report.metrics,
-                                state_path=job.get("state"))
+    metrics = visual_adaptation(
+        vlm, clips, captions, config, on_metrics=report.metrics, state_path=job.get("state")
+    )
     if report.rank == 0:
-        _publish(vlm, job, config, {**metrics, "clips": len(keys)}, report,
-                 _samples(vlm, clips, keys, captions), part=None if job.get("whole") else "vision")
+        _publish(
+            vlm,
+            job,
+            config,
+            {**metrics, "clips": len(keys)},
+            report,
+            _samples(vlm, clips, keys, captions),
+            part=None if job.get("whole") else "vision",
+        )
     return metrics
 
 
@@ -198,11 +242,21 @@ def _instruction_examples(job: dict, keys: list[str]) -> list[dict]:
 
     index = {k: i for i, k in enumerate(keys)}
     rows = pd.read_parquet(job["instructions"])
-    examples = [{"clip_index": index[r["key"]], "prompt": r["prompt"], "answer": r["answer"],
-                 "type": r["type"]} for r in rows.to_dict("records") if r["key"] in index]
+    examples = [
+        {
+            "clip_index": index[r["key"]],
+            "prompt": r["prompt"],
+            "answer": r["answer"],
+            "type": r["type"],
+        }
+        for r in rows.to_dict("records")
+        if r["key"] in index
+    ]
     if not examples:
-        raise ValueError(f"none of the instructions in {job['instructions']} is about a clip "
-                         f"of {job['caption_data']}")
+        raise ValueError(
+            f"none of the instructions in {job['instructions']} is about a clip "
+            f"of {job['caption_data']}"
+        )
     return examples
 
 
@@ -217,14 +271,27 @@ def train_language(job: dict, report: Reporter) -> dict:
     keys, clips, df = _caption_data(job["caption_data"], vlm.num_frames)
     examples = _instruction_examples(job, keys)
     adapter: dict = {}  # with lora_rank, the adapter alone is the stage's output
-    metrics = language_adaptation(vlm, clips, examples, config, on_metrics=report.metrics,
-                                  state_path=job.get("state"), lora_rank=config.lora_rank,
-                                  adapter_out=adapter)
+    metrics = language_adaptation(
+        vlm,
+        clips,
+        examples,
+        config,
+        on_metrics=report.metrics,
+        state_path=job.get("state"),
+        lora_rank=config.lora_rank,
+        adapter_out=adapter,
+    )
     if report.rank == 0:
-        _publish(vlm, job, config, {**metrics, "examples": len(examples)}, report,
-                 _samples(vlm, clips, keys, df["caption"].tolist()),
-                 part=None if job.get("whole") else "lora" if config.lora_rank else "language",
-                 adapter=adapter)
+        _publish(
+            vlm,
+            job,
+            config,
+            {**metrics, "examples": len(examples)},
+            report,
+            _samples(vlm, clips, keys, df["caption"].tolist()),
+            part=None if job.get("whole") else "lora" if config.lora_rank else "language",
+            adapter=adapter,
+        )
     return metrics
 
 
@@ -238,22 +305,47 @@ def train_joint(job: dict, report: Reporter) -> dict:
     keys, clips, df = _caption_data(job["caption_data"], vlm.num_frames)
     captions = df["caption"].tolist()
     examples = _instruction_examples(job, keys)
-    metrics = joint_adaptation(vlm, clips, captions, examples, config,
-                               on_metrics=report.metrics, state_path=job.get("state"))
+    metrics = joint_adaptation(
+        vlm,
+        clips,
+        captions,
+        examples,
+        config,
+        on_metrics=report.metrics,
+        state_path=job.get("state"),
+    )
     if report.rank == 0:
-        _publish(vlm, job, config, {**metrics, "clips": len(keys), "examples": len(examples)},
-                 report, _samples(vlm, clips, keys, captions))
+        _publish(
+            vlm,
+            job,
+            config,
+            {**metrics, "clips": len(keys), "examples": len(examples)},
+            report,
+            _samples(vlm, clips, keys, captions),
+        )
     return metrics
 
 
-STAGES = {"image_vlm": train_image_vlm, "adapted_encoder": train_visual,
-          "instruction_tuned_lm": train_language, "joint_adaptation": train_joint}
+STAGES = {
+    "image_vlm": train_image_vlm,
+    "adapted_encoder": train_visual,
+    "instruction_tuned_lm": train_language,
+    "joint_adaptation": train_joint,
+}
 
 
-def order_jobs(order: str, *, base: str | Path, caption_data: str | Path,
-               instructions: str | Path, visual_config: dict, language_config: dict,
-               out: str | Path, parents: dict | None = None, data: dict | None = None
-               ) -> list[dict]:
+def order_jobs(
+    order: str,
+    *,
+    base: str | Path,
+    caption_data: str | Path,
+    instructions: str | Path,
+    visual_config: dict,
+    language_config: dict,
+    out: str | Path,
+    parents: dict | None = None,
+    data: dict | None = None,
+) -> list[dict]:
     """The jobs that adapt `base` in `order`, with the stages' settings (their `config`s), run
     one after the other; the last writes the whole VLM to `out`, an earlier one its part
     beside it (<out>.<part>). Each job's `kind` names the order (and the part):
@@ -265,23 +357,37 @@ def order_jobs(order: str, *, base: str | Path, caption_data: str | Path,
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, not {order!r}")
     out = Path(out)
-    shared = {"base": str(base), "caption_data": str(caption_data),
-              "instructions": str(instructions), "parents": dict(parents or {}),
-              "data": {**(data or {}), "order": order}}
+    shared = {
+        "base": str(base),
+        "caption_data": str(caption_data),
+        "instructions": str(instructions),
+        "parents": dict(parents or {}),
+        "data": {**(data or {}), "order": order},
+    }
     visual = from_dict(VisualAdaptationTrainConfig, visual_config)
     language = from_dict(LanguageAdaptationTrainConfig, language_config)
     if order == "joint":
-        return [{**shared, "stage": "joint_adaptation", "kind": order, "out": str(out),
-                 "config": asdict(joint_from_stages(visual, language))}]
+        return [
+            {
+                **shared,
+                "stage": "joint_adaptation",
+                "kind": order,
+                "out": str(out),
+                "config": asdict(joint_from_stages(visual, language)),
+            }
+        ]
     stage1 = {"stage": "adapted_encoder", "config": asdict(visual)}
     stage2 = {"stage": "instruction_tuned_lm", "config": asdict(language)}
     first, second, handover, trained = (
-        (stage1, stage2, "encoder", "vision") if order == "vision_then_language"
-        else (stage2, stage1, "lm", "language"))
+        (stage1, stage2, "encoder", "vision")
+        if order == "vision_then_language"
+        else (stage2, stage1, "lm", "language")
+    )
     part = out.with_name(f"{out.name}.{trained}")
-    return [{**shared, **first, "kind": f"{order}.{trained}", "out": str(part)},
-            {**shared, **second, "kind": order, "out": str(out), handover: str(part),
-             "whole": True}]
+    return [
+        {**shared, **first, "kind": f"{order}.{trained}", "out": str(part)},
+        {**shared, **second, "kind": order, "out": str(out), handover: str(part), "whole": True},
+    ]
 
 
 def train(job: dict, report: Reporter | None = None) -> dict:
@@ -292,8 +398,9 @@ def train(job: dict, report: Reporter | None = None) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--job", type=Path, required=True, help="the job file")
     args = parser.parse_args(argv)
     quiet_libraries()

@@ -37,8 +37,11 @@ def rank() -> int:
 def numeric_metrics(metrics: dict) -> dict[str, float]:
     """The numbers of a metrics dict as floats (bools, strings and the rest left out): what
     MLflow and Dagster metadata take as metrics."""
-    return {str(k): float(v) for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {
+        str(k): float(v)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
 
 
 def checkpoint_metadata(folder: str | Path, lineage: dict, extra: dict | None = None) -> dict:
@@ -99,8 +102,9 @@ class Reporter:
             from mlflow.entities import Metric
 
             now = int(time.time() * 1000)
-            self.mlflow.log_batch(self.mlflow_run_id,
-                                  metrics=[Metric(k, v, now, step) for k, v in numbers.items()])
+            self.mlflow.log_batch(
+                self.mlflow_run_id, metrics=[Metric(k, v, now, step) for k, v in numbers.items()]
+            )
 
     def plot_curves(self, folder: str | Path, title: str) -> None:
         """Rank 0: the run's loss and learning-rate curves as training_curves.png in `folder`
@@ -124,11 +128,15 @@ class Reporter:
                 self.mlflow.log_artifact(self.mlflow_run_id, str(curves))
         print(json.dumps({"checkpoint": str(folder), "version": lineage["version"]}), flush=True)
         if self.pipes is not None:  # Pipes takes structured values as {raw_value, type}
-            metadata = {k: {"raw_value": v, "type": "json"}
-                        if isinstance(v, dict) and "raw_value" not in v else v
-                        for k, v in metadata.items()}
-            self.pipes.report_asset_materialization(metadata=metadata,
-                                                    data_version=lineage["version"])
+            metadata = {
+                k: {"raw_value": v, "type": "json"}
+                if isinstance(v, dict) and "raw_value" not in v
+                else v
+                for k, v in metadata.items()
+            }
+            self.pipes.report_asset_materialization(
+                metadata=metadata, data_version=lineage["version"]
+            )
 
 
 def read_job(path: str | Path) -> dict:
@@ -161,8 +169,9 @@ def run_job(train: Callable[[dict, Reporter], Any], job: dict) -> int:
 def quiet_libraries() -> None:
     import logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
-                        stream=sys.stdout)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout
+    )
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

@@ -58,7 +58,8 @@ def check_loss(value: float, step: int) -> float:
     if not math.isfinite(value):
         raise FloatingPointError(
             f"the loss is {value} at step {step}: training diverged, nothing is published and "
-            "the last checkpoint stays as it was (try a lower lr or check the data)")
+            "the last checkpoint stays as it was (try a lower lr or check the data)"
+        )
     return value
 
 
@@ -70,12 +71,14 @@ def check_publishable(model, steps: int) -> None:
         raise ValueError(f"no optimizer step was taken (steps={steps}): nothing to publish")
     for name, p in model.named_parameters():
         if not torch.isfinite(p).all():
-            raise FloatingPointError(f"parameter {name} holds non-finite values: nothing is "
-                                     "published")
+            raise FloatingPointError(
+                f"parameter {name} holds non-finite values: nothing is published"
+            )
 
 
 def autocast(device):
-    """bf16 autocast on CUDA; full precision on CPU (bf16 matmuls on 2 cores are slower, not faster)."""
+    """bf16 autocast on CUDA; full precision on CPU (bf16 matmuls on 2 cores are slower, not
+    faster)."""
     import torch
 
     if device.type == "cuda":

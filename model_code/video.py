@@ -93,8 +93,14 @@ def probe(path: str | Path) -> VideoInfo:
                 packets = sum(p.size > 0 for p in container.demux(stream))
                 duration = packets / float(rate) if rate else 0.0
             ctx = stream.codec_context
-            info = VideoInfo(duration, float(rate) if rate else 0.0, ctx.width, ctx.height,
-                             has_video=True, codec=ctx.name)
+            info = VideoInfo(
+                duration,
+                float(rate) if rate else 0.0,
+                ctx.width,
+                ctx.height,
+                has_video=True,
+                codec=ctx.name,
+            )
     except VideoError as e:
         if str(e).startswith("no video stream"):
             return VideoInfo(0.0, 0.0, 0, 0, has_video=False, codec=None)
@@ -197,8 +203,14 @@ def decode_windows(
             target = origin + int(ticks[0][1] / stream.time_base)
             container.seek(target, stream=stream, backward=True)
         rate = float(stream.average_rate or stream.guessed_rate or fps)
-        shown = _frames_at(_frames(container, stream), [t for _, t in ticks], stream, origin,
-                           half=0.5 / fps, frame_seconds=1.0 / rate)
+        shown = _frames_at(
+            _frames(container, stream),
+            [t for _, t in ticks],
+            stream,
+            origin,
+            half=0.5 / fps,
+            frame_seconds=1.0 / rate,
+        )
         last: tuple = (None, None)
 
         def small(frame) -> np.ndarray:
@@ -214,8 +226,9 @@ def decode_windows(
             yield window, np.stack([small(frame) for _, frame in group])
 
 
-def _frames_at(frames: Iterator, times: list[float], stream, origin: int, half: float,
-               frame_seconds: float) -> Iterator:
+def _frames_at(
+    frames: Iterator, times: list[float], stream, origin: int, half: float, frame_seconds: float
+) -> Iterator:
     """The frame on screen at each of `times` (ascending, seconds from the stream's `origin`
     pts), as ffmpeg's fps filter picks it: the last frame that starts before the time plus half
     an output frame. Past the last frame of the video it holds for one frame duration. Frames
@@ -283,8 +296,13 @@ def _last_line(stderr: bytes | None) -> str:
     return lines[-1][:200] if lines else "unknown ffmpeg error"
 
 
-def shot_changes(path: str | Path, threshold: float = 0.3, ffmpeg: str | None = None,
-                 start: float = 0.0, end: float | None = None) -> list[float]:
+def shot_changes(
+    path: str | Path,
+    threshold: float = 0.3,
+    ffmpeg: str | None = None,
+    start: float = 0.0,
+    end: float | None = None,
+) -> list[float]:
     """Times (seconds) where a new shot starts, by ffmpeg's scene-change score (`select
     gt(scene, threshold)` + `showinfo`, one ffmpeg process through ffmpeg-python), within
     [start, end) when given."""
@@ -297,8 +315,9 @@ def shot_changes(path: str | Path, threshold: float = 0.3, ffmpeg: str | None = 
         options["to"] = end
     try:
         _, err = (
-            ff.input(str(path), **options).video
-            .filter("select", f"gt(scene,{threshold})").filter("showinfo")
+            ff.input(str(path), **options)
+            .video.filter("select", f"gt(scene,{threshold})")
+            .filter("showinfo")
             .output("-", format="null")
             .global_args("-hide_banner", "-nostdin")
             .run(cmd=ffmpeg_binary(ffmpeg), capture_stdout=True, capture_stderr=True)

@@ -1,7 +1,8 @@
 """Text-to-video search: corpus clip embeddings in DuckDB (fixed-size FLOAT arrays), queried
 by cosine similarity. What a user does with a trained dual encoder.
 
-    python -m model_code.video_index data/video_index/index.duckdb data/checkpoints/dual_encoder/pseudo_captions "a red circle moves left"
+    python -m model_code.video_index data/video_index/index.duckdb \
+        data/checkpoints/dual_encoder/pseudo_captions "a red circle moves left"
 
 `VideoSearch` holds the index and the model in memory, so a long-lived process (the search
 service, pipelines/search_app.py) pays the start-up once; every way of querying ranks with
@@ -20,8 +21,14 @@ from pathlib import Path
 import numpy as np
 
 
-def write_index(path: str | Path, keys: list[str], partitions: list[str], captions: list[str],
-                embeddings: np.ndarray, model_version: str) -> None:
+def write_index(
+    path: str | Path,
+    keys: list[str],
+    partitions: list[str],
+    captions: list[str],
+    embeddings: np.ndarray,
+    model_version: str,
+) -> None:
     """Build the index in a temp file and rename it into place (readers never see half)."""
     import duckdb
     import pandas as pd
@@ -34,14 +41,26 @@ def write_index(path: str | Path, keys: list[str], partitions: list[str], captio
     os.unlink(tmp)  # duckdb creates the file itself
     try:
         con = duckdb.connect(tmp)
-        df = pd.DataFrame({"key": keys, "partition": partitions, "caption": captions,
-                           "embedding": list(embeddings.astype(np.float32))})
-        con.execute(f"CREATE TABLE clips (key VARCHAR PRIMARY KEY, partition VARCHAR, "
-                    f"caption VARCHAR, embedding FLOAT[{dim}])")
+        df = pd.DataFrame(
+            {
+                "key": keys,
+                "partition": partitions,
+                "caption": captions,
+                "embedding": list(embeddings.astype(np.float32)),
+            }
+        )
+        con.execute(
+            f"CREATE TABLE clips (key VARCHAR PRIMARY KEY, partition VARCHAR, "
+            f"caption VARCHAR, embedding FLOAT[{dim}])"
+        )
         con.register("new_clips", df)
-        con.execute(f"INSERT INTO clips SELECT key, partition, caption, embedding::FLOAT[{dim}] "
-                    "FROM new_clips")
-        con.execute("CREATE TABLE info AS SELECT ? AS model_version, ? AS dim", [model_version, dim])
+        con.execute(
+            f"INSERT INTO clips SELECT key, partition, caption, embedding::FLOAT[{dim}] "
+            "FROM new_clips"
+        )
+        con.execute(
+            "CREATE TABLE info AS SELECT ? AS model_version, ? AS dim", [model_version, dim]
+        )
         con.close()
         os.replace(tmp, path)
     except BaseException:
@@ -66,8 +85,14 @@ class VideoIndex:
     """Every indexed clip in memory: keys, partitions, captions (index order: partition, key)
     and one row of unit-length embeddings per clip. Ranking is one matrix-vector product."""
 
-    def __init__(self, keys: list[str], partitions: list[str], captions: list[str],
-                 embeddings: np.ndarray, model_version: str):
+    def __init__(
+        self,
+        keys: list[str],
+        partitions: list[str],
+        captions: list[str],
+        embeddings: np.ndarray,
+        model_version: str,
+    ):
         if not (len(keys) == len(partitions) == len(captions) == len(embeddings)):
             raise ValueError("keys, partitions, captions and embeddings differ in length")
         norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
@@ -89,16 +114,22 @@ class VideoIndex:
             con = duckdb.connect(str(path), read_only=True)
             try:
                 version, dim = con.execute("SELECT model_version, dim FROM info").fetchall()[0]
-                table = con.sql("SELECT key, partition, caption, embedding FROM clips "
-                                "ORDER BY partition, key").to_arrow_table()
+                table = con.sql(
+                    "SELECT key, partition, caption, embedding FROM clips ORDER BY partition, key"
+                ).to_arrow_table()
             finally:
                 con.close()
         except duckdb.Error as e:
             raise ValueError(f"{path} is not a readable video index ({e})") from e
         vectors = table.column("embedding").combine_chunks()
         embeddings = vectors.values.to_numpy(zero_copy_only=False).reshape(len(vectors), int(dim))
-        return cls(table.column("key").to_pylist(), table.column("partition").to_pylist(),
-                   [c or "" for c in table.column("caption").to_pylist()], embeddings, version)
+        return cls(
+            table.column("key").to_pylist(),
+            table.column("partition").to_pylist(),
+            [c or "" for c in table.column("caption").to_pylist()],
+            embeddings,
+            version,
+        )
 
     @property
     def dim(self) -> int:
@@ -111,7 +142,7 @@ class VideoIndex:
         if q.shape[0] != self.dim:
             raise ValueError(f"query embedding has {q.shape[0]} dimensions, the index {self.dim}")
         scores = self.embeddings @ (q / max(float(np.linalg.norm(q)), 1e-12))
-        order = np.argsort(-scores, kind="stable")[:max(k, 0)]
+        order = np.argsort(-scores, kind="stable")[: max(k, 0)]
         return [self.hit(int(i), float(scores[i])) for i in order]
 
     def similar(self, key: str, k: int) -> list[Hit]:
@@ -141,7 +172,9 @@ def search(index: str | Path, query_embedding: np.ndarray, k: int = 5):
     import pandas as pd
 
     hits = VideoIndex.read(index).nearest(query_embedding, k)
-    return pd.DataFrame([h.as_dict() for h in hits], columns=["key", "partition", "caption", "score"])
+    return pd.DataFrame(
+        [h.as_dict() for h in hits], columns=["key", "partition", "caption", "score"]
+    )
 
 
 class VideoSearch:
@@ -161,8 +194,10 @@ class VideoSearch:
         self.index = VideoIndex.read(index)
         self.model = DualEncoder.from_pretrained(model).eval()
         if self.model.config.projection_dim != self.index.dim:
-            raise ValueError(f"the index holds {self.index.dim}-d embeddings, the dual encoder at "
-                             f"{model} makes {self.model.config.projection_dim}-d ones")
+            raise ValueError(
+                f"the index holds {self.index.dim}-d embeddings, the dual encoder at "
+                f"{model} makes {self.model.config.projection_dim}-d ones"
+            )
         try:
             self.checkpoint_version: str | None = read_lineage(model)["version"]
         except FileNotFoundError:

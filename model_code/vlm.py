@@ -5,8 +5,9 @@ pooled (`pooling`: a grid of `pooled_tokens_per_frame` averages, or the mean and
 optionally followed by their change since the previous frame (`frame_differences`), and the
 frames' tokens are concatenated in time order in front of the prompt. The language model sees
 them as a sequence, so frame order reaches it through its positions (and, with
-`position_code`, through a fixed code of each token's frame and slot). The checkpoint is a plain Hugging Face
-`AutoModelForImageTextToText` folder; the few video settings live in `vidistill.json` beside it.
+`position_code`, through a fixed code of each token's frame and slot). The checkpoint is a
+plain Hugging Face `AutoModelForImageTextToText` folder; the few video settings live in
+`vidistill.json` beside it.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def frame_slot_code(num_frames: int, slots: int, dim: int, pairs: int = 4) -> to
     w = 2 * pairs
     code = torch.zeros(num_frames, slots, dim)
     code[..., :w] = _ramps(num_frames, pairs)[:, None, :]
-    code[..., w:2 * w] = _ramps(slots, pairs)[None, :, :]
+    code[..., w : 2 * w] = _ramps(slots, pairs)[None, :, :]
     return code
 
 
@@ -125,8 +126,9 @@ def pool_frame_tokens(tokens: torch.Tensor, pooling: str, pooled_tokens: int) ->
     grid = round(p**0.5)
     if pooling == "moments":
         u = torch.linspace(-1.0, 1.0, grid, device=tokens.device, dtype=tokens.dtype)
-        weights = torch.stack([torch.ones_like(u).repeat(grid), u.repeat(grid),
-                               u.repeat_interleave(grid)])
+        weights = torch.stack(
+            [torch.ones_like(u).repeat(grid), u.repeat(grid), u.repeat_interleave(grid)]
+        )
         return torch.einsum("kp,npd->nkd", weights, tokens) / p
     if pooled_tokens == p:
         return tokens
@@ -244,8 +246,13 @@ class VideoVLM:
         b, t, h, w, _ = x.shape
         x = x.reshape(b * t, h, w, 3).permute(0, 3, 1, 2).float() / 255.0
         if (h, w) != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
-                              antialias=True, align_corners=False)
+            x = F.interpolate(
+                x,
+                size=(self.image_size, self.image_size),
+                mode="bilinear",
+                antialias=True,
+                align_corners=False,
+            )
         mean, std = self.image_mean.to(x.device), self.image_std.to(x.device)
         return (x - mean[:, None, None]) / std[:, None, None]
 
@@ -303,14 +310,18 @@ class VideoVLM:
         n_visual = n_frames * self.visual_tokens_per_frame
         rows, targets = [], []
         for i, prompt in enumerate(prompts):
-            prefix = [tok.bos_token_id] + [self.image_token_id] * n_visual + self.encode_text(prompt)
+            prefix = (
+                [tok.bos_token_id] + [self.image_token_id] * n_visual + self.encode_text(prompt)
+            )
             answer = [] if answers is None else self.encode_text(answers[i]) + [tok.eos_token_id]
             rows.append(prefix + answer)
             targets.append([-100] * len(prefix) + answer)
         width = max(map(len, rows))
         pad = tok.pad_token_id
         ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+        mask = torch.tensor(
+            [[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device
+        )
         batch = {"input_ids": ids, "attention_mask": mask}
         if clips is not None:
             frames = self.visual_tokens(clips, repeats).reshape(
@@ -318,7 +329,9 @@ class VideoVLM:
             )
             if FAMILIES[self.family].features_as_list:
                 frames = list(frames)
-            batch["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=frames)}
+            batch["mm_encoder_outputs"] = {
+                "image": BaseModelOutputWithPooling(pooler_output=frames)
+            }
         if answers is not None:
             batch["labels"] = torch.tensor(
                 [[-100] * (width - len(t)) + t for t in targets], device=self.device
@@ -328,26 +341,31 @@ class VideoVLM:
     # --- captioning ------------------------------------------------------------------------
 
     @torch.no_grad()
-    def caption(self, clips: np.ndarray, prompt: str | None = None, repeats: int = 1,
-                **generation) -> list[str]:
+    def caption(
+        self, clips: np.ndarray, prompt: str | None = None, repeats: int = 1, **generation
+    ) -> list[str]:
         """Captions for uint8 clips [B, T, H, W, 3]: one batched, KV-cached `generate`
         (options: see _generate). `repeats` shows each frame that many times in a row, encoded
         once: a single frame [B, 1, H, W, 3] with repeats=num_frames is a still clip, the form
         in which the image VLM learned to caption."""
-        batch = self.multimodal_batch(clips, [prompt or self.prompt] * len(clips),
-                                      repeats=repeats)
+        batch = self.multimodal_batch(clips, [prompt or self.prompt] * len(clips), repeats=repeats)
         return self._generate(batch, **generation)
 
-    def caption_samples(self, clips: np.ndarray, samples: int, prompt: str | None = None,
-                        repeats: int = 1, seed: int = 0, **generation) -> list[list[str]]:
+    def caption_samples(
+        self,
+        clips: np.ndarray,
+        samples: int,
+        prompt: str | None = None,
+        repeats: int = 1,
+        seed: int = 0,
+        **generation,
+    ) -> list[list[str]]:
         """`samples` captions of every clip: a list per sample index, each of len(clips). The
         clips are encoded once; sample k generates with torch seed `seed * 1000 + k` (so one
         seed gives the same captions again, and with do_sample=False every sample is the
         greedy caption)."""
-        batch = self.multimodal_batch(clips, [prompt or self.prompt] * len(clips),
-                                      repeats=repeats)
-        return [self._generate(batch, seed=seed * 1000 + k, **generation)
-                for k in range(samples)]
+        batch = self.multimodal_batch(clips, [prompt or self.prompt] * len(clips), repeats=repeats)
+        return [self._generate(batch, seed=seed * 1000 + k, **generation) for k in range(samples)]
 
     def answer(self, clips: np.ndarray, questions: list[str], **generation) -> list[str]:
         """One answer per (clip, question) row: the question is the prompt (video QA)."""
@@ -380,7 +398,7 @@ class VideoVLM:
                 pad_token_id=self.tokenizer.pad_token_id,
                 **kwargs,
             )
-        new_tokens = out[:, batch["input_ids"].shape[1]:]
+        new_tokens = out[:, batch["input_ids"].shape[1] :]
         texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [re.sub(r" ([,.?!;:])", r"\1", " ".join(t.split())) for t in texts]
 
@@ -442,16 +460,20 @@ class VideoVLM:
             raise FileNotFoundError(f"{path} has no {PART_FILE}: not a part saved by save_part")
         meta = read_json_object(path / PART_FILE)
         if meta.get("family") != self.family or meta.get("part") not in PARTS:
-            raise ValueError(f"{path / PART_FILE}: a {meta.get('family')!r} {meta.get('part')!r} "
-                             f"part does not fit this {self.family!r} model")
+            raise ValueError(
+                f"{path / PART_FILE}: a {meta.get('family')!r} {meta.get('part')!r} "
+                f"part does not fit this {self.family!r} model"
+            )
         tensors = load_file(str(path / "model.safetensors"))
         if meta["part"] == "lora":
             return self._merge_adapter(path, meta["lora"], tensors)
         expected = self.part_state(meta["part"])
         if set(tensors) != set(expected):
             missing, extra = set(expected) - set(tensors), set(tensors) - set(expected)
-            raise ValueError(f"{path}: the {meta['part']} part does not match the base: "
-                             f"missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]}")
+            raise ValueError(
+                f"{path}: the {meta['part']} part does not match the base: "
+                f"missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]}"
+            )
         self.model.load_state_dict(tensors, strict=False)
         self.prompt = VideoSettings.read(path).prompt or self.prompt
         return self
@@ -460,14 +482,23 @@ class VideoVLM:
         """Put stage 2's LoRA adapter on the LM and merge it, as training did."""
         from peft import LoraConfig, LoraModel
 
-        model = LoraModel(self.model, LoraConfig(r=lora["r"], lora_alpha=lora["alpha"],
-                                                 target_modules=lora["targets"],
-                                                 lora_dropout=0.0), "default")
+        model = LoraModel(
+            self.model,
+            LoraConfig(
+                r=lora["r"],
+                lora_alpha=lora["alpha"],
+                target_modules=lora["targets"],
+                lora_dropout=0.0,
+            ),
+            "default",
+        )
         names = {n for n, _ in self.model.named_parameters() if "lora_" in n}
         if set(tensors) != names:
-            raise ValueError(f"{path}: the adapter does not fit this model: missing "
-                             f"{sorted(names - set(tensors))[:3]}, unexpected "
-                             f"{sorted(set(tensors) - names)[:3]}")
+            raise ValueError(
+                f"{path}: the adapter does not fit this model: missing "
+                f"{sorted(names - set(tensors))[:3]}, unexpected "
+                f"{sorted(set(tensors) - names)[:3]}"
+            )
         self.model.load_state_dict(tensors, strict=False)
         self.model = model.merge_and_unload()
         self.prompt = VideoSettings.read(path).prompt or self.prompt
@@ -508,14 +539,17 @@ class VideoVLM:
         if model_type not in FAMILIES and not trust_remote_code:
             raise ValueError(
                 f"{path / 'config.json'}: model_type {model_type!r} is not a VLM family vidistill "
-                f"knows how to feed video ({', '.join(sorted(FAMILIES))})")
+                f"knows how to feed video ({', '.join(sorted(FAMILIES))})"
+            )
         model = AutoModelForImageTextToText.from_pretrained(
             path, use_safetensors=True, local_files_only=True, trust_remote_code=trust_remote_code
         )
         family = model.config.model_type
         if settings.family not in (None, family):
-            raise ValueError(f"{path / VIDISTILL_FILE}: family {settings.family!r} does not "
-                             f"match the model's model_type {family!r} in config.json")
+            raise ValueError(
+                f"{path / VIDISTILL_FILE}: family {settings.family!r} does not "
+                f"match the model's model_type {family!r} in config.json"
+            )
         settings = {"family": family, "prompt": CAPTION_PROMPT, **settings.given()}
         try:
             processor = AutoProcessor.from_pretrained(
@@ -640,17 +674,25 @@ def build_tiny_image_vlm(texts: list[str], config: TinyVLMConfig, seed: int = 0)
 
         idefics = config.family == "idefics3"
         vision_cls = Idefics3VisionConfig if idefics else SmolVLMVisionConfig
-        vision = vision_cls(image_size=config.image_size, patch_size=config.patch_size,
-                            hidden_size=config.vision_hidden,
-                            intermediate_size=4 * config.vision_hidden,
-                            num_hidden_layers=config.vision_layers,
-                            num_attention_heads=config.vision_heads)
+        vision = vision_cls(
+            image_size=config.image_size,
+            patch_size=config.patch_size,
+            hidden_size=config.vision_hidden,
+            intermediate_size=4 * config.vision_hidden,
+            num_hidden_layers=config.vision_layers,
+            num_attention_heads=config.vision_heads,
+        )
         config_cls = Idefics3Config if idefics else SmolVLMConfig
-        model_config = config_cls(vision_config=vision.to_dict(), text_config=LlamaConfig(
-            **text_kwargs).to_dict(), image_token_id=image_token_id, scale_factor=2,
-            tie_word_embeddings=True)
-        model = (Idefics3ForConditionalGeneration if idefics
-                 else SmolVLMForConditionalGeneration)(model_config)
+        model_config = config_cls(
+            vision_config=vision.to_dict(),
+            text_config=LlamaConfig(**text_kwargs).to_dict(),
+            image_token_id=image_token_id,
+            scale_factor=2,
+            tie_word_embeddings=True,
+        )
+        model = (Idefics3ForConditionalGeneration if idefics else SmolVLMForConditionalGeneration)(
+            model_config
+        )
     else:
         raise ValueError(f"no tiny builder for family {config.family!r}; known: {sorted(FAMILIES)}")
     model.generation_config.pad_token_id = tokenizer.pad_token_id

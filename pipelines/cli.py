@@ -46,28 +46,57 @@ def _serve(args) -> int:
 
 
 def _ui(args) -> int:
-    os.execvp(sys.executable, [sys.executable, "-m", "dagster", "dev", "-m",
-                               "pipelines.definitions", "--port", str(args.port)])
+    os.execvp(
+        sys.executable,
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-m",
+            "pipelines.definitions",
+            "--port",
+            str(args.port),
+        ],
+    )
 
 
 def _mlflow(args) -> int:
     from pipelines.definitions import defs
 
     uri = defs.resources["tracking"].uri()
-    os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-                               "--port", str(args.port)])
+    os.execvp(
+        sys.executable,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "ui",
+            "--backend-store-uri",
+            uri,
+            "--port",
+            str(args.port),
+        ],
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _environment()
-    parser = argparse.ArgumentParser(prog="vidistill", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="vidistill", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("demo", add_help=False,
-                        help="the whole pipeline on the embedded corpus (vidistill demo --help)")
-    commands.add_parser("free-dead-runs", add_help=False,
-                        help="end runs whose process died and free their slots (--help)")
+    commands.add_parser(
+        "demo",
+        add_help=False,
+        help="the whole pipeline on the embedded corpus (vidistill demo --help)",
+    )
+    commands.add_parser(
+        "free-dead-runs",
+        add_help=False,
+        help="end runs whose process died and free their slots (--help)",
+    )
     search = commands.add_parser("search", help="text-to-video search over the video index")
     search.add_argument("query")
     search.add_argument("-k", type=int, default=10, help="hits to show (1-100)")

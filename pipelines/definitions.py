@@ -47,17 +47,21 @@ def make_resources(root: str | None = None) -> dict:
         # the clips: the embedded corpus, or $VIDISTILL_SOURCE (a folder of videos or a
         # manifest), cut as $VIDISTILL_SPLIT says; the plan, the sensor, the UI's launches, the
         # CLI and the demo all read it from here
-        "clip_source": ClipSource(source=os.environ.get("VIDISTILL_SOURCE") or "embedded",
-                                  split=os.environ.get("VIDISTILL_SPLIT") or "fixed"),
-        "tracking": MlflowTracking(root=root,
-                                   tracking_uri=os.environ.get("VIDISTILL_TRACKING_URI", "")),
+        "clip_source": ClipSource(
+            source=os.environ.get("VIDISTILL_SOURCE") or "embedded",
+            split=os.environ.get("VIDISTILL_SPLIT") or "fixed",
+        ),
+        "tracking": MlflowTracking(
+            root=root, tracking_uri=os.environ.get("VIDISTILL_TRACKING_URI", "")
+        ),
         "accelerators": Accelerators(),
         # training under torchrun through Pipes: here by default, or a pod per training
         "launcher": TrainingLauncher(
             backend=os.environ.get("VIDISTILL_TRAINING_BACKEND", "subprocess"),
             image=os.environ.get("VIDISTILL_IMAGE", ""),
             namespace=os.environ.get("VIDISTILL_NAMESPACE", "dagster"),
-            data_volume_claim=os.environ.get("VIDISTILL_DATA_CLAIM", "")),
+            data_volume_claim=os.environ.get("VIDISTILL_DATA_CLAIM", ""),
+        ),
     }
 
 

@@ -59,18 +59,35 @@ def quiet(log_path) -> None:
     with open(log_path, "a") as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
+
+
 SCORED = ["dual_encoder", "benchmark_scores"]
 SECOND_LANE_SOURCES = ("alt_text", "ground_truth")
 
 
-def _materialize(instance, resources, names: list[str], partition_key: str | None = None,
-                 run_config: dict | None = None) -> list[str]:
+def _materialize(
+    instance,
+    resources,
+    names: list[str],
+    partition_key: str | None = None,
+    run_config: dict | None = None,
+) -> list[str]:
     """Materialize; a failed asset check is reported and the demo goes on (its outputs are
     written before the check runs), any other failure stops it."""
-    result = materialize(ASSETS, selection=names, partition_key=partition_key, instance=instance,
-                         resources=resources, raise_on_error=False, run_config=run_config)
-    failed = [f"{c.asset_key.to_user_string()}[{partition_key}] {c.check_name}: "
-              f"{c.description}" for c in result.get_asset_check_evaluations() if not c.passed]
+    result = materialize(
+        ASSETS,
+        selection=names,
+        partition_key=partition_key,
+        instance=instance,
+        resources=resources,
+        raise_on_error=False,
+        run_config=run_config,
+    )
+    failed = [
+        f"{c.asset_key.to_user_string()}[{partition_key}] {c.check_name}: {c.description}"
+        for c in result.get_asset_check_evaluations()
+        if not c.passed
+    ]
     for event in result.get_asset_materialization_events():
         path = event.materialization.metadata.get("path")
         if path is not None:
@@ -86,12 +103,28 @@ def _materialize(instance, resources, names: list[str], partition_key: str | Non
 def _cli_backfill(instance, names: list[str], partitions: list[str]) -> list[str]:
     """Caption every partition as a user would: `dagster asset materialize` over the range in a
     single run (one model load per captioner). Failed quality checks are reported, not fatal."""
-    cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "pipelines.definitions",
-           "--select", ",".join(names), "--partition-range", f"{partitions[0]}...{partitions[-1]}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "pipelines.definitions",
+        "--select",
+        ",".join(names),
+        "--partition-range",
+        f"{partitions[0]}...{partitions[-1]}",
+    ]
     say(f"[demo] VIDISTILL_PARTITIONS_PER_RUN=0 {' '.join(cmd[2:])}")
     started = time.time()
-    done = subprocess.run(cmd, env={**os.environ, "VIDISTILL_PARTITIONS_PER_RUN": "0"},
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        cmd,
+        env={**os.environ, "VIDISTILL_PARTITIONS_PER_RUN": "0"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     keys = [AssetCheckKey(AssetKey(n), "caption_quality") for n in names]
     records = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
     failed = []
@@ -100,8 +133,9 @@ def _cli_backfill(instance, names: list[str], partitions: list[str]) -> list[str
         fresh = record is not None and record.event and record.create_timestamp >= started
         evaluation = record.event.asset_check_evaluation if fresh else None
         if evaluation is None:
-            raise SystemExit(f"captioning backfill wrote no {key.to_user_string()} check:\n"
-                             f"{done.stderr[-3000:]}")
+            raise SystemExit(
+                f"captioning backfill wrote no {key.to_user_string()} check:\n{done.stderr[-3000:]}"
+            )
         if not evaluation.passed:
             failed.append(f"{key.to_user_string()}: {evaluation.description}")
             say(f"[demo] check failed: {failed[-1]}")
@@ -120,8 +154,14 @@ class Demo:
     def shards(self) -> list[str]:
         return self.instance.get_dynamic_partitions("clip_shards")
 
-    def step(self, label: str, names: list[str], partitions: list[str | None] = (None,),
-             cli: bool = False, run_config: dict | None = None) -> None:
+    def step(
+        self,
+        label: str,
+        names: list[str],
+        partitions: list[str | None] = (None,),
+        cli: bool = False,
+        run_config: dict | None = None,
+    ) -> None:
         start = time.perf_counter()
         lane = "" if self.lane == "main" else " (lane 2)"
         done = threading.Event()
@@ -138,18 +178,20 @@ class Demo:
             self._run(names, partitions, cli, run_config)
         finally:
             done.set()
-        where = _common_folder(OUTPUTS) or (f"run {RUNS[-1][:8]} in the Dagster UI" if RUNS
-                                            else "")
-        say(f"[demo] {label}{lane}: {time.perf_counter() - start:.1f}s"
-            + (f" -> {where}" if where else ""))
+        where = _common_folder(OUTPUTS) or (f"run {RUNS[-1][:8]} in the Dagster UI" if RUNS else "")
+        say(
+            f"[demo] {label}{lane}: {time.perf_counter() - start:.1f}s"
+            + (f" -> {where}" if where else "")
+        )
 
     def _run(self, names, partitions, cli, run_config) -> None:
         if cli:
             self.failed_checks.extend(_cli_backfill(self.instance, names, partitions))
         else:
             for p in partitions:
-                self.failed_checks.extend(_materialize(self.instance, self.resources, names, p,
-                                                       run_config))
+                self.failed_checks.extend(
+                    _materialize(self.instance, self.resources, names, p, run_config)
+                )
 
 
 def _common_folder(paths: list[str]) -> str:
@@ -174,19 +216,31 @@ def second_lane(demo: Demo, image_ready) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--start-at", default="", help="skip the steps before the one whose "
-                        "label starts with this asset name (they must be materialized); "
-                        "resumes in one lane")
-    parser.add_argument("--paper", action="store_true", help="after the demo, the paper's "
-                        "evidence: the caption ladder with 3 seeds, the scaling curve and the "
-                        "adaptation-order ablation (hours on 2 cores); a rerun resumes after "
-                        "the last step that finished")
-    parser.add_argument("--lane", default="main", choices=("main", "second"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--start-at",
+        default="",
+        help="skip the steps before the one whose "
+        "label starts with this asset name (they must be materialized); "
+        "resumes in one lane",
+    )
+    parser.add_argument(
+        "--paper",
+        action="store_true",
+        help="after the demo, the paper's "
+        "evidence: the caption ladder with 3 seeds, the scaling curve and the "
+        "adaptation-order ablation (hours on 2 cores); a rerun resumes after "
+        "the last step that finished",
+    )
+    parser.add_argument(
+        "--lane", default="main", choices=("main", "second"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--report", default="", help=argparse.SUPPRESS)
     parser.add_argument("--console-fd", type=int, default=-1, help=argparse.SUPPRESS)
-    parser.add_argument("--verbose", action="store_true", help="Dagster's event log on the "
-                        "terminal too, instead of only in <data root>/demo.log")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Dagster's event log on the terminal too, instead of only in <data root>/demo.log",
+    )
     args = parser.parse_args(argv)
     start_console(args.verbose, args.console_fd)
     import torch
@@ -210,10 +264,21 @@ def run_demo(demo: Demo, start_at: str = "") -> None:
     import torch
 
     total = time.perf_counter()
-    labels = ["clip_shard_plan", "clip_shards", "video_caption_data", "image_vlm",
-              "second lane", "adapted_encoder", "instruction_data", "instruction_tuned_lm",
-              "captioner_eval", "pseudo_captions", "dual_encoder [pseudo_captions]",
-              "caption_statistics", "ablation_table"]
+    labels = [
+        "clip_shard_plan",
+        "clip_shards",
+        "video_caption_data",
+        "image_vlm",
+        "second lane",
+        "adapted_encoder",
+        "instruction_data",
+        "instruction_tuned_lm",
+        "captioner_eval",
+        "pseudo_captions",
+        "dual_encoder [pseudo_captions]",
+        "caption_statistics",
+        "ablation_table",
+    ]
     start = 0
     if start_at:
         start = next((i for i, x in enumerate(labels) if x.startswith(start_at)), None)
@@ -226,15 +291,30 @@ def run_demo(demo: Demo, start_at: str = "") -> None:
     if "clip_shards" in todo:
         demo.step(f"clip_shards x{len(demo.shards())}", ["clip_shards"], demo.shards())
     if "video_caption_data" in todo:
-        demo.step("video_caption_data + retrieval_benchmark",
-                  ["video_caption_data", "retrieval_benchmark"])
+        demo.step(
+            "video_caption_data + retrieval_benchmark",
+            ["video_caption_data", "retrieval_benchmark"],
+        )
     if "image_vlm" in todo:  # the second lane runs beside it, one core each
         report = demo.resources["store"].path("demo_second_lane.json")
         report.unlink(missing_ok=True)
         console = CONSOLE.fileno()
-        lane = subprocess.Popen([sys.executable, "-m", "pipelines.demo", "--lane", "second",
-                                 "--report", str(report), "--console-fd", str(console)],
-                                stdin=subprocess.PIPE, text=True, pass_fds=(console,))
+        lane = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipelines.demo",
+                "--lane",
+                "second",
+                "--report",
+                str(report),
+                "--console-fd",
+                str(console),
+            ],
+            stdin=subprocess.PIPE,
+            text=True,
+            pass_fds=(console,),
+        )
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         demo.step("image_vlm", ["image_vlm"])
@@ -243,13 +323,16 @@ def run_demo(demo: Demo, start_at: str = "") -> None:
     elif "second lane" in todo:
         second_lane(demo, lambda: True)
     if "adapted_encoder" in todo:
-        demo.step("adapted_encoder (stage 1) + visual_adapted_vlm",
-                  ["adapted_encoder", "visual_adapted_vlm"])
+        demo.step(
+            "adapted_encoder (stage 1) + visual_adapted_vlm",
+            ["adapted_encoder", "visual_adapted_vlm"],
+        )
     if "instruction_data" in todo:
         demo.step("instruction_data", ["instruction_data"])
     if "instruction_tuned_lm" in todo:
-        demo.step("instruction_tuned_lm (stage 2) + video_vlm",
-                  ["instruction_tuned_lm", "video_vlm"])
+        demo.step(
+            "instruction_tuned_lm (stage 2) + video_vlm", ["instruction_tuned_lm", "video_vlm"]
+        )
     if lane is not None:  # both cores for what follows
         if lane.wait() != 0 or not report.exists():
             raise SystemExit("the second lane failed; see its runs in the UI")
@@ -259,11 +342,11 @@ def run_demo(demo: Demo, start_at: str = "") -> None:
         demo.step("captioner_eval", ["captioner_eval"])
     if "pseudo_captions" in todo:
         shards = demo.shards()
-        demo.step(f"pseudo_captions x{len(shards)} (CLI backfill)", ["pseudo_captions"], shards,
-                  cli=True)
+        demo.step(
+            f"pseudo_captions x{len(shards)} (CLI backfill)", ["pseudo_captions"], shards, cli=True
+        )
     if "dual_encoder [pseudo_captions]" in todo:
-        demo.step("dual_encoder + benchmark_scores [pseudo_captions]", SCORED,
-                  ["pseudo_captions"])
+        demo.step("dual_encoder + benchmark_scores [pseudo_captions]", SCORED, ["pseudo_captions"])
     if "caption_statistics" in todo:
         demo.step("caption_statistics", ["caption_statistics"])
     demo.step("ablation_table + video_index", ["ablation_table", "video_index"])
@@ -284,41 +367,83 @@ def run_demo(demo: Demo, start_at: str = "") -> None:
 
 def look_next(store) -> None:
     """Where to look at the results."""
-    say("\nLook next:\n"
+    say(
+        "\nLook next:\n"
         "  vidistill ui        # the Dagster UI: assets, runs, lineage (http://localhost:3000)\n"
         "  vidistill mlflow    # the MLflow UI: curves, tables, plots (http://localhost:5000)\n"
         "  vidistill serve     # the search page (http://127.0.0.1:8080)\n"
-        f"  (.venv/bin/vidistill; the full log: {store.path('demo.log')})")
+        f"  (.venv/bin/vidistill; the full log: {store.path('demo.log')})"
+    )
 
 
-LADDER = ("alt_text", "frame_captions", "stage1_captions", "stage1_sampled", "pseudo_captions",
-          "pseudo_sampled", "ground_truth")
+LADDER = (
+    "alt_text",
+    "frame_captions",
+    "stage1_captions",
+    "stage1_sampled",
+    "pseudo_captions",
+    "pseudo_sampled",
+    "ground_truth",
+)
 PAPER_SEEDS = (0, 1, 2)
 PAPER_FRACTIONS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)  # 1%: the paper's "matches all alt-text"
 
 
 def paper_steps(demo: Demo) -> list[tuple[str, callable]]:
     """The --paper run after the demo, step by step: (label, run)."""
-    def scored(source: str, seed: int):
-        config = {"ops": {"dual_encoder": {"config": {"seed": seed}},
-                          "benchmark_scores": {"config": {"seed": seed}}}}
-        return lambda: demo.step(f"dual_encoder + benchmark_scores [{source}] seed {seed}",
-                                 SCORED, [source], run_config=config)
 
-    steps = [("ladder captions", lambda: demo.step(
-        "stage1_captions + stage1_sampled + pseudo_sampled (CLI backfill)",
-        ["stage1_captions", "stage1_sampled", "pseudo_sampled"], demo.shards(), cli=True))]
+    def scored(source: str, seed: int):
+        config = {
+            "ops": {
+                "dual_encoder": {"config": {"seed": seed}},
+                "benchmark_scores": {"config": {"seed": seed}},
+            }
+        }
+        return lambda: demo.step(
+            f"dual_encoder + benchmark_scores [{source}] seed {seed}",
+            SCORED,
+            [source],
+            run_config=config,
+        )
+
+    steps = [
+        (
+            "ladder captions",
+            lambda: demo.step(
+                "stage1_captions + stage1_sampled + pseudo_sampled (CLI backfill)",
+                ["stage1_captions", "stage1_sampled", "pseudo_sampled"],
+                demo.shards(),
+                cli=True,
+            ),
+        )
+    ]
     demo_trained = {"pseudo_captions", *SECOND_LANE_SOURCES, "frame_captions"}  # seed 0
-    steps += [(f"ladder {source} seed {seed}", scored(source, seed))
-              for seed in PAPER_SEEDS for source in LADDER
-              if seed or source not in demo_trained]
+    steps += [
+        (f"ladder {source} seed {seed}", scored(source, seed))
+        for seed in PAPER_SEEDS
+        for source in LADDER
+        if seed or source not in demo_trained
+    ]
     steps += [
         ("caption_statistics", lambda: demo.step("caption_statistics", ["caption_statistics"])),
         ("ablation_table", lambda: demo.step("ablation_table", ["ablation_table"])),
-        ("scaling_curve", lambda: demo.step(
-            "scaling_curve", ["scaling_curve"],
-            run_config={"ops": {"scaling_curve": {"config": {
-                "fractions": list(PAPER_FRACTIONS), "seeds": list(PAPER_SEEDS)}}}})),
+        (
+            "scaling_curve",
+            lambda: demo.step(
+                "scaling_curve",
+                ["scaling_curve"],
+                run_config={
+                    "ops": {
+                        "scaling_curve": {
+                            "config": {
+                                "fractions": list(PAPER_FRACTIONS),
+                                "seeds": list(PAPER_SEEDS),
+                            }
+                        }
+                    }
+                },
+            ),
+        ),
         ("adaptation_order", lambda: demo.step("adaptation_order", ["adaptation_order"])),
     ]
     return steps
@@ -357,8 +482,9 @@ def paper(demo: Demo, start_at: str = "") -> None:
 def _print_json_table(path) -> None:
     import pandas as pd
 
-    with pd.option_context("display.width", 200, "display.max_columns", 30,
-                           "display.float_format", "{:.3f}".format):
+    with pd.option_context(
+        "display.width", 200, "display.max_columns", 30, "display.float_format", "{:.3f}".format
+    ):
         say(pd.DataFrame(json.loads(path.read_text())).to_string(index=False))
 
 

@@ -44,8 +44,9 @@ def dead_runs(instance) -> list[tuple[str, int]]:
     from dagster import DagsterRunStatus, RunsFilter
 
     found = []
-    running = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED,
-                                                     DagsterRunStatus.STARTING]))
+    running = instance.get_runs(
+        RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING])
+    )
     for run in running:
         pid = executing_pid(instance, run.run_id)
         if pid is not None and not _alive(pid):
@@ -59,16 +60,20 @@ def free_dead_runs(instance, dry_run: bool = False) -> list[str]:
     for run_id, pid in dead_runs(instance):
         if not dry_run:
             run = instance.get_run_by_id(run_id)
-            instance.report_run_failed(run, f"its process (pid {pid} on {socket.gethostname()}) "
-                                            "is gone: ended by pipelines.free_dead_runs")
+            instance.report_run_failed(
+                run,
+                f"its process (pid {pid} on {socket.gethostname()}) "
+                "is gone: ended by pipelines.free_dead_runs",
+            )
             instance.event_log_storage.free_concurrency_slots_for_run(run_id)
         freed.append(run_id)
     return freed
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dry-run", action="store_true", help="list them, change nothing")
     args = parser.parse_args(argv)
     from dagster import DagsterInstance
@@ -76,8 +81,10 @@ def main(argv: list[str] | None = None) -> None:
     with DagsterInstance.get() as instance:
         freed = free_dead_runs(instance, args.dry_run)
     verb = "would end" if args.dry_run else "ended"
-    print(f"{verb} {len(freed)} dead run(s) and freed their slots" + "".join(
-        f"\n  {run_id}" for run_id in freed))
+    print(
+        f"{verb} {len(freed)} dead run(s) and freed their slots"
+        + "".join(f"\n  {run_id}" for run_id in freed)
+    )
 
 
 if __name__ == "__main__":

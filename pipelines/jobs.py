@@ -32,20 +32,27 @@ def gpu_request(gpus: int) -> dict[str, dict]:
 PER_SHARD_ASSETS = AssetSelection.assets("clip_shards", "frame_captions", "pseudo_captions")
 
 shard_job = define_asset_job(
-    "shard_and_caption", selection=PER_SHARD_ASSETS, partitions_def=clip_partitions,
+    "shard_and_caption",
+    selection=PER_SHARD_ASSETS,
+    partitions_def=clip_partitions,
     tags=gpu_request(gpu_count("VIDISTILL_GPUS_PER_RUN")),
-    description="One clip shard and its captions: one run (one pod) per partition.")
+    description="One clip shard and its captions: one run (one pod) per partition.",
+)
 
 dual_encoder_job = define_asset_job(
-    "train_dual_encoder", selection=AssetSelection.assets("dual_encoder", "benchmark_scores"),
-    partitions_def=caption_source_partitions, tags=gpu_request(gpu_count("VIDISTILL_TRAIN_GPUS")),
-    description="The dual encoder of one caption source, trained and scored.")
+    "train_dual_encoder",
+    selection=AssetSelection.assets("dual_encoder", "benchmark_scores"),
+    partitions_def=caption_source_partitions,
+    tags=gpu_request(gpu_count("VIDISTILL_TRAIN_GPUS")),
+    description="The dual encoder of one caption source, trained and scored.",
+)
 
 adaptation_job = define_asset_job(
     "video_adaptation",
     selection=AssetSelection.groups("adaptation") - AssetSelection.assets("adaptation_order"),
     tags=gpu_request(gpu_count("VIDISTILL_TRAIN_GPUS")),
     description="The image VLM, both adaptation stages and their evaluation (not the "
-                "adaptation-order ablation, which trains both stages twice more).")
+    "adaptation-order ablation, which trains both stages twice more).",
+)
 
 JOBS = [shard_job, dual_encoder_job, adaptation_job]

@@ -51,8 +51,10 @@ MAX_QUERY_CHARS = 500  # a sentence or two; the text tower truncates far sooner
 MAX_QUERY_STRING_BYTES = 8192
 DEFAULT_K = 10
 MAX_K = 100  # a page of hits; more is a bulk export, not a search
-MATERIALIZE = ("materialize video_index (dagster asset materialize -m pipelines.definitions "
-               "--select video_index), which needs the pseudo_captions dual encoder")
+MATERIALIZE = (
+    "materialize video_index (dagster asset materialize -m pipelines.definitions "
+    "--select video_index), which needs the pseudo_captions dual encoder"
+)
 
 
 class SearchError(Exception):
@@ -75,14 +77,17 @@ def query_params(raw: bytes) -> dict[str, str]:
     (urllib.parse.parse_qs): a query that is not text is refused rather than searched as
     replacement characters."""
     if len(raw) > MAX_QUERY_STRING_BYTES:
-        raise SearchError(400, f"the query string is {len(raw)} bytes; at most "
-                               f"{MAX_QUERY_STRING_BYTES}")
+        raise SearchError(
+            400, f"the query string is {len(raw)} bytes; at most {MAX_QUERY_STRING_BYTES}"
+        )
     try:
-        parsed = parse_qs(raw.decode("latin-1"), keep_blank_values=True, encoding="utf-8",
-                          errors="strict")
+        parsed = parse_qs(
+            raw.decode("latin-1"), keep_blank_values=True, encoding="utf-8", errors="strict"
+        )
     except UnicodeDecodeError:
-        raise SearchError(400, "the query string is not valid UTF-8 text: send the query "
-                               "percent-encoded as UTF-8") from None
+        raise SearchError(
+            400, "the query string is not valid UTF-8 text: send the query percent-encoded as UTF-8"
+        ) from None
     return {name: values[0] for name, values in parsed.items()}
 
 
@@ -90,11 +95,14 @@ def checked_query(text: str | None) -> str:
     """The query with its whitespace collapsed, or SearchError(400) if it is empty or long."""
     text = " ".join((text or "").split())
     if not text:
-        raise SearchError(400, "empty query: describe the clip you are looking for, e.g. "
-                               "\"a red circle moves left\"")
+        raise SearchError(
+            400,
+            'empty query: describe the clip you are looking for, e.g. "a red circle moves left"',
+        )
     if len(text) > MAX_QUERY_CHARS:
-        raise SearchError(400, f"the query is {len(text)} characters long; at most "
-                               f"{MAX_QUERY_CHARS}")
+        raise SearchError(
+            400, f"the query is {len(text)} characters long; at most {MAX_QUERY_CHARS}"
+        )
     return text
 
 
@@ -229,8 +237,12 @@ class SearchService:
         except (OSError, ValueError) as e:
             log.warning("search unavailable: %s", e)
             return SearchError(503, f"search is not available: {e}. To search, {MATERIALIZE}.")
-        log.info("loaded %d clips from %s, model %s", len(loaded.index.keys), self.index_path,
-                 self.model_path)
+        log.info(
+            "loaded %d clips from %s, model %s",
+            len(loaded.index.keys),
+            self.index_path,
+            self.model_path,
+        )
         return loaded
 
     def search_or_none(self):
@@ -243,7 +255,9 @@ class SearchService:
 
     def _notes_stamp(self) -> tuple:
         root = Path(self.store.root).resolve()
-        files = sorted(root.glob("clip_index/*.parquet")) + sorted(root.glob("captions/*/*.parquet"))
+        files = sorted(root.glob("clip_index/*.parquet")) + sorted(
+            root.glob("captions/*/*.parquet")
+        )
         files += [self.store.checkpoint(n) / "lineage.json" for n in ("image_vlm", "video_vlm")]
         return _stamp(files)
 
@@ -258,32 +272,47 @@ class SearchService:
         alt_text: dict[str, str] = {}
         partitions: dict[str, list[str]] = {}
         if self.catalog.has("clips"):
-            clips = self.catalog.query("SELECT key, partition, alt_text FROM clips "
-                                       "ORDER BY partition, key")
-            for key, partition, alt in zip(clips["key"], clips["partition"], clips["alt_text"],
-                                           strict=True):
+            clips = self.catalog.query(
+                "SELECT key, partition, alt_text FROM clips ORDER BY partition, key"
+            )
+            for key, partition, alt in zip(
+                clips["key"], clips["partition"], clips["alt_text"], strict=True
+            ):
                 alt_text[key] = alt
                 partitions.setdefault(partition, []).append(key)
-        return Notes(alt_text, _sample0_captions("frame_captions", self.catalog, self.store),
-                     _sample0_captions("pseudo_captions", self.catalog, self.store), partitions)
+        return Notes(
+            alt_text,
+            _sample0_captions("frame_captions", self.catalog, self.store),
+            _sample0_captions("pseudo_captions", self.catalog, self.store),
+            partitions,
+        )
 
     # answers
 
-    def row(self, key: str, partition: str, caption: str, notes: Notes, score: float | None = None) -> dict:
+    def row(
+        self, key: str, partition: str, caption: str, notes: Notes, score: float | None = None
+    ) -> dict:
         row = {"key": key, "partition": partition}
         if score is not None:
             row["score"] = score
-        return {**row, "caption": caption or notes.pseudo_caption.get(key),
-                "alt_text": notes.alt_text.get(key), "frame_caption": notes.frame_caption.get(key),
-                "video_url": clip_url(partition, key)}
+        return {
+            **row,
+            "caption": caption or notes.pseudo_caption.get(key),
+            "alt_text": notes.alt_text.get(key),
+            "frame_caption": notes.frame_caption.get(key),
+            "video_url": clip_url(partition, key),
+        }
 
     def results(self, query: str, k: int | str | None = DEFAULT_K) -> dict:
         """The search answer, as the API and the CLI give it."""
         query, k = checked_query(query), checked_k(k)
         hits = self.search().search(query, k)
         notes = self.notes()
-        return {"query": query, "k": k,
-                "results": [self.row(h.key, h.partition, h.caption, notes, h.score) for h in hits]}
+        return {
+            "query": query,
+            "k": k,
+            "results": [self.row(h.key, h.partition, h.caption, notes, h.score) for h in hits],
+        }
 
     def similar(self, key: str | None, k: int | str | None = DEFAULT_K) -> dict:
         k = checked_k(k)
@@ -297,18 +326,32 @@ class SearchService:
         except KeyError:
             raise SearchError(404, f"no clip {key!r} in the video index") from None
         notes = self.notes()
-        return {"key": key, "k": k,
-                "results": [self.row(h.key, h.partition, h.caption, notes, h.score) for h in hits]}
+        return {
+            "key": key,
+            "k": k,
+            "results": [self.row(h.key, h.partition, h.caption, notes, h.score) for h in hits],
+        }
 
     def partitions(self) -> dict:
         notes, search = self.notes(), self.search_or_none()
         indexed = search.index.partition_counts() if search else {}
         names = sorted(set(notes.partitions) | set(indexed))
         if not names:
-            raise SearchError(503, "no clips to browse: materialize clip_shards (the catalog) "
-                                   f"or video_index; to search, {MATERIALIZE}")
-        return {"partitions": [{"partition": p, "clips": len(notes.partitions.get(p, [])),
-                                "indexed": indexed.get(p, 0)} for p in names]}
+            raise SearchError(
+                503,
+                "no clips to browse: materialize clip_shards (the catalog) "
+                f"or video_index; to search, {MATERIALIZE}",
+            )
+        return {
+            "partitions": [
+                {
+                    "partition": p,
+                    "clips": len(notes.partitions.get(p, [])),
+                    "indexed": indexed.get(p, 0),
+                }
+                for p in names
+            ]
+        }
 
     def partition(self, partition: str) -> dict:
         partition = checked_clip_name(partition, "partition")
@@ -317,8 +360,13 @@ class SearchService:
         keys = notes.partitions.get(partition) or list(indexed)
         if not keys:
             raise SearchError(404, f"no partition {partition!r} in the catalog or the index")
-        clips = [{**self.row(key, partition, indexed[key].caption if key in indexed else "",
-                             notes), "indexed": key in indexed} for key in keys]
+        clips = [
+            {
+                **self.row(key, partition, indexed[key].caption if key in indexed else "", notes),
+                "indexed": key in indexed,
+            }
+            for key in keys
+        ]
         return {"partition": partition, "clips": clips}
 
     def status(self) -> dict:
@@ -326,9 +374,15 @@ class SearchService:
             search = self.search()
         except SearchError as e:
             return {"ready": False, "message": e.message}
-        return {"ready": True, "clips": len(search.index.keys), "index": str(self.index_path),
-                "model": str(self.model_path), "model_version": search.model_version,
-                "checkpoint_version": search.checkpoint_version, "stale": search.stale}
+        return {
+            "ready": True,
+            "clips": len(search.index.keys),
+            "index": str(self.index_path),
+            "model": str(self.model_path),
+            "model_version": search.model_version,
+            "checkpoint_version": search.checkpoint_version,
+            "stale": search.stale,
+        }
 
     # clip bytes
 
@@ -375,7 +429,8 @@ nav a {{ margin-right: 1em; }}
 .hit {{ display: flex; gap: 1em; margin: .8em 0; align-items: flex-start; }}
 .hit dl {{ margin: 0; display: grid; grid-template-columns: 9em auto; }}
 .hit dt {{ color: #666; }} .hit dd {{ margin: 0; }}
-table {{ border-collapse: collapse; }} td, th {{ border-bottom: 1px solid #ddd; padding: .3em; text-align: left; }}
+table {{ border-collapse: collapse; }}
+td, th {{ border-bottom: 1px solid #ddd; padding: .3em; text-align: left; }}
 input[name=q] {{ width: 30em; }}
 </style></head>
 <body><nav><a href="/">search</a><a href="/partitions">partitions</a></nav>
@@ -390,8 +445,10 @@ def _e(value) -> str:
 
 
 def _video(url: str) -> str:
-    return (f'<video controls preload="metadata" width="192" src="{_e(url)}">'
-            f'<a href="{_e(url)}">clip</a></video>')
+    return (
+        f'<video controls preload="metadata" width="192" src="{_e(url)}">'
+        f'<a href="{_e(url)}">clip</a></video>'
+    )
 
 
 def _like_link(key: str, k: int = DEFAULT_K) -> str:
@@ -399,10 +456,12 @@ def _like_link(key: str, k: int = DEFAULT_K) -> str:
 
 
 def search_form(query: str = "", k: int | str = DEFAULT_K) -> str:
-    return (f'<form method="get" action="/"><input name="q" value="{_e(query)}" '
-            f'maxlength="{MAX_QUERY_CHARS}" placeholder="a red circle moves left" autofocus> '
-            f'k <input name="k" type="number" min="1" max="{MAX_K}" value="{_e(k)}"> '
-            '<button type="submit">search</button></form>')
+    return (
+        f'<form method="get" action="/"><input name="q" value="{_e(query)}" '
+        f'maxlength="{MAX_QUERY_CHARS}" placeholder="a red circle moves left" autofocus> '
+        f'k <input name="k" type="number" min="1" max="{MAX_K}" value="{_e(k)}"> '
+        '<button type="submit">search</button></form>'
+    )
 
 
 def hits_html(results: list[dict], k: int) -> str:
@@ -419,7 +478,8 @@ def hits_html(results: list[dict], k: int) -> str:
             f'<dt>key</dt><dd class="key">{_e(r["key"])}</dd>'
             f'<dt>partition</dt><dd class="partition"><a href="/partitions/'
             f'{quote(r["partition"], safe="")}">{_e(r["partition"])}</a></dd>'
-            f'<dt></dt><dd>{_like_link(r["key"], k)}</dd></dl></li>')
+            f"<dt></dt><dd>{_like_link(r['key'], k)}</dd></dl></li>"
+        )
     return '<ol class="hits">' + "".join(items) + "</ol>"
 
 
@@ -434,8 +494,9 @@ def error_html(message: str) -> str:
 # --- the app ---------------------------------------------------------------------------------
 
 
-def create_app(data_root: str | Path = "data", service: SearchService | None = None,
-               preload: bool = True) -> Starlette:
+def create_app(
+    data_root: str | Path = "data", service: SearchService | None = None, preload: bool = True
+) -> Starlette:
     """The search app over one data root. With `preload`, the model and the index load at
     start-up (in the lifespan), so the first query is as fast as the rest."""
     service = service or SearchService(data_root)
@@ -449,6 +510,7 @@ def create_app(data_root: str | Path = "data", service: SearchService | None = N
                 return JSONResponse(answer({**params(request), **request.path_params}))
             except SearchError as e:
                 return JSONResponse({"error": e.message}, status_code=e.status)
+
         return endpoint
 
     def home(request: Request) -> Response:
@@ -458,17 +520,19 @@ def create_app(data_root: str | Path = "data", service: SearchService | None = N
             query, k = p.get("q", ""), p.get("k", DEFAULT_K)
             if "like" in p:
                 answer = service.similar(p["like"], k)
-                body = (f'<p>clips like <code>{_e(answer["key"])}</code></p>'
-                        + hits_html(answer["results"], answer["k"]))
+                body = f"<p>clips like <code>{_e(answer['key'])}</code></p>" + hits_html(
+                    answer["results"], answer["k"]
+                )
             elif "q" in p:
                 answer = service.results(query, k)
                 body = hits_html(answer["results"], answer["k"])
             status_note = service.status()
             if status_note.get("stale"):
-                body = (f'<p class="warning">the index was built by dual encoder '
-                        f'{_e(status_note["model_version"])}, the checkpoint is now '
-                        f'{_e(status_note["checkpoint_version"])}: {_e(MATERIALIZE)} again</p>'
-                        + body)
+                body = (
+                    f'<p class="warning">the index was built by dual encoder '
+                    f"{_e(status_note['model_version'])}, the checkpoint is now "
+                    f"{_e(status_note['checkpoint_version'])}: {_e(MATERIALIZE)} again</p>" + body
+                )
             elif not status_note["ready"] and not body:
                 body, status = error_html(status_note["message"]), 503
         except SearchError as e:
@@ -482,9 +546,14 @@ def create_app(data_root: str | Path = "data", service: SearchService | None = N
             return page("partitions", error_html(e.message), e.status)
         body = "".join(
             f'<tr><td><a href="/partitions/{quote(r["partition"], safe="")}">{_e(r["partition"])}'
-            f'</a></td><td>{r["clips"]}</td><td>{r["indexed"]}</td></tr>' for r in rows)
-        return page("partitions", "<table><tr><th>partition</th><th>clips in the catalog</th>"
-                    f"<th>indexed</th></tr>{body}</table>")
+            f"</a></td><td>{r['clips']}</td><td>{r['indexed']}</td></tr>"
+            for r in rows
+        )
+        return page(
+            "partitions",
+            "<table><tr><th>partition</th><th>clips in the catalog</th>"
+            f"<th>indexed</th></tr>{body}</table>",
+        )
 
     def partition_page(request: Request) -> Response:
         name = request.path_params["partition"]
@@ -497,32 +566,44 @@ def create_app(data_root: str | Path = "data", service: SearchService | None = N
             f'<td class="key">{_e(c["key"])}</td><td class="alt-text">{_e(c["alt_text"])}</td>'
             f'<td class="frame-caption">{_e(c["frame_caption"])}</td>'
             f'<td class="caption">{_e(c["caption"])}</td>'
-            f'<td>{_like_link(c["key"]) if c["indexed"] else "not indexed"}</td></tr>'
-            for c in clips)
-        return page(f"partition {name}", "<table><tr><th>clip</th><th>key</th><th>alt-text</th>"
-                    "<th>frame caption</th><th>pseudo-caption</th><th></th></tr>"
-                    f"{body}</table>")
+            f"<td>{_like_link(c['key']) if c['indexed'] else 'not indexed'}</td></tr>"
+            for c in clips
+        )
+        return page(
+            f"partition {name}",
+            "<table><tr><th>clip</th><th>key</th><th>alt-text</th>"
+            "<th>frame caption</th><th>pseudo-caption</th><th></th></tr>"
+            f"{body}</table>",
+        )
 
     def clip(request: Request) -> Response:
         try:
-            path, offset, size = service.clip_location(request.path_params["partition"],
-                                                       request.path_params["key"])
+            path, offset, size = service.clip_location(
+                request.path_params["partition"], request.path_params["key"]
+            )
         except SearchError as e:
             return JSONResponse({"error": e.message}, status_code=e.status)
         headers = {"Accept-Ranges": "bytes"}
         try:
             wanted = byte_range(request.headers.get("range"), size)
         except Unsatisfiable:
-            return JSONResponse({"error": f"range {request.headers.get('range')!r} starts past "
-                                          f"the clip's {size} bytes"}, status_code=416,
-                                headers={**headers, "Content-Range": f"bytes */{size}"})
+            return JSONResponse(
+                {
+                    "error": f"range {request.headers.get('range')!r} starts past "
+                    f"the clip's {size} bytes"
+                },
+                status_code=416,
+                headers={**headers, "Content-Range": f"bytes */{size}"},
+            )
         if wanted is None:
-            return Response(read_slice(path, offset, size), media_type="video/mp4",
-                            headers=headers)
+            return Response(read_slice(path, offset, size), media_type="video/mp4", headers=headers)
         first, last = wanted
-        return Response(read_slice(path, offset + first, last - first + 1), status_code=206,
-                        media_type="video/mp4",
-                        headers={**headers, "Content-Range": f"bytes {first}-{last}/{size}"})
+        return Response(
+            read_slice(path, offset + first, last - first + 1),
+            status_code=206,
+            media_type="video/mp4",
+            headers={**headers, "Content-Range": f"bytes {first}-{last}/{size}"},
+        )
 
     def http_error(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 500)
@@ -561,8 +642,9 @@ def create_app(data_root: str | Path = "data", service: SearchService | None = N
 # --- command line ----------------------------------------------------------------------------
 
 
-def serve(data_root: str = "data", host: str = "127.0.0.1", port: int = 8080,
-          threads: int | None = None) -> None:
+def serve(
+    data_root: str = "data", host: str = "127.0.0.1", port: int = 8080, threads: int | None = None
+) -> None:
     """Serve the search page and API until interrupted (uvicorn). `threads`: torch's
     intra-op threads (None: torch's default)."""
     import uvicorn
@@ -577,8 +659,9 @@ def serve(data_root: str = "data", host: str = "127.0.0.1", port: int = 8080,
     uvicorn.run(create_app(data_root), host=host, port=port)
 
 
-def search_cli(query: str | Sequence[str], k: int = DEFAULT_K, json_out: bool = False,
-               data_root: str = "data") -> int:
+def search_cli(
+    query: str | Sequence[str], k: int = DEFAULT_K, json_out: bool = False, data_root: str = "data"
+) -> int:
     """Print the top-k clips for a query (a table, or the API's JSON); the exit status: 0, 2 for
     a bad query or k, 1 when there is no index or model to search."""
     text = query if isinstance(query, str) else " ".join(query)
@@ -591,8 +674,17 @@ def search_cli(query: str | Sequence[str], k: int = DEFAULT_K, json_out: bool = 
         print(json.dumps(answer, indent=1))
         return 0
     rows = [("rank", "score", "key", "partition", "pseudo-caption", "alt-text")]
-    rows += [(str(i), f"{r['score']:.4f}", r["key"], r["partition"], r["caption"] or "",
-              r["alt_text"] or "") for i, r in enumerate(answer["results"], 1)]
+    rows += [
+        (
+            str(i),
+            f"{r['score']:.4f}",
+            r["key"],
+            r["partition"],
+            r["caption"] or "",
+            r["alt_text"] or "",
+        )
+        for i, r in enumerate(answer["results"], 1)
+    ]
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=False)) + "  " + row[-1])

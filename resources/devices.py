@@ -21,10 +21,13 @@ class Accelerators(ConfigurableResource):
     decides how many such steps run at once. Lock files live in a folder local to the machine
     (not the data root, which may be shared by several machines)."""
 
-    lock_dir: NonEmpty = Field(default="/tmp/vidistill-devices",
-                          description="machine-local folder of the per-device lock files")
-    timeout_s: float = Field(default=3600.0, gt=0,
-                             description="how long a step waits for a free device")
+    lock_dir: NonEmpty = Field(
+        default="/tmp/vidistill-devices",
+        description="machine-local folder of the per-device lock files",
+    )
+    timeout_s: float = Field(
+        default=3600.0, gt=0, description="how long a step waits for a free device"
+    )
 
     @contextlib.contextmanager
     def lease(self, requested: str = "auto", count: int = 1) -> Iterator[DeviceLease]:

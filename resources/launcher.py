@@ -25,11 +25,15 @@ from resources.fields import ImageRef, K8sName
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-def torchrun_command(module: str, job_file: str | Path, nproc: int, python: str = sys.executable,
-                     log_dir: str | None = None) -> list[str]:
+def torchrun_command(
+    module: str,
+    job_file: str | Path,
+    nproc: int,
+    python: str = sys.executable,
+    log_dir: str | None = None,
+) -> list[str]:
     """`torchrun --standalone --nproc_per_node N [--log-dir D] -m module --job job_file`."""
-    command = [python, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={nproc}"]
+    command = [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     if log_dir:
         command += ["--log-dir", log_dir]
     return command + ["-m", module, "--job", str(job_file)]
@@ -63,8 +67,9 @@ class WholeLineFileMessageReader(PipesFileMessageReader):
                     else:
                         break
         except BaseException:
-            handler.report_pipes_framework_exception(f"{type(self).__name__} reader thread",
-                                                     sys.exc_info())
+            handler.report_pipes_framework_exception(
+                f"{type(self).__name__} reader thread", sys.exc_info()
+            )
             raise
 
 
@@ -76,9 +81,13 @@ class WholeLineTempFileMessageReader(PipesTempFileMessageReader):
 
         @contextlib.contextmanager
         def messages():
-            with tempfile.TemporaryDirectory() as folder, WholeLineFileMessageReader(
-                    os.path.join(folder, "messages"), include_stdio_in_messages=False,
-            ).read_messages(handler) as params:
+            with (
+                tempfile.TemporaryDirectory() as folder,
+                WholeLineFileMessageReader(
+                    os.path.join(folder, "messages"),
+                    include_stdio_in_messages=False,
+                ).read_messages(handler) as params,
+            ):
                 yield params
 
         return messages()
@@ -108,10 +117,18 @@ def rank_errors(log_dir: str | Path) -> list[dict]:
             body = {"message": body, "extraInfo": {}}
         extra = body.get("extraInfo", {})
         message = str(body.get("message", ""))
-        peer = any(s in message for s in ("closed by peer", "Connection reset", "NCCL", "Broken pipe"))
-        errors.append({"rank": int(path.parent.name) if path.parent.name.isdigit() else -1,
-                       "message": message, "traceback": str(extra.get("py_callstack", "")),
-                       "timestamp": int(extra.get("timestamp", 0) or 0), "lost_peer": peer})
+        peer = any(
+            s in message for s in ("closed by peer", "Connection reset", "NCCL", "Broken pipe")
+        )
+        errors.append(
+            {
+                "rank": int(path.parent.name) if path.parent.name.isdigit() else -1,
+                "message": message,
+                "traceback": str(extra.get("py_callstack", "")),
+                "timestamp": int(extra.get("timestamp", 0) or 0),
+                "lost_peer": peer,
+            }
+        )
     return sorted(errors, key=lambda e: (e["lost_peer"], e["timestamp"], e["rank"]))
 
 
@@ -125,18 +142,33 @@ class TrainingLauncher(ConfigurableResource):
     with the data root on a PersistentVolumeClaim mounted at the same path."""
 
     backend: Literal["subprocess", "k8s"] = Field(
-        default="subprocess", description="subprocess: torchrun here; k8s: torchrun in a pod")
+        default="subprocess", description="subprocess: torchrun here; k8s: torchrun in a pod"
+    )
     image: ImageRef = Field(default="", description="k8s: the project's image (deploy/Dockerfile)")
     namespace: K8sName = Field(default="dagster", description="k8s: namespace of the training pods")
     data_volume_claim: K8sName = Field(
-        default="", description="k8s: PersistentVolumeClaim holding the data root; mounted at the "
-        "data root's path in the pod")
-    gpus_per_rank: int = Field(default=1, ge=0, description="k8s: GPUs requested per rank "
-                               "(0 for CPU pods)")
+        default="",
+        description="k8s: PersistentVolumeClaim holding the data root; mounted at the "
+        "data root's path in the pod",
+    )
+    gpus_per_rank: int = Field(
+        default=1, ge=0, description="k8s: GPUs requested per rank (0 for CPU pods)"
+    )
 
-    def train(self, context, *, module: str, job: dict, name: str, store, nproc: int,
-              device: str, accelerators, env: dict[str, str] | None = None,
-              extra: dict | None = None) -> MaterializeResult:
+    def train(
+        self,
+        context,
+        *,
+        module: str,
+        job: dict,
+        name: str,
+        store,
+        nproc: int,
+        device: str,
+        accelerators,
+        env: dict[str, str] | None = None,
+        extra: dict | None = None,
+    ) -> MaterializeResult:
         """Write the job file (training_jobs/ under the data root), run the trainer on `nproc`
         ranks, and return the checkpoint's materialization as rank 0 reported it (plus `extra`
         metadata)."""
@@ -156,18 +188,27 @@ class TrainingLauncher(ConfigurableResource):
         from dagster import PipesSubprocessClient
 
         env.setdefault("OMP_NUM_THREADS", str(max(1, step_threads() // nproc)))
-        with accelerators.lease(device, count=nproc) as lease, \
-                tempfile.TemporaryDirectory(prefix="torchrun-") as logs:
+        with (
+            accelerators.lease(device, count=nproc) as lease,
+            tempfile.TemporaryDirectory(prefix="torchrun-") as logs,
+        ):
             env.update(lease.env())  # the ranks see only the leased devices
-            context.log.info(f"training {module} on {nproc} rank(s)"
-                             + (f", devices {lease.indices}" if lease.indices else ""))
+            context.log.info(
+                f"training {module} on {nproc} rank(s)"
+                + (f", devices {lease.indices}" if lease.indices else "")
+            )
             try:
-                return PipesSubprocessClient(
-                        cwd=str(PROJECT_ROOT),
-                        message_reader=WholeLineTempFileMessageReader()).run(
-                    context=context, command=torchrun_command(module, job_file, nproc,
-                                                              log_dir=logs),
-                    env=env).get_materialize_result()
+                return (
+                    PipesSubprocessClient(
+                        cwd=str(PROJECT_ROOT), message_reader=WholeLineTempFileMessageReader()
+                    )
+                    .run(
+                        context=context,
+                        command=torchrun_command(module, job_file, nproc, log_dir=logs),
+                        env=env,
+                    )
+                    .get_materialize_result()
+                )
             except Exception as error:
                 errors = rank_errors(logs)
                 if not errors:
@@ -175,8 +216,11 @@ class TrainingLauncher(ConfigurableResource):
                 first = errors[0]
                 raise Failure(
                     description=f"rank {first['rank']} of {nproc} failed: {first['message']}",
-                    metadata={f"rank {e['rank']}": MetadataValue.text(e["traceback"] or e["message"])
-                              for e in errors}) from error
+                    metadata={
+                        f"rank {e['rank']}": MetadataValue.text(e["traceback"] or e["message"])
+                        for e in errors
+                    },
+                ) from error
 
     def pod_spec(self, nproc: int, data_root: str) -> dict:
         """The training pod: N x gpus_per_rank GPUs, the data root's volume, /dev/shm for the
@@ -188,22 +232,32 @@ class TrainingLauncher(ConfigurableResource):
             container["resources"] = {"limits": {"nvidia.com/gpu": gpus}}
         if self.data_volume_claim:
             container["volume_mounts"].append({"name": "data", "mount_path": data_root})
-            volumes.append({"name": "data", "persistent_volume_claim": {
-                "claim_name": self.data_volume_claim}})
+            volumes.append(
+                {"name": "data", "persistent_volume_claim": {"claim_name": self.data_volume_claim}}
+            )
         return {"containers": [container], "volumes": volumes}
 
-    def k8s_args(self, module: str, job_file: Path, nproc: int, env: dict[str, str],
-                 data_root: str) -> dict:
+    def k8s_args(
+        self, module: str, job_file: Path, nproc: int, env: dict[str, str], data_root: str
+    ) -> dict:
         """What PipesK8sClient.run gets (besides the context)."""
         if not self.image:
-            raise ValueError("TrainingLauncher.image must name the project's image when "
-                             "backend is k8s")
-        return {"image": self.image, "namespace": self.namespace,
-                "command": torchrun_command(module, job_file, nproc, python="python"),
-                "env": env, "base_pod_spec": self.pod_spec(nproc, data_root)}
+            raise ValueError(
+                "TrainingLauncher.image must name the project's image when backend is k8s"
+            )
+        return {
+            "image": self.image,
+            "namespace": self.namespace,
+            "command": torchrun_command(module, job_file, nproc, python="python"),
+            "env": env,
+            "base_pod_spec": self.pod_spec(nproc, data_root),
+        }
 
     def _k8s(self, context, module, job_file, nproc, env, data_root):
         from dagster_k8s import PipesK8sClient
 
-        return PipesK8sClient().run(context=context, **self.k8s_args(
-            module, job_file, nproc, env, data_root)).get_materialize_result()
+        return (
+            PipesK8sClient()
+            .run(context=context, **self.k8s_args(module, job_file, nproc, env, data_root))
+            .get_materialize_result()
+        )

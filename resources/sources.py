@@ -33,8 +33,11 @@ class ClipSource(ConfigurableResource):
     CSV / JSONL / Parquet manifest (path, optional alt_text, start, end). Videos are cut into
     `clip_seconds` clips, scaled to `size`x`size` at `fps`, `clips_per_shard` inputs a shard."""
 
-    source: Source = Field(default="embedded", description="embedded, or a folder of videos / "
-                           "a CSV, JSONL or Parquet manifest that exists")
+    source: Source = Field(
+        default="embedded",
+        description="embedded, or a folder of videos / "
+        "a CSV, JSONL or Parquet manifest that exists",
+    )
     clips_per_shard: int = Field(default=150, ge=1, description="clips (inputs) per shard")
     corpus_clips: int = Field(default=1200, ge=1, description="embedded corpus size")
     seed: int = Field(default=0, ge=0)
@@ -44,15 +47,24 @@ class ClipSource(ConfigurableResource):
     clip_seconds: float = Field(default=2.0, gt=0, le=3600)
     ffmpeg: OptionalExecutable = Field(default="", description="ffmpeg binary; empty = bundled")
     split: Literal["fixed", "shots"] = Field(
-        default="fixed", description="fixed: clip_seconds windows; shots: cut the videos at shot "
-        "changes first, so no clip spans a cut")
-    min_clip_seconds: float = Field(default=0.5, gt=0, le=3600,
-                                    description="shots: a shorter piece of a shot is dropped")
-    shot_threshold: float = Field(default=0.3, gt=0, lt=1, description="shots: ffmpeg's "
-                                  "scene-change score that starts a new shot")
+        default="fixed",
+        description="fixed: clip_seconds windows; shots: cut the videos at shot "
+        "changes first, so no clip spans a cut",
+    )
+    min_clip_seconds: float = Field(
+        default=0.5, gt=0, le=3600, description="shots: a shorter piece of a shot is dropped"
+    )
+    shot_threshold: float = Field(
+        default=0.3,
+        gt=0,
+        lt=1,
+        description="shots: ffmpeg's scene-change score that starts a new shot",
+    )
     paths_outside_manifest: bool = Field(
-        default=True, description="allow manifest rows whose paths lie outside the manifest's "
-        "folder (absolute paths, ../); off: such a row is a reject")
+        default=True,
+        description="allow manifest rows whose paths lie outside the manifest's "
+        "folder (absolute paths, ../); off: such a row is a reject",
+    )
 
     @property
     def embedded(self) -> bool:
@@ -68,10 +80,15 @@ class ClipSource(ConfigurableResource):
     def ingest_config(self):
         from model_code.shards import IngestConfig
 
-        return IngestConfig(clip_seconds=self.clip_seconds, size=self.size, fps=self.fps,
-                            ffmpeg=self.ffmpeg or None, split=self.split,
-                            min_clip_seconds=self.min_clip_seconds,
-                            shot_threshold=self.shot_threshold)
+        return IngestConfig(
+            clip_seconds=self.clip_seconds,
+            size=self.size,
+            fps=self.fps,
+            ffmpeg=self.ffmpeg or None,
+            split=self.split,
+            min_clip_seconds=self.min_clip_seconds,
+            shot_threshold=self.shot_threshold,
+        )
 
     def plan(self) -> dict[str, dict]:
         """Partition key -> what goes in that shard. Stable: adding videos appends partitions
@@ -80,7 +97,11 @@ class ClipSource(ConfigurableResource):
         if self.embedded:
             total = self.corpus_clips
             return {
-                f"embedded-{i // n:04d}": {"kind": "embedded", "start": i, "stop": min(i + n, total)}
+                f"embedded-{i // n:04d}": {
+                    "kind": "embedded",
+                    "start": i,
+                    "stop": min(i + n, total),
+                }
                 for i in range(0, total, n)
             }
         from model_code.shards import read_manifest

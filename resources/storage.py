@@ -17,11 +17,12 @@ NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=+-]*")
 def checked_name(name: str, what: str = "name", limit: int = 200) -> str:
     """`name` if it is one safe path component (letters, digits, _ . = + -; no leading dot, no
     '..', at most `limit` characters), else ValueError naming it."""
-    if (not isinstance(name, str) or not NAME.fullmatch(name) or ".." in name
-            or len(name) > limit):
-        raise ValueError(f"{what} {name!r} is not allowed in a path under the data root: use "
-                         "letters, digits and _ . = + - (not first: . = + -; no '..', no '/'), "
-                         f"up to {limit} characters")
+    if not isinstance(name, str) or not NAME.fullmatch(name) or ".." in name or len(name) > limit:
+        raise ValueError(
+            f"{what} {name!r} is not allowed in a path under the data root: use "
+            "letters, digits and _ . = + - (not first: . = + -; no '..', no '/'), "
+            f"up to {limit} characters"
+        )
     return name
 
 
@@ -37,7 +38,9 @@ class ArtifactStore(ConfigurableResource):
     def path(self, *parts: str) -> Path:
         """root/parts..., each part one or more '/'-separated safe names (checked_name): a
         path built from a partition key, a caption source or a version never leaves the root."""
-        names = [checked_name(n, "path name", limit=250) for part in parts for n in str(part).split("/")]
+        names = [
+            checked_name(n, "path name", limit=250) for part in parts for n in str(part).split("/")
+        ]
         return Path(self.root).resolve().joinpath(*names)
 
     def shard(self, partition: str) -> Path:
@@ -50,8 +53,11 @@ class ArtifactStore(ConfigurableResource):
         return self.path("checkpoints", name)
 
     def captions(self, captioner_version: str, partition: str) -> Path:
-        return self.path("captions", checked_name(captioner_version, "captioner version key"),
-                         checked_name(partition, "partition key") + ".parquet")
+        return self.path(
+            "captions",
+            checked_name(captioner_version, "captioner version key"),
+            checked_name(partition, "partition key") + ".parquet",
+        )
 
     def write_bytes(self, path: Path, data: bytes) -> Path:
         atomic_write_bytes(path, data)

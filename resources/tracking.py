@@ -19,8 +19,11 @@ class MlflowTracking(ConfigurableResource):
     `tracking_uri` empty means a local store under the data root; set it to any tracking
     server (`http://...`) to share runs."""
 
-    tracking_uri: TrackingUri = Field(default="", description="empty: sqlite under the data "
-                                      "root; else any MLflow URI (http://, postgresql://, ...)")
+    tracking_uri: TrackingUri = Field(
+        default="",
+        description="empty: sqlite under the data "
+        "root; else any MLflow URI (http://, postgresql://, ...)",
+    )
     experiment: NonEmpty = "vidistill"
     root: NonEmpty = "data"
 
@@ -53,11 +56,14 @@ class MlflowTracking(ConfigurableResource):
         ends in any other way ends its run): mark them KILLED, never leave them RUNNING."""
         quoted = name.replace("\\", "\\\\").replace("'", "\\'")
         for stale in client.search_runs(
-                [experiment], f"attributes.run_name = '{quoted}' and attributes.status = 'RUNNING'"):
+            [experiment], f"attributes.run_name = '{quoted}' and attributes.status = 'RUNNING'"
+        ):
             client.set_terminated(stale.info.run_id, "KILLED")
 
     @contextlib.contextmanager
-    def run(self, name: str, params: dict | None = None, tags: dict | None = None) -> Iterator[TrackedRun]:
+    def run(
+        self, name: str, params: dict | None = None, tags: dict | None = None
+    ) -> Iterator[TrackedRun]:
         """A run that ends FINISHED on success and FAILED on error."""
         client = self.client()
         experiment = self._experiment_id(client)

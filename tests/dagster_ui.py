@@ -34,14 +34,19 @@ def dagster_dev(env: dict[str, str]) -> Iterator[Callable[[str, dict], dict]]:
     port = free_port()
     server = subprocess.Popen(
         [*DAGSTER, "dev", "-m", "pipelines.definitions", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,  # dagster dev ignores SIGINT unless restored (STACK.md)
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+    )
     url = f"http://127.0.0.1:{port}"
 
     def gql(query: str, variables: dict) -> dict:
-        r = requests.post(f"{url}/graphql", json={"query": query, "variables": variables},
-                          timeout=30)
+        r = requests.post(
+            f"{url}/graphql", json={"query": query, "variables": variables}, timeout=30
+        )
         r.raise_for_status()
         return r.json()["data"]
 
@@ -64,8 +69,9 @@ def dagster_dev(env: dict[str, str]) -> Iterator[Callable[[str, dict], dict]]:
             os.killpg(server.pid, signal.SIGKILL)
 
 
-def backfill(gql, assets: list[str], run_config: dict | None = None,
-             timeout_s: float = 900) -> None:
+def backfill(
+    gql, assets: list[str], run_config: dict | None = None, timeout_s: float = 900
+) -> None:
     """Backfill every partition of `assets`, as the UI's Materialize -> all partitions does;
     wait for the daemon to finish it and assert that it succeeded."""
     from dagster_graphql.client.query import LAUNCH_PARTITION_BACKFILL_MUTATION
@@ -79,8 +85,13 @@ def backfill(gql, assets: list[str], run_config: dict | None = None,
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         status = gql(BACKFILL_STATUS, {"id": result["backfillId"]})["partitionBackfillOrError"]
-        if status["status"] in ("COMPLETED", "COMPLETED_SUCCESS", "FAILED", "COMPLETED_FAILED",
-                                "CANCELED"):
+        if status["status"] in (
+            "COMPLETED",
+            "COMPLETED_SUCCESS",
+            "FAILED",
+            "COMPLETED_FAILED",
+            "CANCELED",
+        ):
             break
         time.sleep(3)
     assert status["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), status

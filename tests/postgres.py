@@ -41,15 +41,31 @@ def postgres_server(
         subprocess.run([*as_user, *cmd], check=True, capture_output=True, text=True)
 
     run("initdb", "-D", str(data), "-U", user, "-A", "trust", "--no-sync")
-    run("pg_ctl", "-D", str(data), "-l", str(folder / "server.log"), "-w", "-o",
-        f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off "
-        "-c max_connections=200", "start")
+    run(
+        "pg_ctl",
+        "-D",
+        str(data),
+        "-l",
+        str(folder / "server.log"),
+        "-w",
+        "-o",
+        f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+        "start",
+    )
     try:
         for name in (db, *extra_dbs):
             run("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", user, name)
-        yield {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(port),
-               "DAGSTER_PG_USER": user, "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_DB": db}
+        yield {
+            "DAGSTER_PG_HOST": "127.0.0.1",
+            "DAGSTER_PG_PORT": str(port),
+            "DAGSTER_PG_USER": user,
+            "DAGSTER_PG_PASSWORD": "",
+            "DAGSTER_PG_DB": db,
+        }
     finally:
-        subprocess.run([*as_user, "pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop"],
-                       capture_output=True, check=False)
+        subprocess.run(
+            [*as_user, "pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop"],
+            capture_output=True,
+            check=False,
+        )
         shutil.rmtree(folder, ignore_errors=True)

@@ -25,11 +25,26 @@ def test_ablation_table_gives_mean_and_spread_over_seeds(tmp_path):
     resources = make_resources(str(tmp_path / "data"))
     store = resources["store"]
     for i, (source, seed, at, r1) in enumerate(PLANTED):
-        store.write_parquet(store.path("scores", f"{source}-{i}.parquet"), pd.DataFrame([{
-            "source": source, "seed": seed, "scored_at": at, "protocol": "embedded",
-            "t2v_R1": r1, "v2t_R1": r1 / 2}]))
-    summary = seed_summary(resources["catalog"].query("SELECT * FROM scores"),
-                           ["t2v_R1", "v2t_R1"], ["alt_text", "pseudo_captions", "ground_truth"])
+        store.write_parquet(
+            store.path("scores", f"{source}-{i}.parquet"),
+            pd.DataFrame(
+                [
+                    {
+                        "source": source,
+                        "seed": seed,
+                        "scored_at": at,
+                        "protocol": "embedded",
+                        "t2v_R1": r1,
+                        "v2t_R1": r1 / 2,
+                    }
+                ]
+            ),
+        )
+    summary = seed_summary(
+        resources["catalog"].query("SELECT * FROM scores"),
+        ["t2v_R1", "v2t_R1"],
+        ["alt_text", "pseudo_captions", "ground_truth"],
+    )
     rows = {r["source"]: r for r in summary.to_dict("records")}
     assert list(summary["source"]) == ["alt_text", "pseudo_captions", "ground_truth"]
     assert rows["alt_text"]["seeds"] == 3 and rows["alt_text"]["t2v_R1"] == 3.0

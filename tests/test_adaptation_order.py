@@ -19,16 +19,31 @@ from model_code.train_vlm import order_jobs, train
 from model_code.vlm import TinyVLMConfig, VideoVLM, build_tiny_image_vlm
 from pipelines.definitions import defs, make_resources
 
-TINY = TinyVLMConfig(vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=32,
-                     text_layers=1, text_heads=2, num_frames=4)
-STAGE = {"steps": 3, "batch_size": 4, "lr": 1e-2, "warmup_steps": 1, "log_every": 1,
-         "device": "cpu"}
+TINY = TinyVLMConfig(
+    vision_hidden=32,
+    vision_layers=1,
+    vision_heads=2,
+    text_hidden=32,
+    text_layers=1,
+    text_heads=2,
+    num_frames=4,
+)
+STAGE = {
+    "steps": 3,
+    "batch_size": 4,
+    "lr": 1e-2,
+    "warmup_steps": 1,
+    "log_every": 1,
+    "device": "cpu",
+}
 
 
 def _image_vlm(folder: Path, specs) -> Path:
     """A tiny untrained image VLM whose tokenizer knows the captions' and questions' words."""
-    records = [{"key": s.key, "caption": corpus.ground_truth_caption(s),
-                "attributes": s.attributes()} for s in specs]
+    records = [
+        {"key": s.key, "caption": corpus.ground_truth_caption(s), "attributes": s.attributes()}
+        for s in specs
+    ]
     vlm = build_tiny_image_vlm(instructions.pretraining_texts(records), TINY, seed=0)
     vlm.save_pretrained(folder)
     write_lineage(folder, kind="image_vlm")
@@ -42,19 +57,28 @@ def stage_data(tmp_path_factory):
     specs = corpus.split_specs("adapt", corpus.CorpusConfig(), 0, 12)
     data = root / "video_caption_data"
     shards.write_shard(data / "clips.tar", shards.embedded_clips(specs))
-    records = [{"key": s.key, "caption": corpus.ground_truth_caption(s),
-                "attributes": s.attributes()} for s in specs]
+    records = [
+        {"key": s.key, "caption": corpus.ground_truth_caption(s), "attributes": s.attributes()}
+        for s in specs
+    ]
     pd.DataFrame([{k: r[k] for k in ("key", "caption")} for r in records]).to_parquet(
-        data / "captions.parquet")
+        data / "captions.parquet"
+    )
     pd.DataFrame(instructions.make_instructions(records)).to_parquet(root / "instructions.parquet")
-    return {"base": _image_vlm(root / "image_vlm", specs), "caption_data": data,
-            "instructions": root / "instructions.parquet", "root": root}
+    return {
+        "base": _image_vlm(root / "image_vlm", specs),
+        "caption_data": data,
+        "instructions": root / "instructions.parquet",
+        "root": root,
+    }
 
 
 def _halves(folder) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     vlm = VideoVLM.from_pretrained(folder, device="cpu")
-    return ([p.detach().clone() for p in vlm.vision_parameters()],
-            [p.detach().clone() for p in vlm.language_parameters()])
+    return (
+        [p.detach().clone() for p in vlm.vision_parameters()],
+        [p.detach().clone() for p in vlm.language_parameters()],
+    )
 
 
 def _same(a, b) -> bool:
@@ -64,9 +88,16 @@ def _same(a, b) -> bool:
 @pytest.mark.parametrize("order", ["vision_then_language", "language_then_vision", "joint"])
 def test_each_order_trains_only_the_half_it_should_at_each_step(stage_data, order):
     out = stage_data["root"] / order
-    jobs = order_jobs(order, base=stage_data["base"], caption_data=stage_data["caption_data"],
-                      instructions=stage_data["instructions"], visual_config=STAGE,
-                      language_config=STAGE, out=out, parents={"image_vlm": "v0"})
+    jobs = order_jobs(
+        order,
+        base=stage_data["base"],
+        caption_data=stage_data["caption_data"],
+        instructions=stage_data["instructions"],
+        visual_config=STAGE,
+        language_config=STAGE,
+        out=out,
+        parents={"image_vlm": "v0"},
+    )
     start_vision, start_lm = _halves(stage_data["base"])
     if order == "joint":
         (job,) = jobs
@@ -90,8 +121,10 @@ def test_each_order_trains_only_the_half_it_should_at_each_step(stage_data, orde
         part = read_lineage(first["out"])
         assert Path(first["out"]).name == f"{order}.{trained}"
         assert json.loads((Path(first["out"]) / "part.json").read_text())["part"] == trained
-        assert read_lineage(out)["parents"] == {"image_vlm": "v0",
-                                                f"{order}.{trained}": part["version"]}
+        assert read_lineage(out)["parents"] == {
+            "image_vlm": "v0",
+            f"{order}.{trained}": part["version"],
+        }
     lineage = read_lineage(out)
     assert lineage["kind"] == order and lineage["data"]["order"] == order
     assert (out / "config.json").exists()  # a whole Hugging Face folder
@@ -104,14 +137,30 @@ def test_joint_uses_both_stages_settings_and_refuses_lora(stage_data):
     kwargs = {"base": "b", "caption_data": "c", "instructions": "i", "out": "o"}
     (job,) = order_jobs("joint", visual_config=visual, language_config=language, **kwargs)
     assert job["stage"] == "joint_adaptation"
-    assert {k: job["config"][k] for k in ("steps", "caption_steps", "batch_size",
-                                          "instruction_batch_size", "lr", "language_lr",
-                                          "warmup_steps")} == {
-        "steps": 12, "caption_steps": 5, "batch_size": 2, "instruction_batch_size": 6,
-        "lr": 2e-3, "language_lr": 3e-4, "warmup_steps": 4}
+    assert {
+        k: job["config"][k]
+        for k in (
+            "steps",
+            "caption_steps",
+            "batch_size",
+            "instruction_batch_size",
+            "lr",
+            "language_lr",
+            "warmup_steps",
+        )
+    } == {
+        "steps": 12,
+        "caption_steps": 5,
+        "batch_size": 2,
+        "instruction_batch_size": 6,
+        "lr": 2e-3,
+        "language_lr": 3e-4,
+        "warmup_steps": 4,
+    }
     with pytest.raises(ValueError, match="lora_rank=4"):
-        order_jobs("joint", visual_config=visual, language_config={**language, "lora_rank": 4},
-                   **kwargs)
+        order_jobs(
+            "joint", visual_config=visual, language_config={**language, "lora_rank": 4}, **kwargs
+        )
     with pytest.raises(ValueError, match="order must be one of"):
         order_jobs("backwards", visual_config=visual, language_config=language, **kwargs)
 
@@ -125,26 +174,46 @@ def test_adaptation_order_materializes_three_rows(tmp_path):
     specs = corpus.split_specs("adapt", corpus.CorpusConfig(), 0, 12)
     image_vlm = _image_vlm(tmp_path / "pretrained", specs)
     with instance_for_test() as instance:
+
         def run(names, ops=None):
-            result = materialize(assets, selection=names, instance=instance,
-                                 resources=resources, run_config={"ops": ops or {}})
+            result = materialize(
+                assets,
+                selection=names,
+                instance=instance,
+                resources=resources,
+                run_config={"ops": ops or {}},
+            )
             assert result.success
             return result
 
-        run(["image_vlm", "video_caption_data", "instruction_data", "retrieval_benchmark"],
-            {"image_vlm": {"config": {"pretrained_path": str(image_vlm)}},
-             "video_caption_data": {"config": {"clips": 12}},
-             "retrieval_benchmark": {"config": {"clips": 10}}})
+        run(
+            ["image_vlm", "video_caption_data", "instruction_data", "retrieval_benchmark"],
+            {
+                "image_vlm": {"config": {"pretrained_path": str(image_vlm)}},
+                "video_caption_data": {"config": {"clips": 12}},
+                "retrieval_benchmark": {"config": {"clips": 10}},
+            },
+        )
         # the two stages as their assets would launch them, run here (a torchrun start less
         # each); video_vlm composes them
         store = resources["store"]
-        stage = {"config": {**FEW, "device": "cpu"}, "base": str(store.checkpoint("image_vlm")),
-                 "caption_data": str(store.path("video_caption_data")),
-                 "instructions": str(store.path("instruction_data", "instructions.parquet"))}
-        train({**stage, "stage": "adapted_encoder", "out": str(store.checkpoint(
-            "adapted_encoder"))})
-        train({**stage, "stage": "instruction_tuned_lm", "out": str(store.checkpoint(
-            "instruction_tuned_lm")), "encoder": str(store.checkpoint("adapted_encoder"))})
+        stage = {
+            "config": {**FEW, "device": "cpu"},
+            "base": str(store.checkpoint("image_vlm")),
+            "caption_data": str(store.path("video_caption_data")),
+            "instructions": str(store.path("instruction_data", "instructions.parquet")),
+        }
+        train(
+            {**stage, "stage": "adapted_encoder", "out": str(store.checkpoint("adapted_encoder"))}
+        )
+        train(
+            {
+                **stage,
+                "stage": "instruction_tuned_lm",
+                "out": str(store.checkpoint("instruction_tuned_lm")),
+                "encoder": str(store.checkpoint("adapted_encoder")),
+            }
+        )
         run(["video_vlm"])
         t0 = time.perf_counter()
         result = run(["adaptation_order"])
@@ -154,23 +223,38 @@ def test_adaptation_order_materializes_three_rows(tmp_path):
     rows = json.loads(store.path("adaptation_order.json").read_text())
     assert [r["order"] for r in rows] == ["vision_then_language", "language_then_vision", "joint"]
     for r in rows:
-        assert {"CIDEr", "BLEU-4", "motion_acc", "qa_exact", "qa_soft",
-                "qa_direction_exact", "qa_counting_soft"} <= set(r)
+        assert {
+            "CIDEr",
+            "BLEU-4",
+            "motion_acc",
+            "qa_exact",
+            "qa_soft",
+            "qa_direction_exact",
+            "qa_counting_soft",
+        } <= set(r)
     table = store.path("adaptation_order.md").read_text()
     assert "| joint |" in table and "Video QA by question type" in table
     assert "joint" in materialization.metadata["comparison"].value
     settings = read_lineage(store.checkpoint("adapted_encoder"))["training_config"]
-    for order, stage in (("language_then_vision", "adapted_encoder"),
-                         ("joint", "joint_adaptation")):
+    for order, stage in (
+        ("language_then_vision", "adapted_encoder"),
+        ("joint", "joint_adaptation"),
+    ):
         lineage = read_lineage(store.checkpoint(f"adaptation_order/{order}"))
         assert lineage["data"]["order"] == order
-        assert lineage["parents"]["image_vlm"] == read_lineage(
-            store.checkpoint("image_vlm"))["version"]
+        assert (
+            lineage["parents"]["image_vlm"]
+            == read_lineage(store.checkpoint("image_vlm"))["version"]
+        )
         config = lineage["training_config"]
         assert config["seed"] == settings["seed"] and config["batch_size"] == FEW["batch_size"]
-        assert config["steps"] == (FEW["steps"] if stage == "adapted_encoder"
-                                   else 2 * FEW["steps"])
-    tracked = resources["tracking"].client().search_runs(
-        [resources["tracking"].client().get_experiment_by_name("vidistill").experiment_id],
-        "attributes.run_name = 'adaptation_order'")
+        assert config["steps"] == (FEW["steps"] if stage == "adapted_encoder" else 2 * FEW["steps"])
+    tracked = (
+        resources["tracking"]
+        .client()
+        .search_runs(
+            [resources["tracking"].client().get_experiment_by_name("vidistill").experiment_id],
+            "attributes.run_name = 'adaptation_order'",
+        )
+    )
     assert tracked and "joint.qa_exact" in tracked[0].data.metrics

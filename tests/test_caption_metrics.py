@@ -43,24 +43,38 @@ def test_cider_ranks_identical_above_partial_above_unrelated():
 
 @pytest.mark.parametrize(
     "caption",
-    ["", "   ", "a a red circle", "moves left moves left", "a red circle moves left moves left",
-     "red red red red blue red red"],
+    [
+        "",
+        "   ",
+        "a a red circle",
+        "moves left moves left",
+        "a red circle moves left moves left",
+        "red red red red blue red red",
+    ],
 )
 def test_is_degenerate_flags_planted_failures(caption):
     assert is_degenerate(caption)
 
 
-@pytest.mark.parametrize("caption", REFS + ["a red circle moves left, then a blue square moves left"])
+@pytest.mark.parametrize(
+    "caption", REFS + ["a red circle moves left, then a blue square moves left"]
+)
 def test_is_degenerate_passes_real_captions(caption):
     assert not is_degenerate(caption)
 
 
 def test_attribute_accuracy_hand_checked():
-    one = {"objects": [{"colour": "red", "shape": "circle", "motion": "moves left"}],
-           "ordered": False}
-    two = {"objects": [{"colour": "blue", "shape": "square", "motion": "grows"},
-                       {"colour": "green", "shape": "triangle", "motion": "moves up"}],
-           "ordered": True}
+    one = {
+        "objects": [{"colour": "red", "shape": "circle", "motion": "moves left"}],
+        "ordered": False,
+    }
+    two = {
+        "objects": [
+            {"colour": "blue", "shape": "square", "motion": "grows"},
+            {"colour": "green", "shape": "triangle", "motion": "moves up"},
+        ],
+        "ordered": True,
+    }
     captions = [
         "a red circle moves left",  # all right
         "a red square moves right",  # colour only

@@ -35,9 +35,12 @@ def test_ground_truth_caption_matches_rendered_motion():
         caption = corpus.ground_truth_caption(spec)
         assert caption == f"a {obj.colour} {obj.shape} {obj.motion}"
         expected = {
-            "moves left": x1 < x0 - 5, "moves right": x1 > x0 + 5,
-            "moves up": y1 < y0 - 5, "moves down": y1 > y0 + 5,
-            "grows": a1 > 1.5 * a0, "shrinks": a1 < a0 / 1.5,
+            "moves left": x1 < x0 - 5,
+            "moves right": x1 > x0 + 5,
+            "moves up": y1 < y0 - 5,
+            "moves down": y1 > y0 + 5,
+            "grows": a1 > 1.5 * a0,
+            "shrinks": a1 < a0 / 1.5,
             "stays still": abs(x1 - x0) < 1 and abs(y1 - y0) < 1 and a0 == a1,
         }[obj.motion]
         assert expected, (spec.key, obj.motion, (x0, y0, a0), (x1, y1, a1))
@@ -47,14 +50,21 @@ def test_ground_truth_caption_matches_rendered_motion():
 
 def test_ordered_clip_moves_first_object_then_second():
     spec = corpus.ClipSpec(
-        key="t", split="corpus", seed=3,
-        objects=(ShapeObject("red", "square", "moves right"), ShapeObject("blue", "circle", "grows")),
+        key="t",
+        split="corpus",
+        seed=3,
+        objects=(
+            ShapeObject("red", "square", "moves right"),
+            ShapeObject("blue", "circle", "grows"),
+        ),
     )
     frames = render_clip(spec)
     n = spec.frames
     red = [_centroid(f, "red")[0] for f in frames]
     blue = [_centroid(f, "blue")[2] for f in frames]
-    assert red[n // 2 - 1] > red[0] + 5 and abs(red[-1] - red[n // 2]) < 1  # (may touch the other object)
+    assert (
+        red[n // 2 - 1] > red[0] + 5 and abs(red[-1] - red[n // 2]) < 1
+    )  # (may touch the other object)
     assert blue[n // 2] == blue[0] and blue[-1] > blue[n // 2]
     assert corpus.ground_truth_caption(spec) == "a red square moves right, then a blue circle grows"
 

@@ -24,10 +24,15 @@ QUICK = {"steps": 2, "text_steps": 2, "image_examples": 8, "batch_size": 4}
 
 
 def _launch(gql, config: dict) -> str:
-    params = {"selector": {"repositoryLocationName": "pipelines.definitions",
-                           "repositoryName": "__repository__", "pipelineName": "__ASSET_JOB",
-                           "assetSelection": [{"path": ["image_vlm"]}]},
-              "runConfigData": {"ops": {"image_vlm": {"config": config}}}}
+    params = {
+        "selector": {
+            "repositoryLocationName": "pipelines.definitions",
+            "repositoryName": "__repository__",
+            "pipelineName": "__ASSET_JOB",
+            "assetSelection": [{"path": ["image_vlm"]}],
+        },
+        "runConfigData": {"ops": {"image_vlm": {"config": config}}},
+    }
     result = gql(LAUNCH, {"params": params})["launchPipelineExecution"]
     assert result["__typename"] == "LaunchRunSuccess", result
     return result["run"]["runId"]
@@ -51,10 +56,15 @@ def test_a_killed_run_frees_its_gpu_slot_and_the_next_run_succeeds(tmp_path, mon
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(home), "VIDISTILL_DATA_ROOT": str(data)}
-    subprocess.run([*DAGSTER, "instance", "concurrency", "set", "gpu", "1"], env=env,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*DAGSTER, "instance", "concurrency", "set", "gpu", "1"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     with DagsterInstance.get() as instance, dagster_dev(env) as gql:
+
         def status(run_id: str):
             return instance.get_run_by_id(run_id).status
 
@@ -65,15 +75,24 @@ def test_a_killed_run_frees_its_gpu_slot_and_the_next_run_succeeds(tmp_path, mon
         _wait("the first run to hold the gpu slot", lambda: doomed in gpu().active_run_ids)
         pid = _wait("its run worker", lambda: executing_pid(instance, doomed))
         os.kill(pid, signal.SIGKILL)
-        _wait("run monitoring to end the killed run",
-              lambda: status(doomed) in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED))
+        _wait(
+            "run monitoring to end the killed run",
+            lambda: status(doomed) in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED),
+        )
         _wait("the gpu slot to be free again", lambda: not gpu().active_run_ids, timeout_s=120)
         assert instance.get_latest_materialization_event(AssetKey("image_vlm")) is None
         assert not (data / "checkpoints" / "image_vlm").exists()  # nothing half-published
 
         after = _launch(gql, QUICK)
-        final = _wait("the next run to finish", lambda: status(after) if status(after) in (
-            DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE) else None, timeout_s=300)
+        final = _wait(
+            "the next run to finish",
+            lambda: (
+                status(after)
+                if status(after) in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE)
+                else None
+            ),
+            timeout_s=300,
+        )
         assert final == DagsterRunStatus.SUCCESS
     assert (data / "checkpoints" / "image_vlm" / "lineage.json").exists()
 
@@ -86,14 +105,32 @@ def test_a_killed_cli_run_is_ended_and_its_slot_freed_by_one_command(tmp_path, m
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(home), "VIDISTILL_DATA_ROOT": str(tmp_path / "data")}
-    subprocess.run([*DAGSTER, "instance", "concurrency", "set", "gpu", "1"], env=env,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*DAGSTER, "instance", "concurrency", "set", "gpu", "1"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     cli = subprocess.Popen(
-        [*DAGSTER, "asset", "materialize", "-m", "pipelines.definitions", "--select", "image_vlm",
-         "--config-json", json.dumps({"ops": {"image_vlm": {"config": SLOW}}})],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            *DAGSTER,
+            "asset",
+            "materialize",
+            "-m",
+            "pipelines.definitions",
+            "--select",
+            "image_vlm",
+            "--config-json",
+            json.dumps({"ops": {"image_vlm": {"config": SLOW}}}),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     with DagsterInstance.get() as instance:
+
         def gpu():
             return instance.event_log_storage.get_concurrency_info("gpu")
 
@@ -107,11 +144,13 @@ def test_a_killed_cli_run_is_ended_and_its_slot_freed_by_one_command(tmp_path, m
         assert gpu().active_run_ids == {run_id}  # stuck: no monitor watches a foreground run
 
         free = [sys.executable, "-m", "pipelines.free_dead_runs"]
-        listed = subprocess.run([*free, "--dry-run"], cwd=ROOT, env=env, check=True,
-                                capture_output=True, text=True).stdout
+        listed = subprocess.run(
+            [*free, "--dry-run"], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+        ).stdout
         assert run_id in listed and gpu().active_run_ids == {run_id}
-        ended = subprocess.run(free, cwd=ROOT, env=env, check=True, capture_output=True,
-                               text=True).stdout
+        ended = subprocess.run(
+            free, cwd=ROOT, env=env, check=True, capture_output=True, text=True
+        ).stdout
         assert run_id in ended
         assert instance.get_run_by_id(run_id).status == DagsterRunStatus.FAILURE
         assert not gpu().active_run_ids

@@ -18,9 +18,13 @@ time.sleep(600)
 
 def _holder(lock_dir, count: int = 1, timeout_s: float = 30) -> tuple[subprocess.Popen, str]:
     """A process that leases `count` of 2 simulated devices and holds them; its first line."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(lock_dir), str(count),
-                             str(timeout_s)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=os.getcwd())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(lock_dir), str(count), str(timeout_s)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=os.getcwd(),
+    )
     return proc, proc.stdout.readline().strip()
 
 

@@ -10,9 +10,11 @@ def test_the_configuration_reference_is_generated_from_the_code():
     from pipelines.config_reference import reference
 
     committed = (ROOT / "docs" / "configuration.md").read_text()
-    assert committed == reference(), ("docs/configuration.md is out of date: run "
-                                      ".venv/bin/python -m pipelines.config_reference > "
-                                      "docs/configuration.md")
+    assert committed == reference(), (
+        "docs/configuration.md is out of date: run "
+        ".venv/bin/python -m pipelines.config_reference > "
+        "docs/configuration.md"
+    )
 
 
 def test_readme_and_docs_link_only_to_files_in_the_repository():

@@ -130,8 +130,9 @@ def test_siglip_towers_learn_the_sigmoid_bias_and_infonce_leaves_it(tmp_path):
         assert isinstance(model.vision_model, SiglipVisionModel)
         assert isinstance(model.text_model, SiglipTextModel)
         bias = model.logit_bias.item()
-        cfg = DualEncoderTrainConfig(steps=3, batch_size=4, warmup_steps=1, lr=1e-2, loss=loss,
-                                     log_every=1)
+        cfg = DualEncoderTrainConfig(
+            steps=3, batch_size=4, warmup_steps=1, lr=1e-2, loss=loss, log_every=1
+        )
         train_dual_encoder(model, pairs, cfg)
         assert (model.logit_bias.item() != bias) == (loss == "sigmoid"), loss
         model.save_pretrained(tmp_path / loss)
@@ -234,8 +235,7 @@ def test_streaming_pairs_flow_from_the_first_clip(tmp_path, monkeypatch):
     shard, captions = _captioned_shard(tmp_path, 24)
     decoded = []
     real = shards.decode_members
-    monkeypatch.setattr(shards, "decode_members",
-                        lambda *a: decoded.append(a[1]) or real(*a))
+    monkeypatch.setattr(shards, "decode_members", lambda *a: decoded.append(a[1]) or real(*a))
     stream = iter(ShardPairs([str(shard)], captions, num_frames=2))
     next(stream)
     assert len(decoded) == 1  # no buffer of decoded frames to fill before the first pair
@@ -273,8 +273,11 @@ def test_streaming_pairs_through_three_dataloader_workers_are_reproducible(tmp_p
     shard, captions = _captioned_shard(tmp_path, 10)
 
     def first_pairs(seed: int) -> list[str]:
-        loader = DataLoader(ShardPairs([str(shard)], captions, num_frames=2, seed=seed),
-                            batch_size=None, num_workers=3)
+        loader = DataLoader(
+            ShardPairs([str(shard)], captions, num_frames=2, seed=seed),
+            batch_size=None,
+            num_workers=3,
+        )
         return [caption for _, caption in itertools.islice(loader, 12)]
 
     first = first_pairs(seed=1)
@@ -307,8 +310,12 @@ def test_a_clip_with_several_captions_is_shown_with_each_over_the_passes(tmp_pat
     assert len(ClipCaptions(frames, [captions[k] for k in keys])) == len(keys)  # a clip a visit
 
     def streamed(seed: int) -> list[str]:
-        return [c for _, c in itertools.islice(
-            iter(ShardPairs([str(shard)], captions, num_frames=2, seed=seed)), 4 * 12)]
+        return [
+            c
+            for _, c in itertools.islice(
+                iter(ShardPairs([str(shard)], captions, num_frames=2, seed=seed)), 4 * 12
+            )
+        ]
 
     pairs = streamed(seed=1)
     assert set(pairs) == {c for cs in captions.values() for c in cs}
@@ -328,16 +335,39 @@ def test_the_cli_writes_a_checkpoint_with_its_lineage(tmp_path):
 
     specs = corpus.split_specs("corpus", corpus.CorpusConfig(), 0, 8)
     shards.write_shard(tmp_path / "p0.tar", shards.embedded_clips(specs))
-    pd.DataFrame({"key": [s.key for s in specs],
-                  "caption": [corpus.ground_truth_caption(s) for s in specs]}).to_parquet(
-        tmp_path / "pairs.parquet")
+    pd.DataFrame(
+        {"key": [s.key for s in specs], "caption": [corpus.ground_truth_caption(s) for s in specs]}
+    ).to_parquet(tmp_path / "pairs.parquet")
     out = tmp_path / "de"
     done = subprocess.run(
-        [sys.executable, "-m", "model_code.train_dual_encoder", "--pairs",
-         str(tmp_path / "pairs.parquet"), "--shards", str(tmp_path / "p0.tar"), "--out", str(out),
-         "--steps", "2", "--batch-size", "4", "--log-every", "1", "--seed", "3", "--device", "cpu"],
-        cwd=Path(__file__).resolve().parents[1], env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True, text=True, timeout=300, check=False)
+        [
+            sys.executable,
+            "-m",
+            "model_code.train_dual_encoder",
+            "--pairs",
+            str(tmp_path / "pairs.parquet"),
+            "--shards",
+            str(tmp_path / "p0.tar"),
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--log-every",
+            "1",
+            "--seed",
+            "3",
+            "--device",
+            "cpu",
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     lineage = json.loads((out / "lineage.json").read_text())
     assert lineage["kind"] == "dual_encoder"
@@ -345,5 +375,7 @@ def test_the_cli_writes_a_checkpoint_with_its_lineage(tmp_path):
     assert lineage["parents"] == {"pairs": str(tmp_path / "pairs.parquet")}
     assert lineage["data"]["pairs"] == 8 and lineage["data"]["clips"] == 8
     assert lineage["metrics"]["steps"] == 2
-    assert DualEncoder.from_pretrained(out).config.num_frames == lineage["training_config"][
-        "num_frames"]
+    assert (
+        DualEncoder.from_pretrained(out).config.num_frames
+        == lineage["training_config"]["num_frames"]
+    )

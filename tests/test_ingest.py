@@ -10,8 +10,9 @@ from model_code import shards, video
 
 
 def _ffmpeg(*args: str) -> None:
-    subprocess.run([video.ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-y", *args],
-                   check=True)
+    subprocess.run(
+        [video.ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-y", *args], check=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -21,27 +22,80 @@ def mixed_folder(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     d = tmp_path_factory.mktemp("mixed")
     src = "testsrc2=size=96x72:rate=10:duration=3"
     _ffmpeg("-f", "lavfi", "-i", src, "-c:v", "libx264", "-pix_fmt", "yuv420p", str(d / "a.mp4"))
-    _ffmpeg("-f", "lavfi", "-i", src, "-c:v", "libvpx-vp9", "-b:v", "200k", "-deadline", "realtime",
-            str(d / "b.webm"))
+    _ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        src,
+        "-c:v",
+        "libvpx-vp9",
+        "-b:v",
+        "200k",
+        "-deadline",
+        "realtime",
+        str(d / "b.webm"),
+    )
     _ffmpeg("-f", "lavfi", "-i", src, "-c:v", "mpeg4", str(d / "c.avi"))
     _ffmpeg("-f", "lavfi", "-i", src, "-c:v", "libx264", "-pix_fmt", "yuv420p", str(d / "d.mkv"))
-    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=33x17:rate=8:duration=2", "-c:v", "mpeg4",
-            str(d / "odd size.avi"))
-    _ffmpeg("-f", "lavfi", "-i", src, "-c:v", "libx264", "-pix_fmt", "yuv420p",
-            str(d / "vidéo été 1.mp4"))
+    _ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=33x17:rate=8:duration=2",
+        "-c:v",
+        "mpeg4",
+        str(d / "odd size.avi"),
+    )
+    _ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        src,
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        str(d / "vidéo été 1.mp4"),
+    )
     (d / "zero.mp4").write_bytes(b"")
     (d / "truncated.mp4").write_bytes((d / "a.mp4").read_bytes()[:3000])
     (d / "random.mp4").write_bytes(np.random.default_rng(1).bytes(20000))
-    _ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=2", "-c:a", "aac",
-            str(d / "audio_only.mp4"))
+    _ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:duration=2",
+        "-c:a",
+        "aac",
+        str(d / "audio_only.mp4"),
+    )
     (d / "notes.mp4").write_text("this is a text file, not a video\n")
-    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x64:rate=10:duration=0.1", "-frames:v", "1",
-            "-c:v", "libx264", "-pix_fmt", "yuv420p", str(d / "one_frame.mp4"))
+    _ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=64x64:rate=10:duration=0.1",
+        "-frames:v",
+        "1",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        str(d / "one_frame.mp4"),
+    )
     expected = {
-        "a.mp4": "clips", "b.webm": "clips", "c.avi": "clips", "d.mkv": "clips",
-        "odd size.avi": "clips", "vidéo été 1.mp4": "clips",
-        "zero.mp4": "empty", "truncated.mp4": "", "random.mp4": "",
-        "audio_only.mp4": "no video stream", "notes.mp4": "", "one_frame.mp4": "too short",
+        "a.mp4": "clips",
+        "b.webm": "clips",
+        "c.avi": "clips",
+        "d.mkv": "clips",
+        "odd size.avi": "clips",
+        "vidéo été 1.mp4": "clips",
+        "zero.mp4": "empty",
+        "truncated.mp4": "",
+        "random.mp4": "",
+        "audio_only.mp4": "no video stream",
+        "notes.mp4": "",
+        "one_frame.mp4": "too short",
         "missing.mp4": "missing",
     }
     return d, expected
@@ -83,7 +137,9 @@ def test_folder_source_finds_videos_in_name_order(mixed_folder):
 
 def test_manifest_csv_paths_are_relative_to_the_manifest(mixed_folder, tmp_path):
     folder, _ = mixed_folder
-    pd.DataFrame({"path": ["a.mp4"], "start": [0.5], "end": [2.5]}).to_csv(folder / "m.csv", index=False)
+    pd.DataFrame({"path": ["a.mp4"], "start": [0.5], "end": [2.5]}).to_csv(
+        folder / "m.csv", index=False
+    )
     (source,) = shards.read_manifest(folder / "m.csv")
     assert source.path == str(folder / "a.mp4") and (source.start, source.end) == (0.5, 2.5)
     clips, rejects = shards.ingest_source(source, shards.IngestConfig(clip_seconds=1.0))
@@ -121,7 +177,9 @@ def test_one_pass_ingest_cuts_todays_windows_with_the_frames_at_their_times(tmp_
     assert expected == [(0.6, 2.6), (2.6, 4.6), (4.6, 6.5)]
     for clip in clips:
         frames = video.decode_frames(clip.mp4)
-        assert len(frames) == clip.meta["frames"] == round((clip.meta["end"] - clip.meta["start"]) * 8)
+        assert (
+            len(frames) == clip.meta["frames"] == round((clip.meta["end"] - clip.meta["start"]) * 8)
+        )
         for k, frame in enumerate(frames):
             t = clip.meta["start"] + k / 8
             # the source frame on screen at t (to half an output frame), as ffmpeg's fps filter
@@ -133,9 +191,26 @@ def test_ingest_of_a_long_720p_video_holds_a_few_windows_not_the_video(tmp_path)
     import sys
 
     src = tmp_path / "long.mp4"
-    subprocess.run([video.ffmpeg_binary(), "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                    "testsrc2=size=1280x720:rate=10:duration=60", "-c:v", "libx264", "-preset",
-                    "ultrafast", "-pix_fmt", "yuv420p", str(src)], check=True)
+    subprocess.run(
+        [
+            video.ffmpeg_binary(),
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=10:duration=60",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            str(src),
+        ],
+        check=True,
+    )
     script = (
         "import sys\n"
         "from model_code import shards\n"
@@ -144,8 +219,9 @@ def test_ingest_of_a_long_720p_video_holds_a_few_windows_not_the_video(tmp_path)
         "assert len(clips) == 30 and not rejects, (len(clips), rejects)\n"
         "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])\n"
     )
-    out = subprocess.run([sys.executable, "-c", script, str(src)], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(src)], capture_output=True, text=True, check=True
+    )
     peak_mib = int(out.stdout.split()[-1]) // 1024  # VmHWM: this process's own peak, in kB
     # 600 frames of 1280x720 RGB would be 1.6 GiB; a few 64x64 windows are nothing
     assert peak_mib < 400, peak_mib

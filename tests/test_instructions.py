@@ -38,8 +38,11 @@ def test_every_question_type_is_made_for_a_two_object_clip():
 @pytest.mark.parametrize("seed", range(12))
 def test_answers_are_correct_for_known_attributes(seed):
     rows = _by_type(make_instructions([TWO], seed=seed))
-    assert rows["short_caption"] == {**rows["short_caption"], "prompt": CAPTION_PROMPT,
-                                     "answer": TWO["caption"]}
+    assert rows["short_caption"] == {
+        **rows["short_caption"],
+        "prompt": CAPTION_PROMPT,
+        "answer": TWO["caption"],
+    }
     assert rows["detailed_description"]["answer"] == (
         "there are two shapes . first a red circle moves to the left . "
         "after that a blue square gets bigger ."
@@ -52,18 +55,25 @@ def test_answers_are_correct_for_known_attributes(seed):
     expected_size = "neither , it keeps its size" if "red circle" in size["prompt"] else "bigger"
     assert size["answer"] == expected_size
     counting = rows["counting"]
-    assert counting["answer"] == {"how many shapes are there ?": "two",
-                                  "how many shapes move ?": "two"}[counting["prompt"]]
+    assert (
+        counting["answer"]
+        == {"how many shapes are there ?": "two", "how many shapes move ?": "two"}[
+            counting["prompt"]
+        ]
+    )
     verification = rows["verification"]
     truth = {"red circle": "move left", "blue square": "grow"}
     named = next(n for n in truth if n in verification["prompt"])
     claimed = verification["prompt"].split(named)[1].strip(" ?")
     assert verification["answer"] == ("yes" if claimed == truth[named] else "no")
     order = rows["temporal_order"]
-    assert order["answer"] == {
-        "what happens first ?": "a red circle moves left",
-        "what happens after the red circle move left ?": "a blue square grows",
-    }[order["prompt"]]
+    assert (
+        order["answer"]
+        == {
+            "what happens first ?": "a red circle moves left",
+            "what happens after the red circle move left ?": "a blue square grows",
+        }[order["prompt"]]
+    )
 
 
 def test_verification_asks_both_true_and_false_claims():
@@ -74,8 +84,10 @@ def test_verification_asks_both_true_and_false_claims():
 
 def test_caption_text_alone_gives_the_same_rows_as_attributes():
     specs = split_specs("adapt", CorpusConfig(), 0, 30)
-    with_attrs = [{"key": s.key, "caption": ground_truth_caption(s), "attributes": s.attributes()}
-                  for s in specs]
+    with_attrs = [
+        {"key": s.key, "caption": ground_truth_caption(s), "attributes": s.attributes()}
+        for s in specs
+    ]
     text_only = [{"key": r["key"], "caption": r["caption"]} for r in with_attrs]
     assert make_instructions(text_only, seed=3) == make_instructions(with_attrs, seed=3)
 
@@ -85,7 +97,8 @@ def test_caption_outside_the_grammar_yields_only_a_short_caption():
     assert [r["type"] for r in rows] == ["short_caption"]
     assert parse_caption("a dog runs across a field") is None
     assert parse_caption("a red circle stays still") == [
-        {"colour": "red", "shape": "circle", "motion": "stays still"}]
+        {"colour": "red", "shape": "circle", "motion": "stays still"}
+    ]
 
 
 def test_one_object_clip_skips_temporal_order():
@@ -111,10 +124,19 @@ def test_instructions_with_a_tiny_local_llm(tmp_path):
 
     tokenizer = build_word_tokenizer(["video description question answer a red circle moves"])
     torch.manual_seed(0)  # a random LM: seeded so what it writes is the same every run
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id))
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    )
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     records = [{"key": f"k{i}", "caption": "a red circle moves left"} for i in range(3)]

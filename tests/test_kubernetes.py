@@ -25,18 +25,30 @@ def _run_worker_job(job_name: str, values: dict):
     launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
     image = f"{deployment['image']['repository']}:{deployment['image']['tag']}"
     config = DagsterK8sJobConfig(
-        job_image=image, dagster_home=values["dagsterHome"],
-        image_pull_policy=deployment["image"]["pullPolicy"], env_vars=launcher["envVars"],
-        volumes=launcher["volumes"], volume_mounts=launcher["volumeMounts"])
-    run_tags = {k: v if isinstance(v, str) else json.dumps(v)
-                for k, v in defs.get_job_def(job_name).tags.items()}  # as a run stores them
+        job_image=image,
+        dagster_home=values["dagsterHome"],
+        image_pull_policy=deployment["image"]["pullPolicy"],
+        env_vars=launcher["envVars"],
+        volumes=launcher["volumes"],
+        volume_mounts=launcher["volumeMounts"],
+    )
+    run_tags = {
+        k: v if isinstance(v, str) else json.dumps(v)
+        for k, v in defs.get_job_def(job_name).tags.items()
+    }  # as a run stores them
     user_config = get_user_defined_k8s_config(run_tags)
     return image, construct_dagster_k8s_job(
-        job_config=config, args=["dagster", "api", "execute_run", "{}"], job_name="run-1",
-        user_defined_k8s_config=user_config, component="run_worker")
+        job_config=config,
+        args=["dagster", "api", "execute_run", "{}"],
+        job_name="run-1",
+        user_defined_k8s_config=user_config,
+        component="run_worker",
+    )
 
 
-@pytest.mark.parametrize("job_name", ["shard_and_caption", "train_dual_encoder", "video_adaptation"])
+@pytest.mark.parametrize(
+    "job_name", ["shard_and_caption", "train_dual_encoder", "video_adaptation"]
+)
 def test_gpu_jobs_render_to_kubernetes_jobs_with_image_gpu_env_and_data(job_name):
     values = yaml.safe_load((ROOT / "deploy" / "helm" / "values.yaml").read_text())
     image, job = _run_worker_job(job_name, values)
@@ -54,8 +66,11 @@ def test_gpu_counts_come_from_the_environment(monkeypatch):
     from pipelines.jobs import gpu_count, gpu_request
 
     monkeypatch.setenv("VIDISTILL_TRAIN_GPUS", "4")
-    assert gpu_request(gpu_count("VIDISTILL_TRAIN_GPUS")) == {"dagster-k8s/config": {
-        "container_config": {"resources": {"limits": {"nvidia.com/gpu": "4"}}}}}
+    assert gpu_request(gpu_count("VIDISTILL_TRAIN_GPUS")) == {
+        "dagster-k8s/config": {
+            "container_config": {"resources": {"limits": {"nvidia.com/gpu": "4"}}}
+        }
+    }
     assert gpu_request(0) == {}
     monkeypatch.setenv("VIDISTILL_TRAIN_GPUS", "two")
     with pytest.raises(ValueError, match=r"\$VIDISTILL_TRAIN_GPUS must be a whole number"):
@@ -79,7 +94,8 @@ def test_the_code_location_loads_whole():
 
     Definitions.validate_loadable(defs)
     assert {"shard_and_caption", "train_dual_encoder", "video_adaptation"} <= set(
-        defs.get_repository_def().job_names)
+        defs.get_repository_def().job_names
+    )
     adaptation = defs.get_job_def("video_adaptation").asset_layer.executable_asset_keys
     names = {key.to_user_string() for key in adaptation}
     assert {"image_vlm", "adapted_encoder", "instruction_tuned_lm", "video_vlm"} <= names
@@ -99,15 +115,25 @@ def test_training_pods_are_chosen_by_configuration_and_request_a_gpu_per_rank(mo
     launcher = make_resources("/data")["launcher"]
     assert launcher.backend == "k8s"
     job_file = Path("/data/training_jobs/dual_encoder[alt_text]-r1.json")
-    args = launcher.k8s_args("model_code.train_dual_encoder", job_file, 2,
-                             {"MLFLOW_RUN_ID": "abc"}, "/data")
-    pod = build_pod_body("train-1", args["image"], args["command"], args["env"], None,
-                         args["base_pod_spec"])
+    args = launcher.k8s_args(
+        "model_code.train_dual_encoder", job_file, 2, {"MLFLOW_RUN_ID": "abc"}, "/data"
+    )
+    pod = build_pod_body(
+        "train-1", args["image"], args["command"], args["env"], None, args["base_pod_spec"]
+    )
     (container,) = pod.spec.containers
     assert container.image == "registry.example.com/vidistill:0.1.0"
-    assert container.command == ["python", "-m", "torch.distributed.run", "--standalone",
-                                 "--nproc_per_node=2", "-m", "model_code.train_dual_encoder",
-                                 "--job", str(job_file)]
+    assert container.command == [
+        "python",
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "model_code.train_dual_encoder",
+        "--job",
+        str(job_file),
+    ]
     assert container.resources.limits == {"nvidia.com/gpu": "2"}
     assert {e.name: e.value for e in container.env} == {"MLFLOW_RUN_ID": "abc"}
     assert ("data", "/data") in [(m.name, m.mount_path) for m in container.volume_mounts]

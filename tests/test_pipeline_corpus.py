@@ -25,8 +25,13 @@ def test_materializing_a_partition_writes_the_shard_and_the_catalog_sees_it(tmp_
         partitions = instance.get_dynamic_partitions("clip_shards")
         assert partitions == ["embedded-0000", "embedded-0001", "embedded-0002"]
 
-        result = materialize([clip_shards], partition_key="embedded-0002", instance=instance,
-                             resources=resources, selection=[clip_shards])
+        result = materialize(
+            [clip_shards],
+            partition_key="embedded-0002",
+            instance=instance,
+            resources=resources,
+            selection=[clip_shards],
+        )
         assert result.success
         shard = resources["store"].shard("embedded-0002")
         first_bytes = shard.read_bytes()
@@ -37,8 +42,9 @@ def test_materializing_a_partition_writes_the_shard_and_the_catalog_sees_it(tmp_
         assert rows.to_dict("records") == [{"partition": "embedded-0002", "n": 5}]
 
         # a rerun replaces exactly that partition with the same shard
-        assert materialize([clip_shards], partition_key="embedded-0002", instance=instance,
-                           resources=resources).success
+        assert materialize(
+            [clip_shards], partition_key="embedded-0002", instance=instance, resources=resources
+        ).success
         assert shard.read_bytes() == first_bytes
         assert int(resources["catalog"].query("SELECT count(*) n FROM clips")["n"][0]) == 5
 
@@ -49,8 +55,12 @@ def test_replanning_keeps_existing_partitions_and_adds_new_ones(tmp_path):
         materialize([clip_shard_plan], instance=instance, resources=resources)
         resources["clip_source"] = ClipSource(corpus_clips=45, clips_per_shard=10)
         result = materialize([clip_shard_plan], instance=instance, resources=resources)
-        assert result.asset_materializations_for_node("clip_shard_plan")[0].metadata[
-            "new_partitions"].value == 2
+        assert (
+            result.asset_materializations_for_node("clip_shard_plan")[0]
+            .metadata["new_partitions"]
+            .value
+            == 2
+        )
         assert len(instance.get_dynamic_partitions("clip_shards")) == 5
 
 
@@ -61,9 +71,10 @@ def test_sensor_registers_new_shards_and_requests_their_runs(tmp_path):
 
     with instance_for_test() as instance:
         instance.add_dynamic_partitions("clip_shards", ["embedded-0000"])
-        context = build_sensor_context(instance=instance,
-                                       resources={"clip_source": ClipSource(corpus_clips=25,
-                                                                            clips_per_shard=10)})
+        context = build_sensor_context(
+            instance=instance,
+            resources={"clip_source": ClipSource(corpus_clips=25, clips_per_shard=10)},
+        )
         result = new_clip_shards(context)
         assert [r.partition_key for r in result.run_requests] == ["embedded-0001", "embedded-0002"]
         (request,) = result.dynamic_partitions_requests

@@ -15,8 +15,14 @@ ASSETS = list(defs.assets)
 def _run(instance, resources, names, partition_key=None, extra=None):
     run_config = {"ops": {**RUN_CONFIG["ops"], **(extra or {})}}
     selected = {k: v for k, v in run_config["ops"].items() if k in names}
-    result = materialize(ASSETS, selection=names, partition_key=partition_key, instance=instance,
-                         resources=resources, run_config={"ops": selected})
+    result = materialize(
+        ASSETS,
+        selection=names,
+        partition_key=partition_key,
+        instance=instance,
+        resources=resources,
+        run_config={"ops": selected},
+    )
     assert result.success
     return result
 
@@ -31,10 +37,21 @@ def pipeline(tmp_path_factory):
         partitions = instance.get_dynamic_partitions("clip_shards")
         for p in partitions:
             _run(instance, resources, ["clip_shards"], p)
-        _run(instance, resources, ["image_vlm", "video_caption_data", "retrieval_benchmark",
-                                   "adapted_encoder", "instruction_data",
-                                   "instruction_tuned_lm", "visual_adapted_vlm", "video_vlm",
-                                   "captioner_eval"])
+        _run(
+            instance,
+            resources,
+            [
+                "image_vlm",
+                "video_caption_data",
+                "retrieval_benchmark",
+                "adapted_encoder",
+                "instruction_data",
+                "instruction_tuned_lm",
+                "visual_adapted_vlm",
+                "video_vlm",
+                "captioner_eval",
+            ],
+        )
         captions = {"frame_captions": CAPTIONING, "pseudo_captions": CAPTIONING}
         for p in partitions:
             _run(instance, resources, ["frame_captions", "pseudo_captions"], p, captions)
@@ -59,9 +76,16 @@ def test_vlm_checkpoints_load_with_plain_transformers_and_name_their_parts(pipel
 
     resources, _, _ = pipeline
     store = resources["store"]
-    versions = {name: read_lineage(store.checkpoint(name)) for name in
-                ("image_vlm", "adapted_encoder", "instruction_tuned_lm", "visual_adapted_vlm",
-                 "video_vlm")}
+    versions = {
+        name: read_lineage(store.checkpoint(name))
+        for name in (
+            "image_vlm",
+            "adapted_encoder",
+            "instruction_tuned_lm",
+            "visual_adapted_vlm",
+            "video_vlm",
+        )
+    }
     for name in ("image_vlm", "visual_adapted_vlm", "video_vlm"):
         folder = store.checkpoint(name)
         model = AutoModelForImageTextToText.from_pretrained(folder, local_files_only=True)
@@ -70,12 +94,16 @@ def test_vlm_checkpoints_load_with_plain_transformers_and_name_their_parts(pipel
     image = versions["image_vlm"]["version"]
     assert versions["adapted_encoder"]["parents"] == {"image_vlm": image}
     assert versions["instruction_tuned_lm"]["parents"] == {
-        "image_vlm": image, "adapted_encoder": versions["adapted_encoder"]["version"]}
+        "image_vlm": image,
+        "adapted_encoder": versions["adapted_encoder"]["version"],
+    }
     assert versions["visual_adapted_vlm"]["parents"] == {
-        name: versions[name]["version"] for name in ("image_vlm", "adapted_encoder")}
+        name: versions[name]["version"] for name in ("image_vlm", "adapted_encoder")
+    }
     assert versions["video_vlm"]["parents"] == {
-        name: versions[name]["version"] for name in
-        ("image_vlm", "adapted_encoder", "instruction_tuned_lm")}
+        name: versions[name]["version"]
+        for name in ("image_vlm", "adapted_encoder", "instruction_tuned_lm")
+    }
     for name in ("image_vlm", "adapted_encoder", "instruction_tuned_lm"):  # each run's curves
         assert _is_png(store.checkpoint(name) / "training_curves.png")
     run = resources["tracking"].client().get_run(versions["instruction_tuned_lm"]["mlflow_run_id"])
@@ -98,8 +126,9 @@ def test_stage_outputs_hold_only_the_weights_they_trained(pipeline):
     from model_code.vlm import VideoVLM
 
     encoder, lm = names("adapted_encoder"), names("instruction_tuned_lm")
-    assert encoder and all(k.startswith(("model.vision_tower.", "model.multi_modal_projector."))
-                           for k in encoder)
+    assert encoder and all(
+        k.startswith(("model.vision_tower.", "model.multi_modal_projector.")) for k in encoder
+    )
     assert lm and all(k.startswith(("model.language_model.", "lm_head.")) for k in lm)
     # the composed video_vlm holds exactly the two trained parts
     composed = VideoVLM.from_pretrained(store.checkpoint("video_vlm"), device="cpu")
@@ -114,15 +143,26 @@ def test_every_clip_gets_one_caption_per_caption_source(pipeline):
     resources, _, partitions = pipeline
     catalog = resources["catalog"]
     clips = int(catalog.query("SELECT count(*) n FROM clips")["n"][0])
-    rejects = int(catalog.query("SELECT count(*) n FROM rejects")["n"][0]) if catalog.has("rejects") else 0
-    counts = catalog.query("SELECT source, captioner_version, count(*) n, count(DISTINCT key) k, "
-                           "count(DISTINCT partition) p FROM captions GROUP BY 1, 2").to_dict("records")
+    rejects = (
+        int(catalog.query("SELECT count(*) n FROM rejects")["n"][0])
+        if catalog.has("rejects")
+        else 0
+    )
+    counts = catalog.query(
+        "SELECT source, captioner_version, count(*) n, count(DISTINCT key) k, "
+        "count(DISTINCT partition) p FROM captions GROUP BY 1, 2"
+    ).to_dict("records")
     assert {(c["source"], c["captioner_version"].split("-")[0]) for c in counts} == {
-        ("frame_captions", "image_vlm"), ("pseudo_captions", "video_vlm")}
+        ("frame_captions", "image_vlm"),
+        ("pseudo_captions", "video_vlm"),
+    }
     for c in counts:
         assert c["n"] == c["k"] == clips - rejects and c["p"] == len(partitions)
     store = resources["store"]
-    assert sorted(p.stem for p in store.path("captions").glob("pseudo_captions-video_vlm-*/*.parquet")) == partitions
+    assert (
+        sorted(p.stem for p in store.path("captions").glob("pseudo_captions-video_vlm-*/*.parquet"))
+        == partitions
+    )
 
 
 def test_ablation_table_has_a_row_per_caption_source(pipeline):
@@ -159,8 +199,11 @@ def test_video_index_answers_a_text_query(pipeline):
     resources, _, _ = pipeline
     store = resources["store"]
     model = DualEncoder.from_pretrained(store.checkpoint("dual_encoder/pseudo_captions"))
-    hits = search(store.path("video_index", "index.duckdb"),
-                  embed_texts(model, ["a red circle moves left"])[0], k=3)
+    hits = search(
+        store.path("video_index", "index.duckdb"),
+        embed_texts(model, ["a red circle moves left"])[0],
+        k=3,
+    )
     assert len(hits) == 3 and hits["score"].is_monotonic_decreasing
     assert set(hits["key"]) <= set(resources["catalog"].query("SELECT key FROM clips")["key"])
 
@@ -177,12 +220,18 @@ def test_a_new_image_vlm_marks_the_adapted_checkpoint_stale(pipeline):
         return instance.get_latest_materialization_event(AssetKey(name)).asset_materialization.tags
 
     def fresh(name: str, upstream: str) -> bool:
-        return (tags(name)[f"dagster/input_data_version/{upstream}"]
-                == tags(upstream)["dagster/data_version"])
+        return (
+            tags(name)[f"dagster/input_data_version/{upstream}"]
+            == tags(upstream)["dagster/data_version"]
+        )
 
     assert fresh("adapted_encoder", "image_vlm") and fresh("video_vlm", "image_vlm")
     before = tags("image_vlm")["dagster/data_version"]
-    _run(instance, resources, ["image_vlm"], extra={
-        "image_vlm": {"config": {**FEW, "image_examples": 24, "seed": 1}}})
+    _run(
+        instance,
+        resources,
+        ["image_vlm"],
+        extra={"image_vlm": {"config": {**FEW, "image_examples": 24, "seed": 1}}},
+    )
     assert tags("image_vlm")["dagster/data_version"] != before  # another seed, other weights
     assert not fresh("adapted_encoder", "image_vlm")  # what Dagster marks stale

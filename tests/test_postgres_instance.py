@@ -12,7 +12,9 @@ from postgres import postgres_server
 
 
 @pytest.mark.slow
-def test_a_multi_run_backfill_on_postgres_runs_four_at_once_and_loses_nothing(tmp_path, monkeypatch):
+def test_a_multi_run_backfill_on_postgres_runs_four_at_once_and_loses_nothing(
+    tmp_path, monkeypatch
+):
     from dagster import DagsterInstance, DagsterRunStatus
 
     from resources.catalog import Catalog
@@ -22,11 +24,29 @@ def test_a_multi_run_backfill_on_postgres_runs_four_at_once_and_loses_nothing(tm
     home.mkdir()
     shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
     with postgres_server(extra_dbs=("mlflow",)) as pg:
-        env = {**os.environ, **pg, "DAGSTER_HOME": str(home), "VIDISTILL_DATA_ROOT": str(data),
-               "DAGSTER_MAX_CONCURRENT_RUNS": "4", "VIDISTILL_PARTITIONS_PER_RUN": "1"}
-        subprocess.run([*DAGSTER, "asset", "materialize", "-m", "pipelines.definitions",
-                        "--select", "clip_shard_plan"], cwd=ROOT, env=env, check=True,
-                       capture_output=True)
+        env = {
+            **os.environ,
+            **pg,
+            "DAGSTER_HOME": str(home),
+            "VIDISTILL_DATA_ROOT": str(data),
+            "DAGSTER_MAX_CONCURRENT_RUNS": "4",
+            "VIDISTILL_PARTITIONS_PER_RUN": "1",
+        }
+        subprocess.run(
+            [
+                *DAGSTER,
+                "asset",
+                "materialize",
+                "-m",
+                "pipelines.definitions",
+                "--select",
+                "clip_shard_plan",
+            ],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         started = time.time()
         with dagster_dev(env) as gql:
             backfill(gql, ["clip_shards"], timeout_s=600)
@@ -34,11 +54,18 @@ def test_a_multi_run_backfill_on_postgres_runs_four_at_once_and_loses_nothing(tm
         for name, value in pg.items():
             monkeypatch.setenv(name, value)
         with DagsterInstance.from_config(str(home)) as instance:
-            records = [r for r in instance.get_run_records()
-                       if "clip_shards" in str(r.dagster_run.asset_selection)]
+            records = [
+                r
+                for r in instance.get_run_records()
+                if "clip_shards" in str(r.dagster_run.asset_selection)
+            ]
         # MLflow's backend store on the same server, in its own database
-        tracking = MlflowTracking(root=str(data), tracking_uri=(
-            f"postgresql://{pg['DAGSTER_PG_USER']}@127.0.0.1:{pg['DAGSTER_PG_PORT']}/mlflow"))
+        tracking = MlflowTracking(
+            root=str(data),
+            tracking_uri=(
+                f"postgresql://{pg['DAGSTER_PG_USER']}@127.0.0.1:{pg['DAGSTER_PG_PORT']}/mlflow"
+            ),
+        )
         with tracking.run("on-postgres", params={"lr": 0.1}) as run:
             run.log_metrics({"loss": 1.5}, 1)
         logged = tracking.client().get_run(run.run_id).data
@@ -47,8 +74,13 @@ def test_a_multi_run_backfill_on_postgres_runs_four_at_once_and_loses_nothing(tm
     spans = [(r.start_time, r.end_time) for r in records]
     overlap = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
     assert 2 <= overlap <= 4  # runs overlapped, never more than the queue allows
-    counts = Catalog(root=str(data)).query(
-        "SELECT count(*) AS rows, count(DISTINCT key) AS keys, count(DISTINCT partition) AS "
-        "partitions FROM clips").to_dict("records")[0]
+    counts = (
+        Catalog(root=str(data))
+        .query(
+            "SELECT count(*) AS rows, count(DISTINCT key) AS keys, count(DISTINCT partition) AS "
+            "partitions FROM clips"
+        )
+        .to_dict("records")[0]
+    )
     assert counts == {"rows": 1200, "keys": 1200, "partitions": 8}
     assert logged.metrics == {"loss": 1.5} and logged.params == {"lr": "0.1"}

@@ -19,9 +19,15 @@ from model_code.qa import (
 )
 
 NUMBERS = ("none", "one", "two", "three", "four")
-BASE_VERB = {"moves left": "move left", "moves right": "move right", "moves up": "move up",
-             "moves down": "move down", "grows": "grow", "shrinks": "shrink",
-             "stays still": "stay still"}
+BASE_VERB = {
+    "moves left": "move left",
+    "moves right": "move right",
+    "moves up": "move up",
+    "moves down": "move down",
+    "grows": "grow",
+    "shrinks": "shrink",
+    "stays still": "stay still",
+}
 
 
 @pytest.fixture(scope="module")
@@ -37,30 +43,43 @@ def test_normalise_drops_case_punctuation_articles_and_extra_spaces():
 
 
 def test_scores_on_planted_answers_match_the_hand_computed_figures():
-    rows = [{"type": "direction", "answer": "left"},
-            {"type": "direction", "answer": "it stays in place"},
-            {"type": "counting", "answer": "two"},
-            {"type": "temporal_order", "answer": "a red circle moves left"},
-            {"type": "verification", "answer": "yes"},
-            {"type": "size_change", "answer": "neither , it keeps its size"}]
-    predictions = ["Left.",                        # exact after normalising
-                   "it stays",                     # F1 2/3: soft only
-                   "three",                        # wrong
-                   "the red circle moves right",   # F1 3/4: soft only
-                   "no",                           # wrong
-                   "neither"]                      # F1 1/3: not even soft
+    rows = [
+        {"type": "direction", "answer": "left"},
+        {"type": "direction", "answer": "it stays in place"},
+        {"type": "counting", "answer": "two"},
+        {"type": "temporal_order", "answer": "a red circle moves left"},
+        {"type": "verification", "answer": "yes"},
+        {"type": "size_change", "answer": "neither , it keeps its size"},
+    ]
+    predictions = [
+        "Left.",  # exact after normalising
+        "it stays",  # F1 2/3: soft only
+        "three",  # wrong
+        "the red circle moves right",  # F1 3/4: soft only
+        "no",  # wrong
+        "neither",
+    ]  # F1 1/3: not even soft
     assert token_f1(predictions[1], rows[1]["answer"]) == pytest.approx(2 / 3)
     assert token_f1(predictions[3], rows[3]["answer"]) == pytest.approx(3 / 4)
     assert token_f1(predictions[5], rows[5]["answer"]) == pytest.approx(1 / 3)
     figures = score_answers(predictions, rows)
-    assert figures == pytest.approx({
-        "qa_exact": 100 / 6, "qa_soft": 50.0,
-        "qa_direction_exact": 50.0, "qa_direction_soft": 100.0,
-        "qa_size_change_exact": 0.0, "qa_size_change_soft": 0.0,
-        "qa_counting_exact": 0.0, "qa_counting_soft": 0.0,
-        "qa_verification_exact": 0.0, "qa_verification_soft": 0.0,
-        "qa_temporal_order_exact": 0.0, "qa_temporal_order_soft": 100.0,
-        "qa_questions": 6})
+    assert figures == pytest.approx(
+        {
+            "qa_exact": 100 / 6,
+            "qa_soft": 50.0,
+            "qa_direction_exact": 50.0,
+            "qa_direction_soft": 100.0,
+            "qa_size_change_exact": 0.0,
+            "qa_size_change_soft": 0.0,
+            "qa_counting_exact": 0.0,
+            "qa_counting_soft": 0.0,
+            "qa_verification_exact": 0.0,
+            "qa_verification_soft": 0.0,
+            "qa_temporal_order_exact": 0.0,
+            "qa_temporal_order_soft": 100.0,
+            "qa_questions": 6,
+        }
+    )
     assert score_answers([], []) == {}
     with pytest.raises(ValueError, match="2 predictions for 1 questions"):
         score_answers(["a", "b"], rows[:1])
@@ -80,7 +99,8 @@ def test_questions_are_deterministic_and_of_the_trained_types(clips_attributes):
     assert {r["type"] for r in rows} == set(QA_TYPES)
     # a clip's questions do not depend on which other clips are asked about
     assert build_questions(keys[3:4], attributes[3:4]) == [
-        {**r, "clip_index": 0} for r in rows if r["key"] == keys[3]]
+        {**r, "clip_index": 0} for r in rows if r["key"] == keys[3]
+    ]
     more = build_questions(keys, attributes, seed=0, per_type=3)
     assert len(more) > len(rows)
     assert len({(r["key"], r["question"]) for r in more}) == len(more)  # no repeats
@@ -100,20 +120,28 @@ def _oracle(question: str, objects: list[dict]) -> str:
     if question == "what happens first ?":
         return phrase[0]
     if question.startswith("what happens after the "):
-        i = next(i for i, o in enumerate(objects)
-                 if question == f"what happens after the {o['colour']} {o['shape']} "
-                                f"{BASE_VERB[o['motion']]} ?")
+        i = next(
+            i
+            for i, o in enumerate(objects)
+            if question == f"what happens after the {o['colour']} {o['shape']} "
+            f"{BASE_VERB[o['motion']]} ?"
+        )
         return phrase[i + 1]
     if question.startswith("which way does the "):
         o = named[question.removeprefix("which way does the ").removesuffix(" move ?")]
-        return o["motion"].removeprefix("moves ") if o["motion"].startswith("moves") \
+        return (
+            o["motion"].removeprefix("moves ")
+            if o["motion"].startswith("moves")
             else "it stays in place"
+        )
     if question.endswith(" get bigger or smaller ?"):
         o = named[question.removeprefix("does the ").removesuffix(" get bigger or smaller ?")]
-        return {"grows": "bigger", "shrinks": "smaller"}.get(o["motion"],
-                                                             "neither , it keeps its size")
-    name, verb = next((n, v) for n in named for v in BASE_VERB.values()
-                      if question == f"does the {n} {v} ?")
+        return {"grows": "bigger", "shrinks": "smaller"}.get(
+            o["motion"], "neither , it keeps its size"
+        )
+    name, verb = next(
+        (n, v) for n in named for v in BASE_VERB.values() if question == f"does the {n} {v} ?"
+    )
     return "yes" if BASE_VERB[named[name]["motion"]] == verb else "no"
 
 
@@ -126,8 +154,7 @@ def test_every_answer_follows_from_the_clip_attributes(clips_attributes):
         if len({(o["colour"], o["shape"]) for o in objects}) < len(objects):
             continue  # two objects of one name: the question does not say which
         assert _oracle(row["question"], objects) == row["answer"], row
-    assert all(len(by_key[r["key"]]["objects"]) > 1 for r in rows
-               if r["type"] == "temporal_order")
+    assert all(len(by_key[r["key"]]["objects"]) > 1 for r in rows if r["type"] == "temporal_order")
 
 
 class _PlantedVLM:
@@ -138,8 +165,10 @@ class _PlantedVLM:
 
     def answer(self, clips, questions, **generation):
         self.calls.append(len(questions))
-        return [self.answers.get((int(c[0, 0, 0, 0]), q), "left")
-                for c, q in zip(clips, questions, strict=True)]
+        return [
+            self.answers.get((int(c[0, 0, 0, 0]), q), "left")
+            for c, q in zip(clips, questions, strict=True)
+        ]
 
 
 def test_answers_are_batched_and_a_perfect_model_scores_100(clips_attributes):

@@ -30,9 +30,13 @@ def test_every_key_maps_inside_the_data_root_or_is_refused(tmp_path):
     refused = inside = 0
     for _ in range(5000):
         key = _random_key(rng)
-        for build in (store.shard, lambda k: store.captions("video_vlm-abc", k),
-                      lambda k: store.captions(k, "shard-00000"), store.checkpoint,
-                      lambda k: store.path("scores", f"{k}.parquet")):
+        for build in (
+            store.shard,
+            lambda k: store.captions("video_vlm-abc", k),
+            lambda k: store.captions(k, "shard-00000"),
+            store.checkpoint,
+            lambda k: store.path("scores", f"{k}.parquet"),
+        ):
             try:
                 path = build(key)
             except ValueError as error:
@@ -45,8 +49,9 @@ def test_every_key_maps_inside_the_data_root_or_is_refused(tmp_path):
     assert refused and inside  # both outcomes happen: the property is exercised
 
 
-@pytest.mark.parametrize("key", ["/some/dir/abs", "../../x", "a/../../b", "..", ".hidden",
-                                 "with space", "x" * 201, ""])
+@pytest.mark.parametrize(
+    "key", ["/some/dir/abs", "../../x", "a/../../b", "..", ".hidden", "with space", "x" * 201, ""]
+)
 def test_a_partition_key_outside_the_pattern_is_refused_by_name(tmp_path, key):
     store = ArtifactStore(root=str(tmp_path))
     with pytest.raises(ValueError, match="key"):
@@ -55,8 +60,10 @@ def test_a_partition_key_outside_the_pattern_is_refused_by_name(tmp_path, key):
 
 def test_checkpoint_names_with_folders_stay_allowed(tmp_path):
     store = ArtifactStore(root=str(tmp_path))
-    assert store.checkpoint("dual_encoder/alt_text") == tmp_path.resolve() / "checkpoints" / \
-        "dual_encoder" / "alt_text"
+    assert (
+        store.checkpoint("dual_encoder/alt_text")
+        == tmp_path.resolve() / "checkpoints" / "dual_encoder" / "alt_text"
+    )
 
 
 # --- every config field is checked at launch, by name ----------------------------------------
@@ -65,29 +72,45 @@ MISSING_PATH = "/nonexistent/vidistill/x"
 # (config or resource class, field) -> values that must be refused. Every field of every asset
 # config and resource must be here: a new field without a check fails the coverage test below.
 BAD = {
-    ("ClipSource", "source"): [MISSING_PATH], ("ClipSource", "clips_per_shard"): [-5, 0],
-    ("ClipSource", "corpus_clips"): [0], ("ClipSource", "seed"): [-1],
-    ("ClipSource", "size"): [0, 63, 8], ("ClipSource", "fps"): [0],
-    ("ClipSource", "frames"): [0, 1], ("ClipSource", "clip_seconds"): [0.0, -2.0],
-    ("ClipSource", "ffmpeg"): [MISSING_PATH], ("ClipSource", "split"): ["scenes"],
-    ("ClipSource", "min_clip_seconds"): [0.0], ("ClipSource", "shot_threshold"): [0.0, 1.0],
+    ("ClipSource", "source"): [MISSING_PATH],
+    ("ClipSource", "clips_per_shard"): [-5, 0],
+    ("ClipSource", "corpus_clips"): [0],
+    ("ClipSource", "seed"): [-1],
+    ("ClipSource", "size"): [0, 63, 8],
+    ("ClipSource", "fps"): [0],
+    ("ClipSource", "frames"): [0, 1],
+    ("ClipSource", "clip_seconds"): [0.0, -2.0],
+    ("ClipSource", "ffmpeg"): [MISSING_PATH],
+    ("ClipSource", "split"): ["scenes"],
+    ("ClipSource", "min_clip_seconds"): [0.0],
+    ("ClipSource", "shot_threshold"): [0.0, 1.0],
     ("ClipSource", "paths_outside_manifest"): ["maybe"],
-    ("ArtifactStore", "root"): [""], ("Catalog", "root"): [""],
-    ("MlflowTracking", "tracking_uri"): ["no scheme here"], ("MlflowTracking", "experiment"): [""],
+    ("ArtifactStore", "root"): [""],
+    ("Catalog", "root"): [""],
+    ("MlflowTracking", "tracking_uri"): ["no scheme here"],
+    ("MlflowTracking", "experiment"): [""],
     ("MlflowTracking", "root"): [""],
-    ("Accelerators", "lock_dir"): [""], ("Accelerators", "timeout_s"): [0.0, -1.0],
-    ("TrainingLauncher", "backend"): ["slurm"], ("TrainingLauncher", "image"): ["Has Spaces"],
+    ("Accelerators", "lock_dir"): [""],
+    ("Accelerators", "timeout_s"): [0.0, -1.0],
+    ("TrainingLauncher", "backend"): ["slurm"],
+    ("TrainingLauncher", "image"): ["Has Spaces"],
     ("TrainingLauncher", "namespace"): ["Not_A_Name"],
-    ("TrainingLauncher", "data_volume_claim"): ["/abs"], ("TrainingLauncher", "gpus_per_rank"): [-1],
-    ("CaptioningConfig", "batch_size"): [0, -1], ("CaptioningConfig", "decode_workers"): [-1],
-    ("CaptioningConfig", "max_new_tokens"): [0], ("CaptioningConfig", "do_sample"): ["maybe"],
-    ("CaptioningConfig", "num_beams"): [0], ("CaptioningConfig", "temperature"): [0.0],
-    ("CaptioningConfig", "seed"): [-1], ("CaptioningConfig", "device"): ["gpu0"],
+    ("TrainingLauncher", "data_volume_claim"): ["/abs"],
+    ("TrainingLauncher", "gpus_per_rank"): [-1],
+    ("CaptioningConfig", "batch_size"): [0, -1],
+    ("CaptioningConfig", "decode_workers"): [-1],
+    ("CaptioningConfig", "max_new_tokens"): [0],
+    ("CaptioningConfig", "do_sample"): ["maybe"],
+    ("CaptioningConfig", "num_beams"): [0],
+    ("CaptioningConfig", "temperature"): [0.0],
+    ("CaptioningConfig", "seed"): [-1],
+    ("CaptioningConfig", "device"): ["gpu0"],
     ("CaptioningConfig", "max_empty_rate"): [-0.1, 1.5],
     ("CaptioningConfig", "max_degenerate_rate"): [2.0],
     ("CaptioningConfig", "max_duplicate_rate"): [-1.0],
     ("CaptioningConfig", "min_vocab_size"): [-1],
-    ("CaptioningConfig", "top_p"): [0.0, 1.5], ("CaptioningConfig", "captions_per_clip"): [0, 2],
+    ("CaptioningConfig", "top_p"): [0.0, 1.5],
+    ("CaptioningConfig", "captions_per_clip"): [0, 2],
     ("BenchmarkScoresConfig", "seed"): [-1],
     ("RetrievalBenchmarkConfig", "annotations"): [MISSING_PATH],
     ("RetrievalBenchmarkConfig", "videos_dir"): [MISSING_PATH],
@@ -104,23 +127,51 @@ BAD = {
     ("ImageVLMConfig", "trust_remote_code"): ["maybe"],
     ("AdaptationOrderConfig", "orders"): [[], ["joint", "joint"]],
 }
-BAD.update({(copy, field): values for (name, field), values in list(BAD.items())
-            if name == "CaptioningConfig"
-            for copy in ("TeacherCaptioningConfig", "SampledCaptioningConfig")})
+BAD.update(
+    {
+        (copy, field): values
+        for (name, field), values in list(BAD.items())
+        if name == "CaptioningConfig"
+        for copy in ("TeacherCaptioningConfig", "SampledCaptioningConfig")
+    }
+)
 BAD[("SampledCaptioningConfig", "captions_per_clip")] = [0, 1001]
 BAD[("TeacherCaptioningConfig", "teacher_path")] = [MISSING_PATH]
-BAD.update({("ScalingCurveConfig", "fractions"): [[], [0.5, 0.25], [0.5, 0.5]],
-            ("ScalingCurveConfig", "source"): ["web_text"],
-            ("ScalingCurveConfig", "baseline"): ["web_text"],
-            ("ScalingCurveConfig", "seeds"): [[], [1, 0]]})
+BAD.update(
+    {
+        ("ScalingCurveConfig", "fractions"): [[], [0.5, 0.25], [0.5, 0.5]],
+        ("ScalingCurveConfig", "source"): ["web_text"],
+        ("ScalingCurveConfig", "baseline"): ["web_text"],
+        ("ScalingCurveConfig", "seeds"): [[], [1, 0]],
+    }
+)
 TRAINING = {  # the trainers' fields (model_code.train_configs), in every launchpad config
-    "steps": [-5, 0], "batch_size": [0], "lr": [0.0, -1e-3], "warmup_steps": [-1],
-    "weight_decay": [-0.1], "grad_clip": [-1.0], "seed": [-1], "device": ["gpu0", ""],
-    "nproc_per_node": [0], "checkpoint_every": [0], "checkpoint_every_s": [0.0],
-    "log_every": [0], "text_steps": [-1], "text_batch_size": [0], "image_examples": [0],
-    "lora_rank": [-1], "loss": ["triplet"], "num_workers": [-1], "in_memory_clips": [-1],
-    "num_frames": [0], "image_size": [4], "patch_size": [0], "vision_path": [MISSING_PATH],
-    "text_path": [MISSING_PATH], "caption_steps": [-1], "instruction_batch_size": [0],
+    "steps": [-5, 0],
+    "batch_size": [0],
+    "lr": [0.0, -1e-3],
+    "warmup_steps": [-1],
+    "weight_decay": [-0.1],
+    "grad_clip": [-1.0],
+    "seed": [-1],
+    "device": ["gpu0", ""],
+    "nproc_per_node": [0],
+    "checkpoint_every": [0],
+    "checkpoint_every_s": [0.0],
+    "log_every": [0],
+    "text_steps": [-1],
+    "text_batch_size": [0],
+    "image_examples": [0],
+    "lora_rank": [-1],
+    "loss": ["triplet"],
+    "num_workers": [-1],
+    "in_memory_clips": [-1],
+    "num_frames": [0],
+    "image_size": [4],
+    "patch_size": [0],
+    "vision_path": [MISSING_PATH],
+    "text_path": [MISSING_PATH],
+    "caption_steps": [-1],
+    "instruction_batch_size": [0],
     "language_lr": [0.0],
 }
 
@@ -150,9 +201,12 @@ def _cases():
 
 
 def test_every_config_field_has_a_value_that_must_be_refused():
-    missing = [f"{name}.{field}" for name, cls in _config_classes().items()
-               for field in cls.model_fields
-               if (name, field) not in BAD and field not in TRAINING]
+    missing = [
+        f"{name}.{field}"
+        for name, cls in _config_classes().items()
+        for field in cls.model_fields
+        if (name, field) not in BAD and field not in TRAINING
+    ]
     assert not missing, f"add out-of-range values for {missing}"
 
 
@@ -172,9 +226,14 @@ def test_a_bad_launchpad_value_fails_the_run_before_the_step_does_anything(tmp_p
     from pipelines.definitions import defs, make_resources
 
     resources = make_resources(str(tmp_path / "data"))
-    result = materialize(list(defs.assets), selection=["dual_encoder"], partition_key="alt_text",
-                         resources=resources, raise_on_error=False,
-                         run_config={"ops": {"dual_encoder": {"config": {"steps": -5}}}})
+    result = materialize(
+        list(defs.assets),
+        selection=["dual_encoder"],
+        partition_key="alt_text",
+        resources=resources,
+        raise_on_error=False,
+        run_config={"ops": {"dual_encoder": {"config": {"steps": -5}}}},
+    )
     assert not result.success
     (failure,) = result.get_step_failure_events()
     error = failure.step_failure_data.error.cause
@@ -220,20 +279,38 @@ def _dual_encoder_job(folder: Path, **config) -> dict:
     specs = corpus.split_specs("corpus", corpus.CorpusConfig(), 0, 16)
     if not (folder / "clips.tar").exists():
         shards.write_shard(folder / "clips.tar", shards.embedded_clips(specs))
-        pd.DataFrame({"key": [s.key for s in specs],
-                      "caption": [corpus.ground_truth_caption(s) for s in specs]}).to_parquet(
-            folder / "pairs.parquet")
-    return {"pairs": str(folder / "pairs.parquet"), "shards": [str(folder / "clips.tar")],
-            "config": {"steps": 6, "batch_size": 8, "warmup_steps": 1, "log_every": 1,
-                       "checkpoint_every": 3, "image_size": 16, "patch_size": 8, **config}}
+        pd.DataFrame(
+            {
+                "key": [s.key for s in specs],
+                "caption": [corpus.ground_truth_caption(s) for s in specs],
+            }
+        ).to_parquet(folder / "pairs.parquet")
+    return {
+        "pairs": str(folder / "pairs.parquet"),
+        "shards": [str(folder / "clips.tar")],
+        "config": {
+            "steps": 6,
+            "batch_size": 8,
+            "warmup_steps": 1,
+            "log_every": 1,
+            "checkpoint_every": 3,
+            "image_size": 16,
+            "patch_size": 8,
+            **config,
+        },
+    }
 
 
-@pytest.mark.parametrize(("kill_at", "config"), [
-    (2, {}),  # before the first save: starts again from step 0
-    (4, {}),  # mid-epoch (2 batches an epoch): resumes at step 3, the second batch of epoch 1
-    (5, {}),
-    (5, {"in_memory_clips": 0, "num_workers": 2}),  # streamed from the shard by 2 workers
-], ids=["step2", "step4-mid-epoch", "step5", "step5-streamed"])
+@pytest.mark.parametrize(
+    ("kill_at", "config"),
+    [
+        (2, {}),  # before the first save: starts again from step 0
+        (4, {}),  # mid-epoch (2 batches an epoch): resumes at step 3, the second batch of epoch 1
+        (5, {}),
+        (5, {"in_memory_clips": 0, "num_workers": 2}),  # streamed from the shard by 2 workers
+    ],
+    ids=["step2", "step4-mid-epoch", "step5", "step5-streamed"],
+)
 def test_a_killed_dual_encoder_training_resumes_to_the_same_weights(tmp_path, kill_at, config):
     import torch
 
@@ -247,8 +324,9 @@ def test_a_killed_dual_encoder_training_resumes_to_the_same_weights(tmp_path, ki
         train(killed, _killed_at(kill_at))
     assert not (tmp_path / "resumed").exists()
     train(killed)
-    assert (tmp_path / "resumed" / "model.safetensors").read_bytes() == \
-        (tmp_path / "whole" / "model.safetensors").read_bytes()
+    assert (tmp_path / "resumed" / "model.safetensors").read_bytes() == (
+        tmp_path / "whole" / "model.safetensors"
+    ).read_bytes()
     assert not list((tmp_path / "state-b").glob("*.pt"))  # done: nothing left to resume
 
 
@@ -266,8 +344,9 @@ def test_a_killed_stage1_training_resumes_to_the_same_weights(tmp_path):
     with pytest.raises(Interrupted):
         train(killed, _killed_at(5))
     train(killed)
-    assert (tmp_path / "resumed" / "model.safetensors").read_bytes() == \
-        (tmp_path / "whole" / "model.safetensors").read_bytes()
+    assert (tmp_path / "resumed" / "model.safetensors").read_bytes() == (
+        tmp_path / "whole" / "model.safetensors"
+    ).read_bytes()
 
 
 def test_a_diverged_training_fails_and_leaves_the_published_checkpoint(tmp_path, monkeypatch):
@@ -310,11 +389,14 @@ def test_a_rerun_ends_the_mlflow_run_of_a_killed_attempt(tmp_path):
 # --- broken checkpoint files are named -------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("", r"lineage.json is not valid JSON"),
-    ("[1, 2]", r"lineage.json must hold a JSON object"),
-    ('{"kind": "video_vlm"}', r"lineage.json: field 'version'"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", r"lineage.json is not valid JSON"),
+        ("[1, 2]", r"lineage.json must hold a JSON object"),
+        ('{"kind": "video_vlm"}', r"lineage.json: field 'version'"),
+    ],
+)
 def test_a_broken_lineage_file_is_named(tmp_path, text, message):
     from model_code.lineage import read_lineage
 
@@ -328,18 +410,31 @@ def vlm_folder(tmp_path_factory):
     from model_code.vlm import TinyVLMConfig, build_tiny_image_vlm
 
     folder = tmp_path_factory.mktemp("vlm")
-    config = TinyVLMConfig(vision_hidden=32, vision_layers=1, text_hidden=16, text_layers=1,
-                           vision_heads=2, text_heads=2, num_frames=4)
+    config = TinyVLMConfig(
+        vision_hidden=32,
+        vision_layers=1,
+        text_hidden=16,
+        text_layers=1,
+        vision_heads=2,
+        text_heads=2,
+        num_frames=4,
+    )
     build_tiny_image_vlm(["a red circle"], config).save_pretrained(folder)
     return folder
 
 
-@pytest.mark.parametrize(("edit", "message"), [
-    (lambda s: "{not json", r"vidistill.json is not valid JSON"),
-    (lambda s: json.dumps({**s, "num_frames": 0}), r"vidistill.json: num_frames must be a whole"),
-    (lambda s: json.dumps({**s, "num_frames": "eight"}), r"num_frames must be"),
-    (lambda s: json.dumps({**s, "frames": 8}), r"vidistill.json: unknown field 'frames'"),
-])
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda s: "{not json", r"vidistill.json is not valid JSON"),
+        (
+            lambda s: json.dumps({**s, "num_frames": 0}),
+            r"vidistill.json: num_frames must be a whole",
+        ),
+        (lambda s: json.dumps({**s, "num_frames": "eight"}), r"num_frames must be"),
+        (lambda s: json.dumps({**s, "frames": 8}), r"vidistill.json: unknown field 'frames'"),
+    ],
+)
 def test_broken_video_settings_are_named(vlm_folder, tmp_path, edit, message):
     import shutil
 
@@ -357,9 +452,18 @@ def test_video_settings_name_pooled_tokens_and_old_checkpoints_still_load(tmp_pa
     from model_code.lineage import VideoSettings
     from model_code.vlm import TinyVLMConfig, VideoVLM, build_tiny_image_vlm
 
-    config = TinyVLMConfig(vision_hidden=32, vision_layers=1, text_hidden=16, text_layers=1,
-                           vision_heads=2, text_heads=2, num_frames=4, pooling="grid",
-                           pooled_tokens_per_frame=4, frame_differences=True)
+    config = TinyVLMConfig(
+        vision_hidden=32,
+        vision_layers=1,
+        text_hidden=16,
+        text_layers=1,
+        vision_heads=2,
+        text_heads=2,
+        num_frames=4,
+        pooling="grid",
+        pooled_tokens_per_frame=4,
+        frame_differences=True,
+    )
     vlm = build_tiny_image_vlm(["a red circle"], config)
     assert (vlm.pooled_tokens_per_frame, vlm.visual_tokens_per_frame) == (4, 8)
     vlm.save_pretrained(tmp_path)
@@ -397,8 +501,9 @@ def test_links_and_bad_keys_are_rejects_and_the_rest_of_the_shard_is_read(tmp_pa
     from model_code import corpus, shards
 
     good = tmp_path / "good.tar"
-    shards.write_shard(good, shards.embedded_clips(corpus.split_specs("corpus",
-                                                                      corpus.CorpusConfig(), 0, 2)))
+    shards.write_shard(
+        good, shards.embedded_clips(corpus.split_specs("corpus", corpus.CorpusConfig(), 0, 2))
+    )
     mixed = tmp_path / "mixed.tar"
     with tarfile.open(good) as src, tarfile.open(mixed, "w") as dst:
         for info in src:
@@ -433,8 +538,9 @@ def test_published_files_respect_the_umask(tmp_path):
     old = os.umask(0o022)
     try:
         with atomic_dir(tmp_path / "ckpt") as tmp:
-            build_dual_encoder(["a b"], vision_width=16, text_width=16,
-                               projection_dim=8).save_pretrained(tmp)
+            build_dual_encoder(
+                ["a b"], vision_width=16, text_width=16, projection_dim=8
+            ).save_pretrained(tmp)
     finally:
         os.umask(old)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "ckpt").iterdir()}
@@ -442,22 +548,37 @@ def test_published_files_respect_the_umask(tmp_path):
     assert stat.S_IMODE((tmp_path / "ckpt").stat().st_mode) == 0o755
 
 
-@pytest.mark.parametrize(("make", "message"), [
-    (lambda: __import__("model_code.shards").shards.IngestConfig(size=0), r"IngestConfig.size"),
-    (lambda: __import__("model_code.shards").shards.IngestConfig(clip_seconds=0), r"clip_seconds"),
-    (lambda: __import__("model_code.corpus").corpus.CorpusConfig(frames=0), r"CorpusConfig.frames"),
-    (lambda: __import__("model_code.corpus").corpus.CorpusConfig(size=63), r"CorpusConfig.size"),
-])
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: __import__("model_code.shards").shards.IngestConfig(size=0), r"IngestConfig.size"),
+        (
+            lambda: __import__("model_code.shards").shards.IngestConfig(clip_seconds=0),
+            r"clip_seconds",
+        ),
+        (
+            lambda: __import__("model_code.corpus").corpus.CorpusConfig(frames=0),
+            r"CorpusConfig.frames",
+        ),
+        (
+            lambda: __import__("model_code.corpus").corpus.CorpusConfig(size=63),
+            r"CorpusConfig.size",
+        ),
+    ],
+)
 def test_model_code_configs_used_directly_refuse_bad_values_by_name(make, message):
     with pytest.raises(ValueError, match=message):
         make()
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("{not json", r"job.json is not valid JSON"),
-    ("[1]", r"job.json must hold a JSON object"),
-    ('{"config": [1]}', r"a job's 'config' must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", r"job.json is not valid JSON"),
+        ("[1]", r"job.json must hold a JSON object"),
+        ('{"config": [1]}', r"a job's 'config' must be a JSON object"),
+    ],
+)
 def test_a_broken_job_file_is_named(tmp_path, text, message):
     from model_code.trainer import read_job
 
@@ -470,15 +591,34 @@ def test_a_stage_part_of_another_family_or_shape_is_refused(vlm_folder, tmp_path
     from model_code.vlm import TinyVLMConfig, VideoVLM, build_tiny_image_vlm
 
     base = VideoVLM.from_pretrained(vlm_folder, device="cpu")
-    other = build_tiny_image_vlm(["a red circle"], TinyVLMConfig(
-        family="paligemma", vision_hidden=32, vision_layers=1, text_hidden=16, text_layers=1,
-        vision_heads=2, text_heads=2, num_frames=4))
+    other = build_tiny_image_vlm(
+        ["a red circle"],
+        TinyVLMConfig(
+            family="paligemma",
+            vision_hidden=32,
+            vision_layers=1,
+            text_hidden=16,
+            text_layers=1,
+            vision_heads=2,
+            text_heads=2,
+            num_frames=4,
+        ),
+    )
     other.save_part(tmp_path / "paligemma", "vision")
     with pytest.raises(ValueError, match=r"a 'paligemma' 'vision' part does not fit"):
         base.load_part(tmp_path / "paligemma")
-    wider = build_tiny_image_vlm(["a red circle"], TinyVLMConfig(
-        vision_hidden=32, vision_layers=2, text_hidden=16, text_layers=1, vision_heads=2,
-        text_heads=2, num_frames=4))
+    wider = build_tiny_image_vlm(
+        ["a red circle"],
+        TinyVLMConfig(
+            vision_hidden=32,
+            vision_layers=2,
+            text_hidden=16,
+            text_layers=1,
+            vision_heads=2,
+            text_heads=2,
+            num_frames=4,
+        ),
+    )
     wider.save_part(tmp_path / "wider", "vision")
     with pytest.raises(ValueError, match=r"the vision part does not match the base"):
         base.load_part(tmp_path / "wider")
@@ -487,12 +627,15 @@ def test_a_stage_part_of_another_family_or_shape_is_refused(vlm_folder, tmp_path
         base.load_part(tmp_path / "wider")
 
 
-@pytest.mark.parametrize(("name", "text", "message"), [
-    ("vatex.json", '[{"enCap": ["a"]}]', r"item 0 has no videoID"),
-    ("vatex.json", '[{"videoID": "v", "enCap": []}]', r"video v has no enCap captions"),
-    ("labels.csv", "file,class\na.mp4,run\n", r"needs columns path and label"),
-    ("labels.csv", "path,label\na.mp4,run\n", r"at least 2 classes"),
-])
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("vatex.json", '[{"enCap": ["a"]}]', r"item 0 has no videoID"),
+        ("vatex.json", '[{"videoID": "v", "enCap": []}]', r"video v has no enCap captions"),
+        ("labels.csv", "file,class\na.mp4,run\n", r"needs columns path and label"),
+        ("labels.csv", "path,label\na.mp4,run\n", r"at least 2 classes"),
+    ],
+)
 def test_malformed_benchmark_files_are_named(tmp_path, name, text, message):
     from model_code import annotations
 

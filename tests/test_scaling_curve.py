@@ -21,7 +21,13 @@ def test_every_smaller_subset_lies_inside_every_larger_one_with_exact_sizes():
     keys = [f"clip-{i:04d}" for i in range(200)] * 3  # repeats: one clip, several captions
     subsets = {f: nested_subset(keys, f, salt="seed0") for f in (0.001, 0.05, 0.1, 0.25, 0.5, 1.0)}
     assert {f: len(s) for f, s in subsets.items()} == {
-        0.001: 1, 0.05: 10, 0.1: 20, 0.25: 50, 0.5: 100, 1.0: 200}
+        0.001: 1,
+        0.05: 10,
+        0.1: 20,
+        0.25: 50,
+        0.5: 100,
+        1.0: 200,
+    }
     ordered = list(subsets.values())
     for small, large in itertools.pairwise(ordered):
         assert set(small) < set(large)
@@ -34,31 +40,46 @@ def test_every_smaller_subset_lies_inside_every_larger_one_with_exact_sizes():
 
 
 def test_the_summary_and_plot_show_seeds_as_mean_and_spread(tmp_path):
-    rows = [{"source": "pseudo_captions", "fraction": f, "clips": c, "seed": s,
-             "metrics": {"t2v_R1": r + s}}
-            for s in (0, 2) for f, c, r in ((0.5, 8, 3.0), (1.0, 16, 6.0))]
-    rows += [{"source": "alt_text", "fraction": 1.0, "clips": 16, "seed": 0,
-              "metrics": {"t2v_R1": 1.0}}]
+    rows = [
+        {
+            "source": "pseudo_captions",
+            "fraction": f,
+            "clips": c,
+            "seed": s,
+            "metrics": {"t2v_R1": r + s},
+        }
+        for s in (0, 2)
+        for f, c, r in ((0.5, 8, 3.0), (1.0, 16, 6.0))
+    ]
+    rows += [
+        {"source": "alt_text", "fraction": 1.0, "clips": 16, "seed": 0, "metrics": {"t2v_R1": 1.0}}
+    ]
     summary = curve_summary(rows, ["t2v_R1"])
     assert [(r["source"], r["clips"], r["seeds"], r["t2v_R1"]) for r in summary] == [
-        ("pseudo_captions", 8, 2, 4.0), ("pseudo_captions", 16, 2, 7.0), ("alt_text", 16, 1, 1.0)]
-    assert summary[0]["t2v_R1_std"] == pytest.approx(2 ** 0.5)
+        ("pseudo_captions", 8, 2, 4.0),
+        ("pseudo_captions", 16, 2, 7.0),
+        ("alt_text", 16, 1, 1.0),
+    ]
+    assert summary[0]["t2v_R1_std"] == pytest.approx(2**0.5)
     path = plot_curve(rows, tmp_path / "curve.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["curve.png"]  # no temp file left behind
 
 
-@pytest.mark.parametrize(("config", "field"), [
-    ({"fractions": [0.5, 0.25]}, "fractions"),
-    ({"fractions": [0.5, 0.5]}, "fractions"),
-    ({"fractions": [0.0, 0.5]}, "fractions"),
-    ({"fractions": [0.5, 1.5]}, "fractions"),
-    ({"seeds": []}, "seeds"),
-    ({"seeds": [-1]}, "seeds"),
-    ({"source": "web_text"}, "source"),
-    ({"baseline": "web_text"}, "baseline"),
-    ({"batch_size": 1}, "batch_size"),
-])
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        ({"fractions": [0.5, 0.25]}, "fractions"),
+        ({"fractions": [0.5, 0.5]}, "fractions"),
+        ({"fractions": [0.0, 0.5]}, "fractions"),
+        ({"fractions": [0.5, 1.5]}, "fractions"),
+        ({"seeds": []}, "seeds"),
+        ({"seeds": [-1]}, "seeds"),
+        ({"source": "web_text"}, "source"),
+        ({"baseline": "web_text"}, "baseline"),
+        ({"batch_size": 1}, "batch_size"),
+    ],
+)
 def test_a_bad_config_value_is_refused_by_its_field_name(config, field):
     from pydantic import ValidationError
 
@@ -69,10 +90,13 @@ def test_a_bad_config_value_is_refused_by_its_field_name(config, field):
 
 
 def test_the_launchpad_refuses_a_bad_fraction_before_training(tmp_path):
-    result = materialize(ASSETS, selection=["scaling_curve"],
-                         resources=make_resources(str(tmp_path)), raise_on_error=False,
-                         run_config={"ops": {"scaling_curve": {"config": {
-                             "fractions": [1.0, 0.5]}}}})
+    result = materialize(
+        ASSETS,
+        selection=["scaling_curve"],
+        resources=make_resources(str(tmp_path)),
+        raise_on_error=False,
+        run_config={"ops": {"scaling_curve": {"config": {"fractions": [1.0, 0.5]}}}},
+    )
     assert not result.success
     (failure,) = result.get_step_failure_events()
     assert "fractions" in str(failure.step_failure_data.error)
@@ -88,22 +112,42 @@ def captioned(tmp_path_factory):
     resources["clip_source"] = ClipSource(corpus_clips=16, clips_per_shard=8)
     store, catalog = resources["store"], resources["catalog"]
     with instance_for_test() as instance:
-        assert materialize(ASSETS, selection=["clip_shard_plan"], instance=instance,
-                           resources=resources).success
+        assert materialize(
+            ASSETS, selection=["clip_shard_plan"], instance=instance, resources=resources
+        ).success
         for p in instance.get_dynamic_partitions("clip_shards"):
-            assert materialize(ASSETS, selection=["clip_shards"], partition_key=p,
-                               instance=instance, resources=resources).success
-        assert materialize(ASSETS, selection=["retrieval_benchmark"], instance=instance,
-                           resources=resources, run_config={"ops": {"retrieval_benchmark": {
-                               "config": {"clips": 10}}}}).success
-        store.write_bytes(store.checkpoint("video_vlm") / "lineage.json",
-                          json.dumps({"version": "0123abcd"}).encode())
+            assert materialize(
+                ASSETS,
+                selection=["clip_shards"],
+                partition_key=p,
+                instance=instance,
+                resources=resources,
+            ).success
+        assert materialize(
+            ASSETS,
+            selection=["retrieval_benchmark"],
+            instance=instance,
+            resources=resources,
+            run_config={"ops": {"retrieval_benchmark": {"config": {"clips": 10}}}},
+        ).success
+        store.write_bytes(
+            store.checkpoint("video_vlm") / "lineage.json",
+            json.dumps({"version": "0123abcd"}).encode(),
+        )
         clips = catalog.query("SELECT key, partition, ground_truth FROM clips")
         for p, group in clips.groupby("partition"):
-            rows = [{"key": k, "partition": p, "caption": f"{truth} ({n})", "sample": n,
-                     "source": "pseudo_captions", "captioner_version": "video_vlm-0123abcd"}
-                    for k, truth in zip(group["key"], group["ground_truth"], strict=True)
-                    for n in range(2)]
+            rows = [
+                {
+                    "key": k,
+                    "partition": p,
+                    "caption": f"{truth} ({n})",
+                    "sample": n,
+                    "source": "pseudo_captions",
+                    "captioner_version": "video_vlm-0123abcd",
+                }
+                for k, truth in zip(group["key"], group["ground_truth"], strict=True)
+                for n in range(2)
+            ]
             store.write_parquet(store.captions("video_vlm-0123abcd", p), pd.DataFrame(rows))
         yield resources, instance, clips
 
@@ -113,9 +157,13 @@ def test_the_curve_trains_each_fraction_on_exactly_its_nested_clips(captioned):
     store = resources["store"]
     config = {**TINY, "fractions": [0.25, 1.0], "seeds": [0]}
     start = time.monotonic()
-    result = materialize(ASSETS, selection=["scaling_curve"], instance=instance,
-                         resources=resources,
-                         run_config={"ops": {"scaling_curve": {"config": config}}})
+    result = materialize(
+        ASSETS,
+        selection=["scaling_curve"],
+        instance=instance,
+        resources=resources,
+        run_config={"ops": {"scaling_curve": {"config": config}}},
+    )
     seconds = time.monotonic() - start
     assert result.success
     print(f"scaling_curve: {seconds:.1f} s for 3 trainings")
@@ -123,16 +171,23 @@ def test_the_curve_trains_each_fraction_on_exactly_its_nested_clips(captioned):
 
     rows = json.loads(store.path("scaling_curve.json").read_text())
     assert [(r["source"], r["fraction"], r["clips"], r["pairs"]) for r in rows] == [
-        ("pseudo_captions", 0.25, 4, 8), ("pseudo_captions", 1.0, 16, 32),
-        ("alt_text", 1.0, 16, 16)]  # every caption of a chosen clip, and only those clips
+        ("pseudo_captions", 0.25, 4, 8),
+        ("pseudo_captions", 1.0, 16, 32),
+        ("alt_text", 1.0, 16, 16),
+    ]  # every caption of a chosen clip, and only those clips
     assert [r["batch_size"] for r in rows] == [4, 6, 6]  # 4 clips cannot fill a batch of 6
-    trained = pd.read_parquet(store.path("training_inputs",
-                                         "scaling-pseudo_captions-25pct-seed0.parquet"))
+    trained = pd.read_parquet(
+        store.path("training_inputs", "scaling-pseudo_captions-25pct-seed0.parquet")
+    )
     assert sorted(trained["key"].unique()) == sorted(nested_subset(clips["key"], 0.25, "seed0"))
     for r in rows:
         assert 0 <= r["metrics"]["t2v_R1"] <= 100
-        lineage = json.loads((store.checkpoint(f"scaling/{r['source']}-{r['fraction'] * 100:g}"
-                                               "pct-seed0") / "lineage.json").read_text())
+        lineage = json.loads(
+            (
+                store.checkpoint(f"scaling/{r['source']}-{r['fraction'] * 100:g}pct-seed0")
+                / "lineage.json"
+            ).read_text()
+        )
         assert lineage["version"] == r["model_version"]
         assert lineage["training_config"]["steps"] == 2
         assert lineage["data"]["fraction"] == r["fraction"]
@@ -153,9 +208,13 @@ def test_the_curve_trains_each_fraction_on_exactly_its_nested_clips(captioned):
 
     # again, unchanged: every checkpoint's lineage matches, so none is trained again
     jobs = set(store.path("training_jobs").iterdir())
-    again = materialize(ASSETS, selection=["scaling_curve"], instance=instance,
-                        resources=resources,
-                        run_config={"ops": {"scaling_curve": {"config": config}}})
+    again = materialize(
+        ASSETS,
+        selection=["scaling_curve"],
+        instance=instance,
+        resources=resources,
+        run_config={"ops": {"scaling_curve": {"config": config}}},
+    )
     assert again.success
     assert set(store.path("training_jobs").iterdir()) == jobs
     assert json.loads(store.path("scaling_curve.json").read_text()) == rows

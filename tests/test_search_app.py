@@ -25,10 +25,14 @@ QUERIES = ["a red circle moves left", "a blue square grows", "green triangle"]
 def _write_index(store: ArtifactStore, model, specs, version: str) -> None:
     frames = shards.frames_by_key([store.shard(p) for p in PARTITIONS], 4, workers=0)
     keys = [s.key for s in specs]
-    write_index(store.path("video_index", "index.duckdb"), keys,
-                [p for p, idx in PARTITIONS.items() for _ in idx],
-                [corpus.ground_truth_caption(s) for s in specs],
-                embed_videos(model, [frames[k] for k in keys]), version)
+    write_index(
+        store.path("video_index", "index.duckdb"),
+        keys,
+        [p for p, idx in PARTITIONS.items() for _ in idx],
+        [corpus.ground_truth_caption(s) for s in specs],
+        embed_videos(model, [frames[k] for k in keys]),
+        version,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +46,29 @@ def data(tmp_path_factory):
     for partition, idx in PARTITIONS.items():
         part = [specs[i] for i in idx]
         shards.write_shard(store.shard(partition), shards.embedded_clips(part))
-        store.write_parquet(store.path("clip_index", f"{partition}.parquet"), pd.DataFrame(
-            {"key": [s.key for s in part], "partition": partition,
-             "alt_text": [corpus.alt_text(s) for s in part]}))
-        store.write_parquet(store.captions("frame_captions-image_vlm-abc123", partition),
-                            pd.DataFrame({"key": [s.key for s in part], "sample": 0,
-                                          "caption": [f"frame of {s.key}" for s in part],
-                                          "source": "frame_captions",
-                                          "captioner_version": "image_vlm-abc123",
-                                          "partition": partition}))
+        store.write_parquet(
+            store.path("clip_index", f"{partition}.parquet"),
+            pd.DataFrame(
+                {
+                    "key": [s.key for s in part],
+                    "partition": partition,
+                    "alt_text": [corpus.alt_text(s) for s in part],
+                }
+            ),
+        )
+        store.write_parquet(
+            store.captions("frame_captions-image_vlm-abc123", partition),
+            pd.DataFrame(
+                {
+                    "key": [s.key for s in part],
+                    "sample": 0,
+                    "caption": [f"frame of {s.key}" for s in part],
+                    "source": "frame_captions",
+                    "captioner_version": "image_vlm-abc123",
+                    "partition": partition,
+                }
+            ),
+        )
     store.write_bytes(store.checkpoint("image_vlm") / "lineage.json", b'{"version": "abc123"}')
     torch.manual_seed(0)
     model = build_dual_encoder([corpus.ground_truth_caption(s) for s in specs] + QUERIES, **TINY)
@@ -105,7 +123,10 @@ def test_partitions_show_alt_text_frame_and_pseudo_captions_side_by_side(client,
     assert [c["key"] for c in clips] == [s.key for s in data["specs"][3:6]]
     spec = data["specs"][3]
     assert (clips[0]["alt_text"], clips[0]["frame_caption"], clips[0]["caption"]) == (
-        corpus.alt_text(spec), f"frame of {spec.key}", corpus.ground_truth_caption(spec))
+        corpus.alt_text(spec),
+        f"frame of {spec.key}",
+        corpus.ground_truth_caption(spec),
+    )
     page = client.get("/partitions/embedded-0001")
     assert page.status_code == 200 and f"frame of {spec.key}" in page.text
     assert client.get("/partitions").status_code == 200
@@ -118,13 +139,18 @@ def test_a_clip_is_served_whole_or_by_byte_range(client, data):
     size = len(member)
     whole = client.get(url)
     assert whole.status_code == 200 and whole.content == member
-    assert whole.headers["content-type"] == "video/mp4" and whole.headers["accept-ranges"] == "bytes"
-    for header, first, last in [("bytes=10-19", 10, 19), ("bytes=100-", 100, size - 1),
-                                ("bytes=-7", size - 7, size - 1),
-                                (f"bytes=5-{size + 100}", 5, size - 1)]:
+    assert (
+        whole.headers["content-type"] == "video/mp4" and whole.headers["accept-ranges"] == "bytes"
+    )
+    for header, first, last in [
+        ("bytes=10-19", 10, 19),
+        ("bytes=100-", 100, size - 1),
+        ("bytes=-7", size - 7, size - 1),
+        (f"bytes=5-{size + 100}", 5, size - 1),
+    ]:
         part = client.get(url, headers={"Range": header})
         assert part.status_code == 206, header
-        assert part.content == member[first:last + 1], header
+        assert part.content == member[first : last + 1], header
         assert part.headers["content-range"] == f"bytes {first}-{last}/{size}"
         assert int(part.headers["content-length"]) == last - first + 1
     for header in (f"bytes={size}-", f"bytes={size + 5}-{size + 9}", "bytes=-0"):
@@ -145,31 +171,34 @@ def test_byte_range_ignores_what_it_does_not_understand():
     assert byte_range("bytes=0-0", 10) == (0, 0)
 
 
-@pytest.mark.parametrize("url", [
-    "/api/search",
-    "/api/search?q=",
-    "/api/search?q=%20%20",
-    "/api/search?q=" + "a" * (MAX_QUERY_CHARS + 1),
-    "/api/search?q=red&k=0",
-    "/api/search?q=red&k=101",
-    "/api/search?q=red&k=-1",
-    "/api/search?q=red&k=ten",
-    "/api/search?q=red&k=1e3",
-    "/api/search?q=%FF%FEred",
-    "/api/similar",
-    "/api/similar?key=no-such-clip",
-    "/api/similar?key=corpus-000000&k=0",
-    "/api/partitions/embedded-9999",
-    "/api/partitions/..",
-    "/clips/embedded-0000/no-such-clip.mp4",
-    "/clips/embedded-9999/corpus-000000.mp4",
-    "/clips/%2e%2e/corpus-000000.mp4",
-    "/clips/..%2Fclips%2Fembedded-0000/corpus-000000.mp4",
-    "/clips/embedded-0000/..%2F..%2Fetc%2Fpasswd.mp4",
-    "/clips/embedded-0000/.hidden.mp4",
-    "/clips/embedded-0000/corpus-000000.json",
-    "/api/nothing-here",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/search",
+        "/api/search?q=",
+        "/api/search?q=%20%20",
+        "/api/search?q=" + "a" * (MAX_QUERY_CHARS + 1),
+        "/api/search?q=red&k=0",
+        "/api/search?q=red&k=101",
+        "/api/search?q=red&k=-1",
+        "/api/search?q=red&k=ten",
+        "/api/search?q=red&k=1e3",
+        "/api/search?q=%FF%FEred",
+        "/api/similar",
+        "/api/similar?key=no-such-clip",
+        "/api/similar?key=corpus-000000&k=0",
+        "/api/partitions/embedded-9999",
+        "/api/partitions/..",
+        "/clips/embedded-0000/no-such-clip.mp4",
+        "/clips/embedded-9999/corpus-000000.mp4",
+        "/clips/%2e%2e/corpus-000000.mp4",
+        "/clips/..%2Fclips%2Fembedded-0000/corpus-000000.mp4",
+        "/clips/embedded-0000/..%2F..%2Fetc%2Fpasswd.mp4",
+        "/clips/embedded-0000/.hidden.mp4",
+        "/clips/embedded-0000/corpus-000000.json",
+        "/api/nothing-here",
+    ],
+)
 def test_bad_requests_get_a_4xx_and_a_message(client, url):
     response = client.get(url)
     assert 400 <= response.status_code < 500, (url, response.status_code, response.text)
@@ -179,12 +208,14 @@ def test_bad_requests_get_a_4xx_and_a_message(client, url):
 def test_the_page_searches_without_javascript_and_shows_errors_inline(client, data):
     page = client.get("/", params={"q": QUERIES[1], "k": 2})
     assert page.status_code == 200 and page.text.count('class="hit"') == 2
-    assert '<video controls' in page.text and "more like this" in page.text
+    assert "<video controls" in page.text and "more like this" in page.text
     key = data["specs"][0].key
     like = client.get("/", params={"like": key})
     assert like.status_code == 200 and f'data-key="{key}"' in like.text
     empty = client.get("/", params={"q": ""})
-    assert empty.status_code == 400 and 'class="error"' in empty.text and "empty query" in empty.text
+    assert (
+        empty.status_code == 400 and 'class="error"' in empty.text and "empty query" in empty.text
+    )
     bad_k = client.get("/", params={"q": "red", "k": "0"})
     assert bad_k.status_code == 400 and "k must be" in bad_k.text
     escaped = client.get("/", params={"q": "<script>alert(1)</script>"})

@@ -21,34 +21,71 @@ from model_code.video_index import write_index
 from resources.storage import ArtifactStore
 
 PARTITION = "embedded-0000"
-SIZES = {"image_size": 16, "patch_size": 8, "vision_width": 32, "vision_layers": 1,
-         "vision_heads": 2, "text_width": 32, "text_layers": 1, "text_heads": 2,
-         "temporal_layers": 1, "temporal_heads": 2, "projection_dim": 32}
-ARTIFACTS = Path(os.environ.get("VIDISTILL_TEST_ARTIFACTS",
-                                Path(__file__).resolve().parents[1] / "test-artifacts"))
+SIZES = {
+    "image_size": 16,
+    "patch_size": 8,
+    "vision_width": 32,
+    "vision_layers": 1,
+    "vision_heads": 2,
+    "text_width": 32,
+    "text_layers": 1,
+    "text_heads": 2,
+    "temporal_layers": 1,
+    "temporal_heads": 2,
+    "projection_dim": 32,
+}
+ARTIFACTS = Path(
+    os.environ.get(
+        "VIDISTILL_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"
+    )
+)
 
 
 def _data_root(root: Path) -> tuple[Path, list]:
     """One shard of single-object clips, its clip index, and a dual encoder that has learned
     them (trained on their ground-truth captions) with its video index."""
     store = ArtifactStore(root=str(root))
-    specs = [s for s in corpus.split_specs("corpus", corpus.CorpusConfig(), 0, 40)
-             if not s.ordered][:16]
+    specs = [
+        s for s in corpus.split_specs("corpus", corpus.CorpusConfig(), 0, 40) if not s.ordered
+    ][:16]
     shards.write_shard(store.shard(PARTITION), shards.embedded_clips(specs))
-    store.write_parquet(store.path("clip_index", f"{PARTITION}.parquet"), pd.DataFrame(
-        {"key": [s.key for s in specs], "partition": PARTITION,
-         "alt_text": [corpus.alt_text(s) for s in specs]}))
+    store.write_parquet(
+        store.path("clip_index", f"{PARTITION}.parquet"),
+        pd.DataFrame(
+            {
+                "key": [s.key for s in specs],
+                "partition": PARTITION,
+                "alt_text": [corpus.alt_text(s) for s in specs],
+            }
+        ),
+    )
     captions = [corpus.ground_truth_caption(s) for s in specs]
     torch.manual_seed(0)
     model = build_dual_encoder(captions, num_frames=4, **SIZES)
     frames = shards.frames_by_key([store.shard(PARTITION)], 4, workers=0)
     clips = [frames[s.key] for s in specs]
-    train_dual_encoder(model, list(zip(clips, captions, strict=True)), DualEncoderTrainConfig(
-        steps=150, batch_size=16, warmup_steps=10, log_every=1000, num_frames=4, device="cpu",
-        **{k: SIZES[k] for k in ("image_size", "patch_size")}))
+    train_dual_encoder(
+        model,
+        list(zip(clips, captions, strict=True)),
+        DualEncoderTrainConfig(
+            steps=150,
+            batch_size=16,
+            warmup_steps=10,
+            log_every=1000,
+            num_frames=4,
+            device="cpu",
+            **{k: SIZES[k] for k in ("image_size", "patch_size")},
+        ),
+    )
     model.save_pretrained(store.checkpoint("dual_encoder/pseudo_captions"))
-    write_index(store.path("video_index", "index.duckdb"), [s.key for s in specs],
-                [PARTITION] * len(specs), captions, embed_videos(model, clips), "browser-test")
+    write_index(
+        store.path("video_index", "index.duckdb"),
+        [s.key for s in specs],
+        [PARTITION] * len(specs),
+        captions,
+        embed_videos(model, clips),
+        "browser-test",
+    )
     return root, specs
 
 
@@ -60,8 +97,9 @@ def _serve(root: Path) -> tuple[str, object]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(root), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(root), host="127.0.0.1", port=port, log_level="warning")
+    )
     threading.Thread(target=server.run, daemon=True).start()
     deadline = time.monotonic() + 30
     while not server.started:
@@ -76,13 +114,20 @@ def browser():
     from selenium.webdriver.chrome.service import Service
 
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    assert chromium and driver, ("the browser test needs Debian's chromium and chromium-driver: "
-                                 "bash .ci/setup installs them (apt-get install chromium "
-                                 "chromium-driver)")
+    assert chromium and driver, (
+        "the browser test needs Debian's chromium and chromium-driver: "
+        "bash .ci/setup installs them (apt-get install chromium "
+        "chromium-driver)"
+    )
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--window-size=1280,1000", "--autoplay-policy=no-user-gesture-required"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1000",
+        "--autoplay-policy=no-user-gesture-required",
+    ):
         options.add_argument(arg)
     session = webdriver.Chrome(options=options, service=Service(driver))
     yield session
@@ -104,13 +149,17 @@ def test_a_typed_query_finds_its_clip_and_the_clip_plays(tmp_path, browser):
         box.send_keys(query)
         box.submit()
         WebDriverWait(browser, 20).until(
-            lambda d: d.find_elements(By.CSS_SELECTOR, "li.hit dd.caption"))
+            lambda d: d.find_elements(By.CSS_SELECTOR, "li.hit dd.caption")
+        )
         first = browser.find_element(By.CSS_SELECTOR, "li.hit dd.caption").text
         assert target.colour in first and target.motion in first, (query, first)
         video = browser.find_element(By.CSS_SELECTOR, "li.hit video")
-        duration = WebDriverWait(browser, 30).until(lambda d: d.execute_script(
-            "const v = arguments[0]; return v.readyState >= 1 && v.duration > 0 && v.duration",
-            video))
+        duration = WebDriverWait(browser, 30).until(
+            lambda d: d.execute_script(
+                "const v = arguments[0]; return v.readyState >= 1 && v.duration > 0 && v.duration",
+                video,
+            )
+        )
         assert duration > 0  # the browser fetched the clip (range requests) and decoded it
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         assert browser.save_screenshot(str(ARTIFACTS / "search_page.png"))

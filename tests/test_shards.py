@@ -30,6 +30,7 @@ def test_bad_members_become_rejects_not_failures(tmp_path):
     good = _clips(3)
     path = tmp_path / "mixed.tar"
     with tarfile.open(path, "w") as tar:
+
         def add(name: str, data: bytes) -> None:
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -85,7 +86,8 @@ def test_a_shard_split_across_three_decode_workers_yields_every_clip_once_in_tar
     with shards.ClipStream([a, b], 4, workers=3, chunk=2) as stream:
         rows = list(stream)
     assert [(shard, key) for shard, key, _, _ in rows] == [
-        (0 if i < 7 else 1, c.key) for i, c in enumerate(clips)]
+        (0 if i < 7 else 1, c.key) for i, c in enumerate(clips)
+    ]
     inline = list(shards.iter_shard([a, b], 4))
     assert all(np.array_equal(r[2], i[1]) for r, i in zip(rows, inline, strict=True))
     batches = list(shards.ClipStream([a, b], 4, workers=3, chunk=2).batches(3))
@@ -110,7 +112,9 @@ def test_links_in_a_shard_are_rejects_with_their_reason(tmp_path):
         tar.addfile(link)
     rejects = []
     assert [k for k, _, _ in shards.iter_shard(path, 2, on_reject=rejects.append)] == [good[0].key]
-    assert rejects == [{"key": "sneaky", "reason": "sneaky.mp4 is not a regular file (link or device)"}]
+    assert rejects == [
+        {"key": "sneaky", "reason": "sneaky.mp4 is not a regular file (link or device)"}
+    ]
 
 
 def test_decode_workers_of_a_caption_step_never_load_torch(tmp_path):
@@ -123,8 +127,9 @@ loaded = stream._pool.submit(eval, "set(__import__('sys').modules)").result(time
 print(sorted(loaded & {{"torch", "transformers", "model_code.shards"}}))
 print(len(list(stream)))
 """
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True, cwd=os.getcwd()).stdout.split("\n")
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=os.getcwd()
+    ).stdout.split("\n")
     assert out[:2] == ["['model_code.shards']", "2"]
 
 

@@ -10,15 +10,23 @@ from dagster import instance_for_test, materialize
 from model_code import corpus, shards
 from model_code.teacher import QwenTeacher, build_tiny_teacher, save_teacher
 
-PERMISSIVE = {"batch_size": 3, "max_new_tokens": 4, "decode_workers": 0, "max_empty_rate": 1.0,
-              "max_degenerate_rate": 1.0, "max_duplicate_rate": 1.0, "min_vocab_size": 0}
+PERMISSIVE = {
+    "batch_size": 3,
+    "max_new_tokens": 4,
+    "decode_workers": 0,
+    "max_empty_rate": 1.0,
+    "max_degenerate_rate": 1.0,
+    "max_duplicate_rate": 1.0,
+    "min_vocab_size": 0,
+}
 
 
 @pytest.fixture(scope="module")
 def teacher_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("qwen2_vl")
-    save_teacher(build_tiny_teacher(["a red circle moves left", "a blue square stays still"]),
-                 folder)
+    save_teacher(
+        build_tiny_teacher(["a red circle moves left", "a blue square stays still"]), folder
+    )
     return folder
 
 
@@ -47,23 +55,37 @@ def test_teacher_captions_partition_and_a_dual_encoder_source(teacher_folder, tm
     config = {**PERMISSIVE, "teacher_path": str(teacher_folder)}
     with instance_for_test() as instance:
         instance.add_dynamic_partitions("clip_shards", ["p0"])
-        result = materialize(list(defs.assets), selection=["teacher_captions"],
-                             partition_key="p0", instance=instance, resources=resources,
-                             run_config={"ops": {"teacher_captions": {"config": config}}})
+        result = materialize(
+            list(defs.assets),
+            selection=["teacher_captions"],
+            partition_key="p0",
+            instance=instance,
+            resources=resources,
+            run_config={"ops": {"teacher_captions": {"config": config}}},
+        )
         assert result.success
         checks = result.get_asset_check_evaluations()
         assert [c.check_name for c in checks] == ["caption_quality"] and checks[0].passed
-        missing = materialize(list(defs.assets), selection=["teacher_captions"],
-                              partition_key="p0", instance=instance, resources=resources,
-                              raise_on_error=False,
-                              run_config={"ops": {"teacher_captions": {"config": PERMISSIVE}}})
+        missing = materialize(
+            list(defs.assets),
+            selection=["teacher_captions"],
+            partition_key="p0",
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+            run_config={"ops": {"teacher_captions": {"config": PERMISSIVE}}},
+        )
         assert not missing.success
     version = teacher_version(str(teacher_folder))
     df = pd.read_parquet(store.captions(f"teacher_captions-{version}", "p0"))
     assert sorted(df["key"]) == sorted(c.key for c in good)
     assert set(df["captioner_version"]) == {version} and version.startswith("teacher-")
-    store.write_parquet(store.path("clip_index", "p0.parquet"), pd.DataFrame(
-        [{"key": c.key, "partition": "p0", "alt_text": c.meta["alt_text"]} for c in good]))
+    store.write_parquet(
+        store.path("clip_index", "p0.parquet"),
+        pd.DataFrame(
+            [{"key": c.key, "partition": "p0", "alt_text": c.meta["alt_text"]} for c in good]
+        ),
+    )
     pairs = training_pairs("teacher_captions", resources["catalog"], store)
     assert sorted(pairs["key"]) == sorted(c.key for c in good)
     assert set(pairs["version"]) == {version}

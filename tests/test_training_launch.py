@@ -44,23 +44,37 @@ def corpus(tmp_path_factory):
     resources = make_resources(str(root))
     resources["clip_source"] = ClipSource(corpus_clips=16, clips_per_shard=8)
     with instance_for_test() as instance:
-        assert materialize(ASSETS, selection=["clip_shard_plan"], instance=instance,
-                           resources=resources).success
+        assert materialize(
+            ASSETS, selection=["clip_shard_plan"], instance=instance, resources=resources
+        ).success
         for p in instance.get_dynamic_partitions("clip_shards"):
-            assert materialize(ASSETS, selection=["clip_shards"], partition_key=p,
-                               instance=instance, resources=resources).success
-        assert materialize(ASSETS, selection=["retrieval_benchmark"], instance=instance,
-                           resources=resources, run_config={"ops": {"retrieval_benchmark": {
-                               "config": {"clips": 10}}}}).success
+            assert materialize(
+                ASSETS,
+                selection=["clip_shards"],
+                partition_key=p,
+                instance=instance,
+                resources=resources,
+            ).success
+        assert materialize(
+            ASSETS,
+            selection=["retrieval_benchmark"],
+            instance=instance,
+            resources=resources,
+            run_config={"ops": {"retrieval_benchmark": {"config": {"clips": 10}}}},
+        ).success
         yield resources, instance
 
 
 def _train_dual_encoder(corpus, source: str, nproc: int):
     resources, instance = corpus
     result = materialize(
-        ASSETS, selection=["dual_encoder"], partition_key=source, instance=instance,
+        ASSETS,
+        selection=["dual_encoder"],
+        partition_key=source,
+        instance=instance,
         resources=resources,
-        run_config={"ops": {"dual_encoder": {"config": {**TRAIN, "nproc_per_node": nproc}}}})
+        run_config={"ops": {"dual_encoder": {"config": {**TRAIN, "nproc_per_node": nproc}}}},
+    )
     assert result.success
     (materialization,) = result.asset_materializations_for_node("dual_encoder")
     store = resources["store"]
@@ -71,20 +85,21 @@ def _train_dual_encoder(corpus, source: str, nproc: int):
 def _in_process(job: dict, out: Path) -> dict[str, torch.Tensor]:
     from model_code.train_dual_encoder import train
 
-    train({**job, "out": str(out), "state": None,
-           "config": {**job["config"], "nproc_per_node": 1}})
+    train({**job, "out": str(out), "state": None, "config": {**job["config"], "nproc_per_node": 1}})
     return load_file(out / "model.safetensors")
 
 
 def test_dual_encoder_on_two_ranks_reports_from_rank_0_and_trains_like_one_process(
-        corpus, tmp_path):
+    corpus, tmp_path
+):
     materialization, job = _train_dual_encoder(corpus, "alt_text", nproc=2)
     meta = materialization.metadata
     folder = Path(meta["path"].value)
     assert meta["world_size"].value == 2  # rank 0's metrics, through Pipes
     lineage = json.loads((folder / "lineage.json").read_text())
-    assert meta["version"].value == lineage["version"] == materialization.tags[
-        "dagster/data_version"]
+    assert (
+        meta["version"].value == lineage["version"] == materialization.tags["dagster/data_version"]
+    )
     assert lineage["training_config"]["nproc_per_node"] == 2
     assert lineage["parents"] == {"captions": ["alt_text"]}
 
@@ -117,14 +132,28 @@ def test_one_rank_through_pipes_equals_the_trainer_in_process_bit_for_bit(corpus
 
 def test_a_failing_rank_fails_the_step_with_its_message(tmp_path):
     @asset
-    def broken(context: AssetExecutionContext, launcher: TrainingLauncher, store: ArtifactStore,
-               accelerators: Accelerators):
-        return launcher.train(context, module="tests.rank_fails", job={"config": {},
-                              "pairs": "pairs.parquet"}, name="broken", store=store, nproc=2,
-                              device="auto", accelerators=accelerators)
+    def broken(
+        context: AssetExecutionContext,
+        launcher: TrainingLauncher,
+        store: ArtifactStore,
+        accelerators: Accelerators,
+    ):
+        return launcher.train(
+            context,
+            module="tests.rank_fails",
+            job={"config": {}, "pairs": "pairs.parquet"},
+            name="broken",
+            store=store,
+            nproc=2,
+            device="auto",
+            accelerators=accelerators,
+        )
 
-    resources = {"launcher": TrainingLauncher(), "store": ArtifactStore(root=str(tmp_path)),
-                 "accelerators": Accelerators(lock_dir=str(tmp_path / "locks"))}
+    resources = {
+        "launcher": TrainingLauncher(),
+        "store": ArtifactStore(root=str(tmp_path)),
+        "accelerators": Accelerators(lock_dir=str(tmp_path / "locks")),
+    }
     result = materialize([broken], resources=resources, raise_on_error=False)
     assert not result.success
     (failure,) = result.get_step_failure_events()
@@ -143,8 +172,10 @@ def test_launchpad_defaults_are_the_trainers_and_bad_values_name_the_field(tmp_p
         from_dict,
     )
 
-    for launchpad, trainer in ((DualEncoderLaunchConfig, DualEncoderTrainConfig),
-                               (LanguageAdaptationConfig, LanguageAdaptationTrainConfig)):
+    for launchpad, trainer in (
+        (DualEncoderLaunchConfig, DualEncoderTrainConfig),
+        (LanguageAdaptationConfig, LanguageAdaptationTrainConfig),
+    ):
         assert {f.name: getattr(launchpad(), f.name) for f in fields(trainer)} == vars(trainer())
     with pytest.raises(ValueError, match="DualEncoderTrainConfig.batch_size must be >= 2"):
         from_dict(DualEncoderTrainConfig, {"batch_size": 1})
@@ -153,8 +184,13 @@ def test_launchpad_defaults_are_the_trainers_and_bad_values_name_the_field(tmp_p
     with pytest.raises(ValueError, match="LanguageAdaptationTrainConfig.device must be"):
         from_dict(LanguageAdaptationTrainConfig, {"device": "gpu0"})
     with pytest.raises(DagsterInvalidConfigError, match="loss"):
-        materialize(ASSETS, selection=["dual_encoder"], partition_key="alt_text",
-                    resources=make_resources(str(tmp_path)), run_config={"ops": {"dual_encoder": {"config": {"loss": "triplet"}}}})
+        materialize(
+            ASSETS,
+            selection=["dual_encoder"],
+            partition_key="alt_text",
+            resources=make_resources(str(tmp_path)),
+            run_config={"ops": {"dual_encoder": {"config": {"loss": "triplet"}}}},
+        )
 
 
 # --- stage 1 on two ranks ---------------------------------------------------------------------
@@ -170,19 +206,29 @@ def _stage1_inputs(folder: Path) -> dict:
 
     specs = corpus.split_specs("adapt", corpus.CorpusConfig(), 0, 12)
     captions = [corpus.ground_truth_caption(s) for s in specs]
-    config = TinyVLMConfig(vision_hidden=32, vision_layers=1, text_hidden=16, text_layers=1,
-                           vision_heads=2, text_heads=2, num_frames=4)
+    config = TinyVLMConfig(
+        vision_hidden=32,
+        vision_layers=1,
+        text_hidden=16,
+        text_layers=1,
+        vision_heads=2,
+        text_heads=2,
+        num_frames=4,
+    )
     vlm = build_tiny_image_vlm(captions, config)
     vlm.save_pretrained(folder / "image_vlm")
     write_lineage(folder / "image_vlm", kind="image_vlm")
     data = folder / "video_caption_data"
     shards.write_shard(data / "clips.tar", shards.embedded_clips(specs))
     pd.DataFrame({"key": [s.key for s in specs], "caption": captions}).to_parquet(
-        data / "captions.parquet")
-    return {"stage": "adapted_encoder", "base": str(folder / "image_vlm"),
-            "caption_data": str(data),
-            "config": {"steps": 2, "batch_size": 4, "lr": 1e-2, "warmup_steps": 1,
-                       "log_every": 1}}
+        data / "captions.parquet"
+    )
+    return {
+        "stage": "adapted_encoder",
+        "base": str(folder / "image_vlm"),
+        "caption_data": str(data),
+        "config": {"steps": 2, "batch_size": 4, "lr": 1e-2, "warmup_steps": 1, "log_every": 1},
+    }
 
 
 def _torchrun(job: dict, folder: Path, nproc: int) -> tuple[dict[str, torch.Tensor], list[float]]:
@@ -193,15 +239,31 @@ def _torchrun(job: dict, folder: Path, nproc: int) -> tuple[dict[str, torch.Tens
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           f"--nproc_per_node={nproc}", "-m", "model_code.train_vlm", "--job",
-                           str(path)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            "-m",
+            "model_code.train_vlm",
+            "--job",
+            str(path),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     steps = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"step"')]
     saved = load_file(Path(job["out"]) / "model.safetensors")
-    assert all(k.startswith(("model.vision_tower.", "model.multi_modal_projector."))
-               for k in saved)  # the stage's output: only what it trained
+    assert all(
+        k.startswith(("model.vision_tower.", "model.multi_modal_projector.")) for k in saved
+    )  # the stage's output: only what it trained
     full = VideoVLM.from_pretrained(job["full_out"], device="cpu").model.state_dict()
     return full, [s["loss"] for s in steps]
 
@@ -242,14 +304,33 @@ def test_the_composed_video_vlm_is_the_model_trained_in_one_piece(tmp_path, lora
     torch.set_num_threads(1)
     job = _stage1_inputs(tmp_path)
     captions = pd.read_parquet(tmp_path / "video_caption_data" / "captions.parquet")
-    pd.DataFrame({"key": captions["key"], "prompt": CAPTION_PROMPT, "answer": captions["caption"],
-                  "type": "detailed"}).to_parquet(tmp_path / "instructions.parquet")
-    stage2 = {"steps": 3, "batch_size": 4, "lr": 1e-2, "warmup_steps": 1, "log_every": 1,
-              "lora_rank": lora_rank}
+    pd.DataFrame(
+        {
+            "key": captions["key"],
+            "prompt": CAPTION_PROMPT,
+            "answer": captions["caption"],
+            "type": "detailed",
+        }
+    ).to_parquet(tmp_path / "instructions.parquet")
+    stage2 = {
+        "steps": 3,
+        "batch_size": 4,
+        "lr": 1e-2,
+        "warmup_steps": 1,
+        "log_every": 1,
+        "lora_rank": lora_rank,
+    }
     train({**job, "out": str(tmp_path / "encoder")})
-    train({**job, "stage": "instruction_tuned_lm", "config": stage2,
-           "encoder": str(tmp_path / "encoder"), "out": str(tmp_path / "lm"),
-           "instructions": str(tmp_path / "instructions.parquet")})
+    train(
+        {
+            **job,
+            "stage": "instruction_tuned_lm",
+            "config": stage2,
+            "encoder": str(tmp_path / "encoder"),
+            "out": str(tmp_path / "lm"),
+            "instructions": str(tmp_path / "instructions.parquet"),
+        }
+    )
     composed = compose(job["base"], tmp_path / "encoder", tmp_path / "lm")
     saved = load_file(tmp_path / "lm" / "model.safetensors")
     if lora_rank:  # the adapter only: a few small matrices, not the LM
@@ -258,27 +339,38 @@ def test_the_composed_video_vlm_is_the_model_trained_in_one_piece(tmp_path, lora
         assert all(k.startswith(("model.language_model.", "lm_head.")) for k in saved)
 
     whole = VideoVLM.from_pretrained(job["base"], device="cpu")
-    keys, clips, _, _ = shards.load_clips(tmp_path / "video_caption_data" / "clips.tar",
-                                          whole.num_frames)
+    keys, clips, _, _ = shards.load_clips(
+        tmp_path / "video_caption_data" / "clips.tar", whole.num_frames
+    )
     refs = captions.set_index("key").loc[keys, "caption"].tolist()
     visual_adaptation(whole, clips, refs, from_dict(VisualAdaptationTrainConfig, job["config"]))
-    examples = [{"clip_index": i, "prompt": CAPTION_PROMPT, "answer": c, "type": "detailed"}
-                for i, c in enumerate(refs)]
-    language_adaptation(whole, clips, examples, from_dict(LanguageAdaptationTrainConfig, stage2),
-                        lora_rank=lora_rank)
+    examples = [
+        {"clip_index": i, "prompt": CAPTION_PROMPT, "answer": c, "type": "detailed"}
+        for i, c in enumerate(refs)
+    ]
+    language_adaptation(
+        whole,
+        clips,
+        examples,
+        from_dict(LanguageAdaptationTrainConfig, stage2),
+        lora_rank=lora_rank,
+    )
     mine, theirs = composed.model.state_dict(), whole.model.state_dict()
     assert mine.keys() == theirs.keys()
     assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
     assert composed.prompt == whole.prompt == CAPTION_PROMPT
     assert composed.caption(np.asarray(clips), max_new_tokens=6) == whole.caption(
-        np.asarray(clips), max_new_tokens=6)
+        np.asarray(clips), max_new_tokens=6
+    )
 
 
 def test_only_numbers_become_metrics_and_bools_are_not_numbers():
     from model_code.trainer import numeric_metrics
 
     assert numeric_metrics({"loss": 1, "lr": 2.5, "done": True, "source": "x", "n": None}) == {
-        "loss": 1.0, "lr": 2.5}
+        "loss": 1.0,
+        "lr": 2.5,
+    }
 
 
 def test_a_pipes_message_caught_half_written_is_read_whole_once_its_line_ends(tmp_path):

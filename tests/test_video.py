@@ -45,9 +45,12 @@ def _reference_decode(mp4: bytes, size: tuple[int, int]) -> np.ndarray:
     """Yesterday's decoder: every frame through an ffmpeg process, rgb24 on a pipe."""
     import ffmpeg as ff
 
-    out, _ = (ff.input("pipe:").output("pipe:", format="rawvideo", pix_fmt="rgb24")
-              .global_args("-loglevel", "error", "-nostdin")
-              .run(cmd=video.ffmpeg_binary(), input=mp4, capture_stdout=True))
+    out, _ = (
+        ff.input("pipe:")
+        .output("pipe:", format="rawvideo", pix_fmt="rgb24")
+        .global_args("-loglevel", "error", "-nostdin")
+        .run(cmd=video.ffmpeg_binary(), input=mp4, capture_stdout=True)
+    )
     w, h = size
     return np.frombuffer(out, np.uint8).reshape(-1, h, w, 3)
 

@@ -8,8 +8,15 @@ from model_code import corpus
 from model_code.adaptation import TrainConfig, language_adaptation, visual_adaptation
 from model_code.vlm import TinyVLMConfig, VideoVLM, build_tiny_image_vlm
 
-TINY = TinyVLMConfig(vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=32,
-                     text_layers=1, text_heads=2, num_frames=4)
+TINY = TinyVLMConfig(
+    vision_hidden=32,
+    vision_layers=1,
+    vision_heads=2,
+    text_hidden=32,
+    text_layers=1,
+    text_heads=2,
+    num_frames=4,
+)
 STEPS = TrainConfig(steps=3, batch_size=4, lr=1e-2, warmup_steps=1, device="cpu", log_every=1)
 
 
@@ -47,8 +54,10 @@ def test_stage2_leaves_vision_and_projector_untouched(data):
     clips, captions = data
     vlm = _vlm(captions)
     lm, vision = _snapshot(vlm.language_parameters()), _snapshot(vlm.vision_parameters())
-    examples = [{"clip_index": i, "prompt": "what moves ?", "answer": c, "type": "detailed"}
-                for i, c in enumerate(captions)]
+    examples = [
+        {"clip_index": i, "prompt": "what moves ?", "answer": c, "type": "detailed"}
+        for i, c in enumerate(captions)
+    ]
     language_adaptation(vlm, clips, examples, STEPS)
     assert _same(vision, vlm.vision_parameters())
     assert not _same(lm, vlm.language_parameters())
@@ -60,8 +69,10 @@ def test_stage2_lora_trains_adapters_only_and_merges_them_into_a_plain_model(dat
     clips, captions = data
     vlm = _vlm(captions)
     lm, vision = _snapshot(vlm.language_parameters()), _snapshot(vlm.vision_parameters())
-    examples = [{"clip_index": i, "prompt": "what moves ?", "answer": c, "type": "detailed"}
-                for i, c in enumerate(captions)]
+    examples = [
+        {"clip_index": i, "prompt": "what moves ?", "answer": c, "type": "detailed"}
+        for i, c in enumerate(captions)
+    ]
     metrics = language_adaptation(vlm, clips, examples, STEPS, lora_rank=4)
     assert _same(vision, vlm.vision_parameters())
     assert not _same(lm, vlm.language_parameters())  # the adapters, merged
@@ -86,8 +97,9 @@ def test_save_load_round_trip_gives_identical_outputs(data, tmp_path):
     batch = vlm.multimodal_batch(clips[:2], ["caption the video ."] * 2, captions[:2])
     with torch.no_grad():
         a = vlm.model(**batch).logits
-        b = loaded.model(**loaded.multimodal_batch(clips[:2], ["caption the video ."] * 2,
-                                                   captions[:2])).logits
+        b = loaded.model(
+            **loaded.multimodal_batch(clips[:2], ["caption the video ."] * 2, captions[:2])
+        ).logits
     assert torch.equal(a, b)
     assert vlm.caption(clips[:3]) == loaded.caption(clips[:3])
     plain = AutoModelForImageTextToText.from_pretrained(tmp_path / "ckpt", local_files_only=True)

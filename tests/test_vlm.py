@@ -7,8 +7,14 @@ from model_code.corpus import CorpusConfig, ground_truth_caption, render_clip, s
 from model_code.instructions import CAPTION_PROMPT
 from model_code.vlm import FAMILIES, TinyVLMConfig, VideoVLM, build_tiny_image_vlm
 
-TINY = {"vision_hidden": 32, "vision_layers": 1, "vision_heads": 2, "text_hidden": 64,
-        "text_layers": 1, "text_heads": 2}
+TINY = {
+    "vision_hidden": 32,
+    "vision_layers": 1,
+    "vision_heads": 2,
+    "text_hidden": 64,
+    "text_layers": 1,
+    "text_heads": 2,
+}
 FRAMES = np.linspace(0, 15, 8).round().astype(int)
 
 
@@ -24,10 +30,15 @@ def trained(data):
     """A tiny LLaVA whose LM has learned the 12 captions, so greedy captions differ by clip."""
     clips, captions = data
     vlm = build_tiny_image_vlm(captions, TinyVLMConfig(**TINY), seed=0)
-    examples = [{"clip_index": i, "prompt": CAPTION_PROMPT, "answer": c}
-                for i, c in enumerate(captions)]
-    language_adaptation(vlm, clips, examples, TrainConfig(steps=40, batch_size=12, lr=1e-2,
-                                                          warmup_steps=2, device="cpu"))
+    examples = [
+        {"clip_index": i, "prompt": CAPTION_PROMPT, "answer": c} for i, c in enumerate(captions)
+    ]
+    language_adaptation(
+        vlm,
+        clips,
+        examples,
+        TrainConfig(steps=40, batch_size=12, lr=1e-2, warmup_steps=2, device="cpu"),
+    )
     return vlm
 
 
@@ -64,28 +75,30 @@ def test_frame_differences_are_zero_for_a_still_clip_and_not_for_a_moving_one(tr
     assert torch.count_nonzero(still_tokens[:, k:]) == 0
     assert torch.count_nonzero(moving_tokens[1:, k:]) > 0
     # each change token is exactly this frame's pooled tokens minus the previous frame's
-    torch.testing.assert_close(moving_tokens[1:, k:], moving_tokens[1:, :k] - moving_tokens[:-1, :k])
+    torch.testing.assert_close(
+        moving_tokens[1:, k:], moving_tokens[1:, :k] - moving_tokens[:-1, :k]
+    )
 
 
 def test_batched_captions_equal_one_by_one(trained, data):
     clips, _ = data
     with torch.no_grad():  # a clip's visual tokens do not depend on the clips batched with it
         together = trained.visual_tokens(clips)
-        alone = torch.cat([trained.visual_tokens(clips[i:i + 1]) for i in range(len(clips))])
+        alone = torch.cat([trained.visual_tokens(clips[i : i + 1]) for i in range(len(clips))])
     torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
     batched = trained.caption(clips, max_new_tokens=10)
-    single = [trained.caption(clips[i:i + 1], max_new_tokens=10)[0] for i in range(len(clips))]
+    single = [trained.caption(clips[i : i + 1], max_new_tokens=10)[0] for i in range(len(clips))]
     assert batched == single
     assert len(set(batched)) > 1
 
 
 def test_sampling_is_reproducible_by_seed_and_varies_across_seeds_and_beams_use_known_words(
-        trained, data):
+    trained, data
+):
     clips, captions = data
 
     def sample(seed: int) -> list[str]:
-        return trained.caption(clips, do_sample=True, temperature=1.5, seed=seed,
-                               max_new_tokens=6)
+        return trained.caption(clips, do_sample=True, temperature=1.5, seed=seed, max_new_tokens=6)
 
     assert sample(1) == sample(1)
     assert any(sample(1) != sample(seed) for seed in (2, 3, 4))
@@ -99,8 +112,9 @@ def test_paligemma_builds_tiny_trains_and_captions(data, tmp_path):
     vlm = build_tiny_image_vlm(captions, TinyVLMConfig(family="paligemma", **TINY))
     assert type(vlm.model).__name__ == "PaliGemmaForConditionalGeneration"
     before = [p.detach().clone() for p in vlm.vision_parameters()]
-    metrics = visual_adaptation(vlm, clips, captions,
-                                TrainConfig(steps=2, batch_size=4, device="cpu", warmup_steps=1))
+    metrics = visual_adaptation(
+        vlm, clips, captions, TrainConfig(steps=2, batch_size=4, device="cpu", warmup_steps=1)
+    )
     assert np.isfinite(metrics["loss"])
     assert any(not torch.equal(a, b) for a, b in zip(before, vlm.vision_parameters()))
     out = vlm.caption(clips[:3], max_new_tokens=5)

@@ -15,8 +15,15 @@ from model_code.train_configs import TrainConfig
 from model_code.vlm import FAMILIES, TinyVLMConfig, VideoVLM, build_tiny_image_vlm
 
 FAMILY_NAMES = ["llava", "paligemma", "llava_onevision", "idefics3", "smolvlm"]
-TINY = {"vision_hidden": 32, "vision_layers": 1, "vision_heads": 2, "text_hidden": 32,
-        "text_layers": 1, "text_heads": 2, "num_frames": 4}
+TINY = {
+    "vision_hidden": 32,
+    "vision_layers": 1,
+    "vision_heads": 2,
+    "text_hidden": 32,
+    "text_layers": 1,
+    "text_heads": 2,
+    "num_frames": 4,
+}
 STEPS = TrainConfig(steps=2, batch_size=4, lr=1e-2, warmup_steps=1, device="cpu", log_every=1)
 
 
@@ -50,10 +57,15 @@ def test_stages_train_their_half_and_captions_batch_and_load(family, data, tmp_p
     visual_adaptation(vlm, clips, captions, STEPS)
     assert _same(lm, vlm.language_parameters()) and not _same(vision, vlm.vision_parameters())
     vision = _snapshot(vlm.vision_parameters())
-    examples = [{"clip_index": i, "prompt": "describe", "answer": c}
-                for i, c in enumerate(captions)]
-    language_adaptation(vlm, clips, examples, TrainConfig(steps=15, batch_size=6, lr=2e-2,
-                                                          warmup_steps=1, device="cpu"))
+    examples = [
+        {"clip_index": i, "prompt": "describe", "answer": c} for i, c in enumerate(captions)
+    ]
+    language_adaptation(
+        vlm,
+        clips,
+        examples,
+        TrainConfig(steps=15, batch_size=6, lr=2e-2, warmup_steps=1, device="cpu"),
+    )
     assert _same(vision, vlm.vision_parameters()) and not _same(lm, vlm.language_parameters())
 
     batched = vlm.caption(clips, max_new_tokens=6)
@@ -78,14 +90,25 @@ def test_a_caption_partition_runs_with_each_family(family, tmp_path):
     vlm = build_tiny_image_vlm(["a red circle moves left"], TinyVLMConfig(family=family, **TINY))
     vlm.save_pretrained(store.checkpoint("video_vlm"))
     write_lineage(store.checkpoint("video_vlm"), kind="video_vlm")
-    permissive = {"batch_size": 4, "max_new_tokens": 4, "decode_workers": 0,
-                  "max_empty_rate": 1.0, "max_degenerate_rate": 1.0, "max_duplicate_rate": 1.0,
-                  "min_vocab_size": 0}
+    permissive = {
+        "batch_size": 4,
+        "max_new_tokens": 4,
+        "decode_workers": 0,
+        "max_empty_rate": 1.0,
+        "max_degenerate_rate": 1.0,
+        "max_duplicate_rate": 1.0,
+        "min_vocab_size": 0,
+    }
     with instance_for_test() as instance:
         instance.add_dynamic_partitions("clip_shards", ["p0"])
-        assert materialize(list(defs.assets), selection=["pseudo_captions"], partition_key="p0",
-                           instance=instance, resources=resources,
-                           run_config={"ops": {"pseudo_captions": {"config": permissive}}}).success
+        assert materialize(
+            list(defs.assets),
+            selection=["pseudo_captions"],
+            partition_key="p0",
+            instance=instance,
+            resources=resources,
+            run_config={"ops": {"pseudo_captions": {"config": permissive}}},
+        ).success
     (captions,) = store.path("captions").glob("pseudo_captions-video_vlm-*/p0.parquet")
     assert sorted(pd.read_parquet(captions)["key"]) == sorted(c.key for c in good)
 
