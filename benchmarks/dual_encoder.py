@@ -7,11 +7,11 @@
 Arms (--data), each timed in its own child process, interleaved (A, B, C, A, B, C, ...):
 
   synthetic  uint8 frames already in memory as one tensor: the train step alone, the baseline
-  streaming  model_code.train_dual_encoder.ShardPairs over webdataset shards, through the
-             DataLoader that _pair_batches builds (--stream-workers DataLoader workers, default
+  streaming  model_code.pair_data.ShardPairs over webdataset shards, through the
+             DataLoader that pair_batches builds (--stream-workers DataLoader workers, default
              2, as the retrieval asset sets); every pass decodes the clips again
   memory     shards.frames_by_key (decoded once, up front, by its decode processes), then a list
-             of (frames, caption) pairs through _pair_batches' DistributedSampler DataLoader
+             of (frames, caption) pairs through pair_batches' DistributedSampler DataLoader
              (--memory-workers, default 0, as the retrieval asset leaves it); the up-front decode
              is reported on its own and is not part of the steps
   loader     the streaming DataLoader alone, no training: what the data path can deliver
@@ -120,7 +120,8 @@ def run_arm(a: argparse.Namespace) -> dict:
     from model_code import shards
     from model_code.contrastive import contrastive_loss
     from model_code.dual_encoder import build_dual_encoder
-    from model_code.train_dual_encoder import DualEncoderTrainConfig, ShardPairs, _pair_batches
+    from model_code.pair_data import ShardPairs, pair_batches
+    from model_code.train_dual_encoder import DualEncoderTrainConfig
     from model_code.training import autocast, cosine_with_warmup, pick_device, seed_everything
 
     torch.set_num_threads(a.threads)
@@ -147,7 +148,7 @@ def run_arm(a: argparse.Namespace) -> dict:
     elif arm in ("streaming", "loader"):
         config.num_workers = a.stream_workers
         pairs = ShardPairs(paths, captions, a.num_frames, seed=config.seed)
-        batches = _pair_batches(pairs, config, 0, 1)
+        batches = pair_batches(pairs, config, 0, 1)
         per_pass = batches_per_pass(arm, paths, captions, bs, a.stream_workers, 0)
         row["workers"] = a.stream_workers
     elif arm == "memory":
@@ -157,7 +158,7 @@ def run_arm(a: argparse.Namespace) -> dict:
         row["decode_s"] = time.perf_counter() - t
         pairs = [(frames_of[k], c) for k, cs in captions.items() if k in frames_of for c in cs]
         row["decoded_clips"] = len(frames_of)
-        batches = _pair_batches(pairs, config, 0, 1)
+        batches = pair_batches(pairs, config, 0, 1)
         per_pass = batches_per_pass(arm, paths, captions, bs, a.memory_workers, len(pairs))
         row["workers"] = a.memory_workers
     else:

@@ -29,9 +29,15 @@ def embedded(config: corpus.CorpusConfig, n: int):
     specs = corpus.split_specs("benchmark", config, 0, n)
     clips = shards.embedded_clips(specs)
     refs = [(s.key, [corpus.ground_truth_caption(s)]) for s in specs]
+    return clips, [], refs, embedded_classes(specs)
+
+
+def embedded_classes(specs) -> dict:
+    """The zero-shot tasks over the single-object clips of `specs`: motion and shape, each
+    {classes, prompts, labels: {key: class index}} (what classes.json holds)."""
     single = [s for s in specs if not s.ordered]
     prompts = zero_shot_prompts()
-    classes = {
+    return {
         task: {
             "classes": names,
             "prompts": prompts[task][1],
@@ -39,7 +45,6 @@ def embedded(config: corpus.CorpusConfig, n: int):
         }
         for task, names in (("motion", list(corpus.MOTIONS)), ("shape", list(corpus.SHAPES)))
     }
-    return clips, [], refs, classes
 
 
 def from_annotated(videos: list[AnnotatedVideo], ingest: shards.IngestConfig):
@@ -86,16 +91,29 @@ def class_prompt_texts(classes: dict) -> list[str]:
 
 
 def score_dual_encoder(model_folder: str | Path, benchmark_dir: str | Path) -> dict[str, float]:
-    """All retrieval metrics plus zs_{task}_top1/top5 for each zero-shot task."""
-    from model_code.dual_encoder import DualEncoder, embed_classes, embed_texts, embed_videos
-    from model_code.retrieval_metrics import retrieval_metrics, zero_shot_classification
+    """All retrieval metrics plus zs_{task}_top1/top5 for each zero-shot task, of the dual
+    encoder in `model_folder` on the benchmark written by the retrieval_benchmark asset."""
+    from model_code.dual_encoder import DualEncoder
 
     benchmark_dir = Path(benchmark_dir)
     model = DualEncoder.from_pretrained(model_folder)
     keys, frames, _, _ = shards.load_clips(benchmark_dir / "clips.tar", model.config.num_frames)
-    data = json.loads((benchmark_dir / "annotations.json").read_text())
+    sentences = json.loads((benchmark_dir / "annotations.json").read_text())["sentences"]
+    classes = json.loads((benchmark_dir / "classes.json").read_text())
+    return score_model(model, keys, frames, sentences, classes)
+
+
+def score_model(
+    model, keys: list[str], frames, sentences: list[dict], classes: dict
+) -> dict[str, float]:
+    """Text->video / video->text retrieval of `sentences` ({video_id, caption}) among the clips
+    that have one, and zero-shot classification for each task of `classes` (embedded_classes'
+    form) over its labelled clips; `frames` [N, T, H, W, 3] in the order of `keys`."""
+    from model_code.dual_encoder import embed_classes, embed_texts, embed_videos
+    from model_code.retrieval_metrics import retrieval_metrics, zero_shot_classification
+
     column = {k: i for i, k in enumerate(keys)}
-    sentences = [s for s in data["sentences"] if s["video_id"] in column]
+    sentences = [s for s in sentences if s["video_id"] in column]
     video_emb = embed_videos(model, frames)
     text_emb = embed_texts(model, [s["caption"] for s in sentences])
     # retrieval among the videos that have sentences (zero-shot-only clips are not candidates)
@@ -104,7 +122,6 @@ def score_dual_encoder(model_folder: str | Path, benchmark_dir: str | Path) -> d
     scores = retrieval_metrics(
         text_emb @ video_emb[described].T, [row[column[s["video_id"]]] for s in sentences]
     )
-    classes = json.loads((benchmark_dir / "classes.json").read_text())
     for task, spec in classes.items():
         labelled = [k for k in keys if k in spec["labels"]]
         if not labelled:

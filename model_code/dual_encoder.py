@@ -339,8 +339,9 @@ def build_dual_encoder(
     tokenizer over `texts` (pass the training captions and any class names / queries you will
     embed), or pretrained towers from local folders; the temporal model and projections are
     always new. The logit scale/bias start where CLIP (InfoNCE) or SigLIP (sigmoid) start.
-    The default sizes are the ones tuned on the embedded corpus (see `--demo`): 32 px frames
-    in 4 patches train ~2x faster than 16 patches and learn motion as well on 2 CPU cores."""
+    The default sizes are the ones tuned on the embedded corpus (benchmarks/caption_sources.py):
+    32 px frames in 4 patches train ~2x faster than 16 patches and learn motion as well on 2
+    CPU cores."""
     from model_code.text import build_word_tokenizer
 
     vision_tower, text_tower, image_stats = None, None, (None, None)

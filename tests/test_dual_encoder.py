@@ -230,7 +230,7 @@ def _captioned_shard(tmp_path, n: int):
 
 def test_streaming_pairs_flow_from_the_first_clip(tmp_path, monkeypatch):
     from model_code import shards
-    from model_code.train_dual_encoder import ShardPairs
+    from model_code.pair_data import ShardPairs
 
     shard, captions = _captioned_shard(tmp_path, 24)
     decoded = []
@@ -244,8 +244,8 @@ def test_streaming_pairs_flow_from_the_first_clip(tmp_path, monkeypatch):
 
 
 def test_streaming_readers_split_the_clips_and_reshuffle_each_pass(tmp_path, monkeypatch):
-    import model_code.train_dual_encoder as train
-    from model_code.train_dual_encoder import ShardPairs
+    import model_code.pair_data as train
+    from model_code.pair_data import ShardPairs
 
     shard, captions = _captioned_shard(tmp_path, 10)
 
@@ -268,7 +268,7 @@ def test_streaming_readers_split_the_clips_and_reshuffle_each_pass(tmp_path, mon
 def test_streaming_pairs_through_three_dataloader_workers_are_reproducible(tmp_path):
     from torch.utils.data import DataLoader
 
-    from model_code.train_dual_encoder import ShardPairs
+    from model_code.pair_data import ShardPairs
 
     shard, captions = _captioned_shard(tmp_path, 10)
 
@@ -288,7 +288,7 @@ def test_streaming_pairs_through_three_dataloader_workers_are_reproducible(tmp_p
 def test_a_clip_with_several_captions_is_shown_with_each_over_the_passes(tmp_path):
     """One caption a visit, drawn by seed: every caption of a clip comes up over the passes,
     in memory and streamed, and the same seed draws the same captions again."""
-    from model_code.train_dual_encoder import ClipCaptions, ShardPairs
+    from model_code.pair_data import ClipCaptions, ShardPairs
 
     shard, single = _captioned_shard(tmp_path, 4)
     captions = {k: [f"{c} take {i}" for i in range(3)] for k, (c,) in single.items()}
