@@ -22,13 +22,17 @@ import time
 
 from dagster import AssetCheckKey, AssetKey, DagsterInstance, materialize
 
-from pipelines.definitions import defs
+from pipelines.definitions import PROJECT_ROOT, defs
 
 ASSETS = list(defs.assets)
 CONSOLE = sys.stdout  # the terminal; Dagster's and the trainers' output go to the log file
 PROGRESS_EVERY_S = 30.0
 OUTPUTS: list[str] = []  # the paths the current step's materializations reported
 RUNS: list[str] = []  # and its Dagster runs
+
+
+def store_path(name: str):
+    return defs.resources["store"].path(name)
 
 
 def say(*parts) -> None:
@@ -254,9 +258,14 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     demo = Demo("main")
-    if args.paper:
-        return paper(demo, args.start_at)
-    run_demo(demo, args.start_at)
+    try:
+        if args.paper:
+            return paper(demo, args.start_at)
+        run_demo(demo, args.start_at)
+    except SystemExit as stop:  # the reason on the terminal too, not only in the log
+        if isinstance(stop.code, str):
+            say(f"[demo] stopped: {stop.code.splitlines()[0]}")
+        raise
 
 
 def run_demo(demo: Demo, start_at: str = "") -> None:
@@ -314,12 +323,16 @@ def run_demo(demo: Demo, start_at: str = "") -> None:
             stdin=subprocess.PIPE,
             text=True,
             pass_fds=(console,),
+            cwd=PROJECT_ROOT,  # the same code, so the same data root, as this process
         )
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         demo.step("image_vlm", ["image_vlm"])
-        lane.stdin.write("image_vlm\n")
-        lane.stdin.close()
+        try:
+            lane.stdin.write("image_vlm\n")
+            lane.stdin.close()
+        except BrokenPipeError:  # it stopped already: said below
+            pass
     elif "second lane" in todo:
         second_lane(demo, lambda: True)
     if "adapted_encoder" in todo:
@@ -335,7 +348,9 @@ def run_demo(demo: Demo, start_at: str = "") -> None:
         )
     if lane is not None:  # both cores for what follows
         if lane.wait() != 0 or not report.exists():
-            raise SystemExit("the second lane failed; see its runs in the UI")
+            raise SystemExit(
+                f"the second lane failed; see its runs in the UI and {store_path('demo.log')}"
+            )
         demo.failed_checks.extend(json.loads(report.read_text()))
         torch.set_num_threads(threads)
     if "captioner_eval" in todo:
