@@ -8,10 +8,10 @@ import time
 import pandas as pd
 import pytest
 from dagster import instance_for_test, materialize
+from tiny_runs import materialize_two_shards
 
 from model_code.scaling import curve_summary, nested_subset, plot_curve
 from pipelines.definitions import defs, make_resources
-from resources.sources import ClipSource
 
 ASSETS = list(defs.assets)
 TINY = {"steps": 2, "batch_size": 6, "warmup_steps": 1, "log_every": 1, "num_workers": 0}
@@ -109,27 +109,9 @@ def captioned(tmp_path_factory):
     stand-in video_vlm: only its lineage version names the captions)."""
     root = tmp_path_factory.mktemp("data")
     resources = make_resources(str(root))
-    resources["clip_source"] = ClipSource(corpus_clips=16, clips_per_shard=8)
     store, catalog = resources["store"], resources["catalog"]
     with instance_for_test() as instance:
-        assert materialize(
-            ASSETS, selection=["clip_shard_plan"], instance=instance, resources=resources
-        ).success
-        for p in instance.get_dynamic_partitions("clip_shards"):
-            assert materialize(
-                ASSETS,
-                selection=["clip_shards"],
-                partition_key=p,
-                instance=instance,
-                resources=resources,
-            ).success
-        assert materialize(
-            ASSETS,
-            selection=["retrieval_benchmark"],
-            instance=instance,
-            resources=resources,
-            run_config={"ops": {"retrieval_benchmark": {"config": {"clips": 10}}}},
-        ).success
+        materialize_two_shards(instance, resources)
         store.write_bytes(
             store.checkpoint("video_vlm") / "lineage.json",
             json.dumps({"version": "0123abcd"}).encode(),

@@ -14,12 +14,12 @@ import pytest
 import torch
 from dagster import AssetExecutionContext, asset, instance_for_test, materialize
 from safetensors.torch import load_file
+from tiny_runs import materialize_two_shards
 
 from model_code.vlm import VideoVLM
 from pipelines.definitions import defs, make_resources
 from resources.devices import Accelerators
 from resources.launcher import TrainingLauncher
-from resources.sources import ClipSource
 from resources.storage import ArtifactStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,26 +42,8 @@ def corpus(tmp_path_factory):
     """Two clip shards in the catalog and the benchmark's classes: what dual_encoder reads."""
     root = tmp_path_factory.mktemp("data")
     resources = make_resources(str(root))
-    resources["clip_source"] = ClipSource(corpus_clips=16, clips_per_shard=8)
     with instance_for_test() as instance:
-        assert materialize(
-            ASSETS, selection=["clip_shard_plan"], instance=instance, resources=resources
-        ).success
-        for p in instance.get_dynamic_partitions("clip_shards"):
-            assert materialize(
-                ASSETS,
-                selection=["clip_shards"],
-                partition_key=p,
-                instance=instance,
-                resources=resources,
-            ).success
-        assert materialize(
-            ASSETS,
-            selection=["retrieval_benchmark"],
-            instance=instance,
-            resources=resources,
-            run_config={"ops": {"retrieval_benchmark": {"config": {"clips": 10}}}},
-        ).success
+        materialize_two_shards(instance, resources)
         yield resources, instance
 
 

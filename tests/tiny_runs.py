@@ -39,3 +39,36 @@ CAPTIONING = {
         "min_vocab_size": 0,
     }
 }
+
+
+def materialize_two_shards(
+    instance, resources: dict, clips: int = 16, per_shard: int = 8, benchmark_clips: int = 10
+) -> None:
+    """The corpus a dual encoder reads, on a tiny scale: `clips` embedded clips in shards of
+    `per_shard` (plan, shards, catalog) and the benchmark of `benchmark_clips` clips."""
+    from dagster import materialize
+
+    from pipelines.definitions import defs
+    from resources.sources import ClipSource
+
+    assets = list(defs.assets)
+    resources["clip_source"] = ClipSource(corpus_clips=clips, clips_per_shard=per_shard)
+    assert materialize(
+        assets, selection=["clip_shard_plan"], instance=instance, resources=resources
+    ).success
+    for p in instance.get_dynamic_partitions("clip_shards"):
+        assert materialize(
+            assets,
+            selection=["clip_shards"],
+            partition_key=p,
+            instance=instance,
+            resources=resources,
+        ).success
+    config = {"ops": {"retrieval_benchmark": {"config": {"clips": benchmark_clips}}}}
+    assert materialize(
+        assets,
+        selection=["retrieval_benchmark"],
+        instance=instance,
+        resources=resources,
+        run_config=config,
+    ).success
