@@ -5,7 +5,6 @@ against the number of clips."""
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -61,13 +60,10 @@ def curve_png(rows: Sequence[dict], baseline: str = "alt_text", metric: str = "t
     """PNG bytes of `metric` against clips (log x): one line per source, error bars (one
     standard deviation) where several seeds ran; the `baseline` source at its largest fraction
     as a marker and a dashed horizontal line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
+    from model_code.plots import figure, png_bytes
 
     summary = curve_summary(rows, [metric])
-    fig = Figure(figsize=(6, 4), dpi=100)
+    fig = figure(6, 4)
     ax = fig.add_subplot()
     sources = list(dict.fromkeys(r["source"] for r in summary))
     for source in sources:
@@ -102,9 +98,7 @@ def curve_png(rows: Sequence[dict], baseline: str = "alt_text", metric: str = "t
     ax.grid(True, which="both", alpha=0.3)
     if sources:
         ax.legend()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def plot_curve(
