@@ -464,13 +464,27 @@ def paper_steps(demo: Demo) -> list[tuple[str, callable]]:
     return steps
 
 
+def _progress(path) -> list[str]:
+    """The --paper steps finished before: paper_progress.json's list of labels (none if absent);
+    a file that is not such a list stops the run with its name, rather than being trusted."""
+    if not path.exists():
+        return []
+    try:
+        done = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise SystemExit(f"{path} is not JSON ({error}): delete it to start the paper run again")
+    if not isinstance(done, list) or not all(isinstance(x, str) for x in done):
+        raise SystemExit(f"{path} is not a list of step labels: delete it to start again")
+    return done
+
+
 def paper(demo: Demo, start_at: str = "") -> None:
     """The demo, then the paper's evidence; each finished step is recorded in
     paper_progress.json under the data root, so a rerun resumes after the last one (delete the
     file to start again). Prints the ladder, the curve and the order tables at the end."""
     store = demo.resources["store"]
     progress = store.path("paper_progress.json")
-    done = json.loads(progress.read_text()) if progress.exists() else []
+    done = _progress(progress)
     total = time.perf_counter()
     for label, run in [("demo", lambda: run_demo(demo, start_at)), *paper_steps(demo)]:
         if label in done:

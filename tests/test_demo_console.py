@@ -38,3 +38,18 @@ def test_the_demo_prints_a_line_a_step_and_keeps_dagsters_log_in_a_named_file(tm
     assert "DEBUG" not in done.stdout + done.stderr
     text = log.read_text()
     assert "Dagster would say this" in text and "DEBUG" in text  # the events, in the file
+
+
+def test_a_broken_paper_progress_file_is_named_not_trusted(tmp_path):
+    import pytest
+
+    from pipelines.demo import _progress
+
+    path = tmp_path / "paper_progress.json"
+    assert _progress(path) == []
+    path.write_text('["demo", "ladder captions"]')
+    assert _progress(path) == ["demo", "ladder captions"]
+    for broken in ('["demo", ', '{"demo": true}', "[1, 2]"):
+        path.write_text(broken)
+        with pytest.raises(SystemExit, match="paper_progress.json"):
+            _progress(path)
