@@ -5,6 +5,7 @@ import tarfile
 import numpy as np
 import pandas as pd
 from dagster import instance_for_test, materialize
+from tiny_runs import TINY_VLM, caption_partition
 
 from assets.captions import CaptioningConfig, caption_quality
 from model_code import corpus, shards
@@ -25,15 +26,7 @@ def _tiny_video_vlm(folder) -> None:
     from model_code.lineage import write_lineage
     from model_code.vlm import TinyVLMConfig, build_tiny_image_vlm
 
-    config = TinyVLMConfig(
-        vision_hidden=32,
-        vision_layers=1,
-        text_hidden=16,
-        text_layers=1,
-        vision_heads=2,
-        text_heads=2,
-        num_frames=4,
-    )
+    config = TinyVLMConfig(**TINY_VLM)
     vlm = build_tiny_image_vlm(["a red circle moves left"], config)
     vlm.save_pretrained(folder)
     write_lineage(folder, kind="video_vlm")
@@ -62,15 +55,7 @@ def test_a_corrupted_clip_becomes_a_reject_and_the_partition_succeeds(tmp_path):
                 tar.addfile(info, io.BytesIO(data))
     _tiny_video_vlm(store.checkpoint("video_vlm"))
     with instance_for_test() as instance:
-        instance.add_dynamic_partitions("clip_shards", ["p0"])
-        result = materialize(
-            list(defs.assets),
-            selection=["pseudo_captions"],
-            partition_key="p0",
-            instance=instance,
-            resources=resources,
-            run_config={"ops": {"pseudo_captions": {"config": PERMISSIVE}}},
-        )
+        result = caption_partition(instance, resources, "pseudo_captions", PERMISSIVE)
         assert result.success
     (captions,) = store.path("captions").glob("pseudo_captions-video_vlm-*/p0.parquet")
     df = pd.read_parquet(captions)
@@ -141,15 +126,7 @@ def test_k_sampled_captions_a_clip_are_k_rows_reproducible_by_seed(tmp_path):
 
     def caption(config: dict) -> pd.DataFrame:
         with instance_for_test() as instance:
-            instance.add_dynamic_partitions("clip_shards", ["p0"])
-            assert materialize(
-                list(defs.assets),
-                selection=["pseudo_sampled"],
-                partition_key="p0",
-                instance=instance,
-                resources=resources,
-                run_config={"ops": {"pseudo_sampled": {"config": config}}},
-            ).success
+            assert caption_partition(instance, resources, "pseudo_sampled", config).success
         (path,) = store.path("captions").glob("pseudo_sampled-video_vlm-*/p0.parquet")
         return pd.read_parquet(path)
 
@@ -175,15 +152,7 @@ def test_one_greedy_sample_is_the_greedy_caption_and_k_needs_sampling():
 
     vlm = build_tiny_image_vlm(
         ["a red circle moves left"],
-        TinyVLMConfig(
-            vision_hidden=32,
-            vision_layers=1,
-            text_hidden=16,
-            text_layers=1,
-            vision_heads=2,
-            text_heads=2,
-            num_frames=4,
-        ),
+        TinyVLMConfig(**TINY_VLM),
     )
     clips = np.random.default_rng(0).integers(0, 255, (3, 4, 64, 64, 3), dtype=np.uint8)
     greedy = vlm.caption(clips, max_new_tokens=6)

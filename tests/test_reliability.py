@@ -8,6 +8,7 @@ import string
 from pathlib import Path
 
 import pytest
+from tiny_runs import TINY_VLM
 
 from resources.storage import ArtifactStore
 
@@ -410,15 +411,7 @@ def vlm_folder(tmp_path_factory):
     from model_code.vlm import TinyVLMConfig, build_tiny_image_vlm
 
     folder = tmp_path_factory.mktemp("vlm")
-    config = TinyVLMConfig(
-        vision_hidden=32,
-        vision_layers=1,
-        text_hidden=16,
-        text_layers=1,
-        vision_heads=2,
-        text_heads=2,
-        num_frames=4,
-    )
+    config = TinyVLMConfig(**TINY_VLM)
     build_tiny_image_vlm(["a red circle"], config).save_pretrained(folder)
     return folder
 
@@ -453,13 +446,7 @@ def test_video_settings_name_pooled_tokens_and_old_checkpoints_still_load(tmp_pa
     from model_code.vlm import TinyVLMConfig, VideoVLM, build_tiny_image_vlm
 
     config = TinyVLMConfig(
-        vision_hidden=32,
-        vision_layers=1,
-        text_hidden=16,
-        text_layers=1,
-        vision_heads=2,
-        text_heads=2,
-        num_frames=4,
+        **TINY_VLM,
         pooling="grid",
         pooled_tokens_per_frame=4,
         frame_differences=True,
@@ -593,31 +580,14 @@ def test_a_stage_part_of_another_family_or_shape_is_refused(vlm_folder, tmp_path
     base = VideoVLM.from_pretrained(vlm_folder, device="cpu")
     other = build_tiny_image_vlm(
         ["a red circle"],
-        TinyVLMConfig(
-            family="paligemma",
-            vision_hidden=32,
-            vision_layers=1,
-            text_hidden=16,
-            text_layers=1,
-            vision_heads=2,
-            text_heads=2,
-            num_frames=4,
-        ),
+        TinyVLMConfig(family="paligemma", **TINY_VLM),
     )
     other.save_part(tmp_path / "paligemma", "vision")
     with pytest.raises(ValueError, match=r"a 'paligemma' 'vision' part does not fit"):
         base.load_part(tmp_path / "paligemma")
     wider = build_tiny_image_vlm(
         ["a red circle"],
-        TinyVLMConfig(
-            vision_hidden=32,
-            vision_layers=2,
-            text_hidden=16,
-            text_layers=1,
-            vision_heads=2,
-            text_heads=2,
-            num_frames=4,
-        ),
+        TinyVLMConfig(**{**TINY_VLM, "vision_layers": 2}),
     )
     wider.save_part(tmp_path / "wider", "vision")
     with pytest.raises(ValueError, match=r"the vision part does not match the base"):

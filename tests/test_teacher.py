@@ -5,7 +5,8 @@ its own captioner version, and a source the dual encoder can train on."""
 import numpy as np
 import pandas as pd
 import pytest
-from dagster import instance_for_test, materialize
+from dagster import instance_for_test
+from tiny_runs import caption_partition
 
 from model_code import corpus, shards
 from model_code.teacher import QwenTeacher, build_tiny_teacher, save_teacher
@@ -46,7 +47,7 @@ def test_teacher_captions_batched_equal_one_by_one_and_survive_save_and_load(tea
 def test_teacher_captions_partition_and_a_dual_encoder_source(teacher_folder, tmp_path):
     from assets.captions import teacher_version
     from assets.retrieval import training_pairs
-    from pipelines.definitions import defs, make_resources
+    from pipelines.definitions import make_resources
 
     resources = make_resources(str(tmp_path / "data"))
     store = resources["store"]
@@ -54,26 +55,12 @@ def test_teacher_captions_partition_and_a_dual_encoder_source(teacher_folder, tm
     shards.write_shard(store.shard("p0"), good)
     config = {**PERMISSIVE, "teacher_path": str(teacher_folder)}
     with instance_for_test() as instance:
-        instance.add_dynamic_partitions("clip_shards", ["p0"])
-        result = materialize(
-            list(defs.assets),
-            selection=["teacher_captions"],
-            partition_key="p0",
-            instance=instance,
-            resources=resources,
-            run_config={"ops": {"teacher_captions": {"config": config}}},
-        )
+        result = caption_partition(instance, resources, "teacher_captions", config)
         assert result.success
         checks = result.get_asset_check_evaluations()
         assert [c.check_name for c in checks] == ["caption_quality"] and checks[0].passed
-        missing = materialize(
-            list(defs.assets),
-            selection=["teacher_captions"],
-            partition_key="p0",
-            instance=instance,
-            resources=resources,
-            raise_on_error=False,
-            run_config={"ops": {"teacher_captions": {"config": PERMISSIVE}}},
+        missing = caption_partition(
+            instance, resources, "teacher_captions", PERMISSIVE, raise_on_error=False
         )
         assert not missing.success
     version = teacher_version(str(teacher_folder))

@@ -14,7 +14,7 @@ import pytest
 import torch
 from dagster import AssetExecutionContext, asset, instance_for_test, materialize
 from safetensors.torch import load_file
-from tiny_runs import materialize_two_shards
+from tiny_runs import TINY_VLM, materialize_two_shards
 
 from model_code.vlm import VideoVLM
 from pipelines.definitions import defs, make_resources
@@ -188,15 +188,7 @@ def _stage1_inputs(folder: Path) -> dict:
 
     specs = corpus.split_specs("adapt", corpus.CorpusConfig(), 0, 12)
     captions = [corpus.ground_truth_caption(s) for s in specs]
-    config = TinyVLMConfig(
-        vision_hidden=32,
-        vision_layers=1,
-        text_hidden=16,
-        text_layers=1,
-        vision_heads=2,
-        text_heads=2,
-        num_frames=4,
-    )
+    config = TinyVLMConfig(**TINY_VLM)
     vlm = build_tiny_image_vlm(captions, config)
     vlm.save_pretrained(folder / "image_vlm")
     write_lineage(folder / "image_vlm", kind="image_vlm")

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from dagster import instance_for_test, materialize
+from dagster import instance_for_test
+from tiny_runs import caption_partition
 
 from model_code import corpus, shards
 from model_code.adaptation import language_adaptation, visual_adaptation
@@ -81,7 +82,7 @@ def test_stages_train_their_half_and_captions_batch_and_load(family, data, tmp_p
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_a_caption_partition_runs_with_each_family(family, tmp_path):
     from model_code.lineage import write_lineage
-    from pipelines.definitions import defs, make_resources
+    from pipelines.definitions import make_resources
 
     resources = make_resources(str(tmp_path / "data"))
     store = resources["store"]
@@ -100,15 +101,7 @@ def test_a_caption_partition_runs_with_each_family(family, tmp_path):
         "min_vocab_size": 0,
     }
     with instance_for_test() as instance:
-        instance.add_dynamic_partitions("clip_shards", ["p0"])
-        assert materialize(
-            list(defs.assets),
-            selection=["pseudo_captions"],
-            partition_key="p0",
-            instance=instance,
-            resources=resources,
-            run_config={"ops": {"pseudo_captions": {"config": permissive}}},
-        ).success
+        assert caption_partition(instance, resources, "pseudo_captions", permissive).success
     (captions,) = store.path("captions").glob("pseudo_captions-video_vlm-*/p0.parquet")
     assert sorted(pd.read_parquet(captions)["key"]) == sorted(c.key for c in good)
 

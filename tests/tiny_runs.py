@@ -16,6 +16,17 @@ TINY_DUAL_ENCODER = {
     "projection_dim": 16,
 }
 
+# TinyVLMConfig's sizes for a VLM that captions a handful of clips in well under a second
+TINY_VLM = {
+    "vision_hidden": 32,
+    "vision_layers": 1,
+    "text_hidden": 16,
+    "text_layers": 1,
+    "vision_heads": 2,
+    "text_heads": 2,
+    "num_frames": 4,
+}
+
 FEW = {"steps": 3, "batch_size": 4}
 RUN_CONFIG = {
     "ops": {
@@ -72,3 +83,25 @@ def materialize_two_shards(
         resources=resources,
         run_config=config,
     ).success
+
+
+def caption_partition(
+    instance, resources: dict, asset: str, config: dict, partition: str = "p0", **kwargs
+):
+    """Materialize one clip-shard partition of a caption asset with `config` (the partition is
+    registered first); the ExecuteInProcessResult."""
+    from dagster import materialize
+
+    from pipelines.definitions import defs
+
+    if partition not in instance.get_dynamic_partitions("clip_shards"):
+        instance.add_dynamic_partitions("clip_shards", [partition])
+    return materialize(
+        list(defs.assets),
+        selection=[asset],
+        partition_key=partition,
+        instance=instance,
+        resources=resources,
+        run_config={"ops": {asset: {"config": config}}},
+        **kwargs,
+    )
