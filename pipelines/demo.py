@@ -22,6 +22,7 @@ import time
 
 from dagster import AssetCheckKey, AssetKey, DagsterInstance, materialize
 
+from assets.partitions import CAPTION_SOURCES
 from pipelines.definitions import PROJECT_ROOT, defs
 
 ASSETS = list(defs.assets)
@@ -391,15 +392,8 @@ def look_next(store) -> None:
     )
 
 
-LADDER = (
-    "alt_text",
-    "frame_captions",
-    "stage1_captions",
-    "stage1_sampled",
-    "pseudo_captions",
-    "pseudo_sampled",
-    "ground_truth",
-)
+# every caption source but the teacher's (it needs an outside checkpoint), in ladder order
+LADDER = tuple(source for source in CAPTION_SOURCES if source != "teacher_captions")
 PAPER_SEEDS = (0, 1, 2)
 PAPER_FRACTIONS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)  # 1%: the paper's "matches all alt-text"
 
