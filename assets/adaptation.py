@@ -1,13 +1,21 @@
 """Adaptation group: an image VLM becomes a video VLM in two stages (DESIGN.md, step 1)."""
 
 import json
-from enum import Enum
 from pathlib import Path
 
-from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
-from pydantic import Field, field_validator
+from dagster import (
+    AllPartitionMapping,
+    AssetDep,
+    AssetExecutionContext,
+    MaterializeResult,
+    MetadataValue,
+    StaticPartitionsDefinition,
+    asset,
+)
+from pydantic import Field
 
 from assets.common import (
+    LaunchConfig,
     checkpoint_result,
     file_version,
     launchpad_config,
@@ -15,6 +23,7 @@ from assets.common import (
     train_through_launcher,
     trainer_fields,
 )
+from assets.partitions import PAPER_GROUP
 from model_code.train_configs import (
     ImageVLMTrainConfig,
     LanguageAdaptationTrainConfig,
@@ -53,7 +62,7 @@ LanguageAdaptationConfig = launchpad_config(
 )
 
 
-class VideoCaptionDataConfig(Config):
+class VideoCaptionDataConfig(LaunchConfig):
     annotations: OptionalFile = Field(
         default="",
         description="MSR-VTT/VATEX-style annotation JSON; "
@@ -63,7 +72,7 @@ class VideoCaptionDataConfig(Config):
     clips: int = Field(default=900, ge=1, description="clips to take")
 
 
-class InstructionDataConfig(Config):
+class InstructionDataConfig(LaunchConfig):
     llm_path: OptionalDir = Field(
         default="",
         description="Local causal LM folder to write the instructions; empty = templates",
@@ -380,85 +389,111 @@ def captioner_eval(
     )
 
 
-class Order(str, Enum):
-    """An adaptation order to train beside vision_then_language (video_vlm)."""
+ORDER_ABLATIONS = ("language_then_vision", "joint")
+"""The adaptation orders trained beside the recipe's vision_then_language (video_vlm):
+language_then_vision (stage 2, then stage 1 with that LM) and joint (both halves in one run)."""
 
-    language_then_vision = "language_then_vision"
-    joint = "joint"
-
-
-class AdaptationOrderConfig(Config):
-    orders: list[Order] = Field(
-        default=["language_then_vision", "joint"],
-        min_length=1,
-        description="orders to train and compare with vision_then_language (video_vlm): "
-        "language_then_vision (stage 2, then stage 1 with that LM), joint (both in one run)",
-    )
-
-    @field_validator("orders")
-    @classmethod
-    def _once_each(cls, orders: list[Order]) -> list[Order]:
-        if len(set(orders)) != len(orders):
-            raise ValueError(f"each order once: {orders}")
-        return orders
+order_partitions = StaticPartitionsDefinition(list(ORDER_ABLATIONS))
+"""One adaptation_order_vlm checkpoint per order."""
 
 
 @asset(
-    group_name="adaptation",
+    group_name=PAPER_GROUP,
+    partitions_def=order_partitions,
     code_version="1",
     pool="gpu",
-    deps=[image_vlm, video_caption_data, instruction_data, video_vlm, "retrieval_benchmark"],
+    deps=[image_vlm, video_caption_data, instruction_data, adapted_encoder, instruction_tuned_lm],
 )
-def adaptation_order(
+def adaptation_order_vlm(
     context: AssetExecutionContext,
-    config: AdaptationOrderConfig,
     store: ArtifactStore,
     tracking: MlflowTracking,
     launcher: TrainingLauncher,
     accelerators: Accelerators,
 ) -> MaterializeResult:
-    """The paper's order ablation: the image VLM adapted language-then-vision and jointly, with
-    the settings adapted_encoder and instruction_tuned_lm were trained with, against
-    vision-then-language (video_vlm), on the same captions and QA."""
+    """The image VLM adapted in this partition's order by the recipe's stage programs
+    (model_code.train_vlm.order_jobs), with the settings adapted_encoder and
+    instruction_tuned_lm were trained with, on the same captions and instructions: one whole
+    Hugging Face folder per order, checkpoints/adaptation_order/<order> (language_then_vision's
+    first stage writes its part beside it)."""
     from model_code.lineage import read_lineage
     from model_code.train_vlm import order_jobs
 
+    order = context.partition_key
     stages = {
         n: read_lineage(store.checkpoint(n))
         for n in ("image_vlm", "adapted_encoder", "instruction_tuned_lm")
     }
+    out = store.checkpoint(f"adaptation_order/{order}")
+    jobs = order_jobs(
+        order,
+        base=store.checkpoint("image_vlm"),
+        caption_data=store.path("video_caption_data"),
+        instructions=store.path("instruction_data", "instructions.parquet"),
+        visual_config=stages["adapted_encoder"]["training_config"],
+        language_config=stages["instruction_tuned_lm"]["training_config"],
+        out=out,
+        parents={"image_vlm": stages["image_vlm"]["version"]},
+        data={
+            "settings_of": {
+                n: stages[n]["version"] for n in ("adapted_encoder", "instruction_tuned_lm")
+            }
+        },
+    )
+    for job in jobs:  # the last job writes the whole VLM to `out`: its result is this partition's
+        trained = _launch_stage(
+            context,
+            f"adaptation_order.{job['kind']}",
+            job,
+            store,
+            tracking,
+            launcher,
+            accelerators,
+        )
+        version = trained.metadata.get("version")
+        context.log.info(
+            f"{job['kind']}: {job['out']} (version {getattr(version, 'value', version)})"
+        )
+    return MaterializeResult(
+        metadata={
+            **trained.metadata,
+            "path": MetadataValue.path(str(out)),
+            "order": order,
+            "stages": ", ".join(job["kind"] for job in jobs),
+        },
+        data_version=trained.data_version,
+    )
+
+
+@asset(
+    group_name=PAPER_GROUP,
+    code_version="2",
+    pool="gpu",
+    deps=[
+        AssetDep(adaptation_order_vlm, partition_mapping=AllPartitionMapping()),
+        video_vlm,
+        "retrieval_benchmark",
+    ],
+)
+def adaptation_order(
+    context: AssetExecutionContext,
+    store: ArtifactStore,
+    tracking: MlflowTracking,
+    accelerators: Accelerators,
+) -> MaterializeResult:
+    """The paper's order ablation: vision-then-language (video_vlm) against every order of
+    adaptation_order_vlm that Dagster records as materialized (the latest checkpoint of each),
+    on the same captions and QA. Trains nothing."""
+    from assets.evidence import latest_checkpoints
+
+    trained = latest_checkpoints(context.instance, adaptation_order_vlm.key)
+    if not trained:
+        raise ValueError(
+            "adaptation_order: no partition of adaptation_order_vlm is materialized: materialize "
+            f"adaptation_order_vlm [{'] or ['.join(ORDER_ABLATIONS)}] first"
+        )
     folders = {"vision_then_language": store.checkpoint("video_vlm")}
-    for order in (Order(o).value for o in config.orders):
-        folders[order] = store.checkpoint(f"adaptation_order/{order}")
-        for job in order_jobs(
-            order,
-            base=store.checkpoint("image_vlm"),
-            caption_data=store.path("video_caption_data"),
-            instructions=store.path("instruction_data", "instructions.parquet"),
-            visual_config=stages["adapted_encoder"]["training_config"],
-            language_config=stages["instruction_tuned_lm"]["training_config"],
-            out=folders[order],
-            parents={"image_vlm": stages["image_vlm"]["version"]},
-            data={
-                "settings_of": {
-                    n: stages[n]["version"] for n in ("adapted_encoder", "instruction_tuned_lm")
-                }
-            },
-        ):
-            # only the metadata of this result is kept: the asset's materialization is the table
-            trained = _launch_stage(
-                context,
-                f"adaptation_order.{job['kind']}",
-                job,
-                store,
-                tracking,
-                launcher,
-                accelerators,
-            )
-            version = trained.metadata.get("version")
-            context.log.info(
-                f"{job['kind']}: {job['out']} (version {getattr(version, 'value', version)})"
-            )
+    folders.update({order: trained[order] for order in ORDER_ABLATIONS if order in trained})
     return _compare(
         context,
         "adaptation_order",

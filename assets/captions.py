@@ -9,7 +9,6 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    Config,
     DataVersion,
     MaterializeResult,
     MetadataValue,
@@ -18,9 +17,15 @@ from dagster import (
 from pydantic import Field, ValidationInfo, field_validator
 
 from assets.adaptation import image_vlm, video_vlm, visual_adapted_vlm
-from assets.common import file_version, md_table
+from assets.common import LaunchConfig, file_version, md_table
 from assets.corpus import clip_shards
-from assets.partitions import clip_partitions, shard_backfill_policy
+from assets.partitions import (
+    NEW_SHARDS,
+    RECIPE_SOURCES,
+    clip_partitions,
+    shard_backfill_policy,
+    source_group,
+)
 from resources.catalog import Catalog
 from resources.devices import Accelerators
 from resources.fields import Device, OptionalDir, Rate
@@ -38,7 +43,7 @@ CAPTION_COLUMNS = [
 ]
 
 
-class CaptioningConfig(Config):
+class CaptioningConfig(LaunchConfig):
     batch_size: int = Field(default=32, ge=1, description="clips per generate call")
     decode_workers: int | None = Field(
         default=None,
@@ -270,10 +275,12 @@ def _clip_index(store: ArtifactStore, partitions: list[str]) -> dict[str, str]:
 
 def per_shard_captions(name: str, deps: list, code_version: str) -> dict:
     """What every caption asset is: one partition per shard, in the gpu pool, with the
-    blocking caption_quality check."""
+    blocking caption_quality check; a shard registered later is captioned by the automation
+    sensor as soon as its clips and the captioner exist (NEW_SHARDS)."""
     return {
         "name": name,
-        "group_name": "captions",
+        "group_name": "captions" if name in RECIPE_SOURCES else source_group(name),
+        "automation_condition": NEW_SHARDS,
         "partitions_def": clip_partitions,
         "deps": deps,
         "code_version": code_version,
@@ -340,6 +347,13 @@ pseudo_sampled = _captioner(
     SampledCaptioningConfig,
     "K sampled captions of every clip by the video VLM (stages 1 and 2): the paper's best rung.",
 )
+CAPTIONER_ASSETS = {
+    "frame_captions": frame_captions,
+    "stage1_captions": stage1_captions,
+    "stage1_sampled": stage1_sampled,
+    "pseudo_captions": pseudo_captions,
+    "pseudo_sampled": pseudo_sampled,
+}
 
 
 class TeacherCaptioningConfig(CaptioningConfig):
@@ -430,6 +444,8 @@ def caption_statistics(
     from model_code.plots import bars_png
 
     rows = []
+    if not catalog.has("clips"):
+        raise ValueError("no clip shards materialized yet: materialize clip_shards first")
     alt = catalog.query("SELECT alt_text FROM clips")["alt_text"].tolist()
     rows.append({"source": "alt_text", "version": "-", **stats_of(alt)})
     for source in (*CAPTIONERS, "teacher_captions"):

@@ -3,11 +3,77 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 from dagster import Config, DataVersion, MaterializeResult, MetadataValue
+
+CONFIG_DEFAULTS_VARIABLE = "VIDISTILL_CONFIG_DEFAULTS"
+
+
+def config_defaults() -> dict[str, dict[str, Any]]:
+    """{config class name: {field: default}} from the JSON file named by
+    $VIDISTILL_CONFIG_DEFAULTS (none when unset): the defaults every launch without run config
+    takes, the UI's "Materialize all" and the automation sensor's runs included. Read when the
+    asset modules load, since Dagster fixes a config schema's defaults then."""
+    path = os.environ.get(CONFIG_DEFAULTS_VARIABLE, "")
+    if not path:
+        return {}
+    try:
+        defaults = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"${CONFIG_DEFAULTS_VARIABLE}={path}: not a readable JSON file ({error})")
+    if not isinstance(defaults, dict) or not all(isinstance(v, dict) for v in defaults.values()):
+        raise ValueError(
+            f"${CONFIG_DEFAULTS_VARIABLE}={path}: must map config class names to "
+            '{field: default} objects, e.g. {"CaptioningConfig": {"batch_size": 8}}'
+        )
+    return defaults
+
+
+class LaunchConfig(Config):
+    """The base of every asset's launchpad config: its defaults are the class's, or those that
+    $VIDISTILL_CONFIG_DEFAULTS gives for the class (checked like launchpad input: an unknown
+    field or a value out of bounds stops the code location from loading, naming both)."""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        overrides = config_defaults().get(cls.__name__)
+        if not overrides:
+            return
+        unknown = sorted(set(overrides) - set(cls.model_fields))
+        if unknown:
+            raise ValueError(
+                f"${CONFIG_DEFAULTS_VARIABLE}: {cls.__name__} has no field {', '.join(unknown)} "
+                f"(its fields: {', '.join(cls.model_fields)})"
+            )
+        try:
+            cls.model_validate(overrides)
+        except ValueError as error:
+            raise ValueError(f"${CONFIG_DEFAULTS_VARIABLE}: {cls.__name__}: {error}") from None
+        for name, value in overrides.items():
+            cls.model_fields[name].default = value
+        cls.model_rebuild(force=True)
+
+
+def check_config_defaults() -> None:
+    """Every class named in $VIDISTILL_CONFIG_DEFAULTS is a LaunchConfig of ours (a typo is an
+    error, not a default that silently does nothing); call once the asset modules are loaded."""
+    names, todo = set(), [LaunchConfig]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            names.add(sub.__name__)
+            todo.append(sub)
+    unknown = sorted(set(config_defaults()) - names)
+    if unknown:
+        raise ValueError(
+            f"${CONFIG_DEFAULTS_VARIABLE}: no asset takes {', '.join(unknown)} "
+            f"(config classes: {', '.join(sorted(names))})"
+        )
 
 
 def md_table(rows: list[dict], max_rows: int = 10) -> MetadataValue:
@@ -68,7 +134,7 @@ def launchpad_config(
             bounds["pattern"] = DEVICE.pattern
         fields[field_name] = (kind, Field(default=default, description=meta["help"], **bounds))
     fields.update(extra)
-    model = create_model(name, __base__=Config, __doc__=trainer_config.__doc__, **fields)
+    model = create_model(name, __base__=LaunchConfig, __doc__=trainer_config.__doc__, **fields)
     model.__module__ = __name__
     return model
 

@@ -9,7 +9,7 @@ from dagster import (
 )
 
 from assets.common import file_version, md_table
-from assets.partitions import clip_partitions, shard_backfill_policy
+from assets.partitions import NEW_SHARDS, clip_partitions, shard_backfill_policy
 from resources.sources import ClipSource
 from resources.storage import ArtifactStore
 
@@ -91,6 +91,7 @@ def build_shard(partition: str, clip_source: ClipSource, store: ArtifactStore) -
     deps=[clip_shard_plan],
     code_version="1",
     backfill_policy=shard_backfill_policy(),
+    automation_condition=NEW_SHARDS,
 )
 def clip_shards(
     context: AssetExecutionContext, clip_source: ClipSource, store: ArtifactStore

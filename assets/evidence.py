@@ -1,21 +1,27 @@
 """The paper's evidence beyond the ablation table: how retrieval grows with the number of
-pseudo-captioned clips, against the alt-text dual encoder trained on all of them."""
+pseudo-captioned clips, against the alt-text dual encoder trained on all of them.
+
+Each point of the curve is a checkpoint of its own: a partition (fraction x seed) of
+scaling_dual_encoder, with its data version, parents and MLflow run. scaling_curve trains
+nothing: it scores the partitions Dagster records as materialized, and the alt-text baseline's
+seed partitions."""
 
 import base64
-import itertools
 import json
-from typing import Annotated, Literal
+from pathlib import Path
 
 from dagster import (
     AllPartitionMapping,
     AssetDep,
     AssetExecutionContext,
+    AssetKey,
     DataVersion,
     MaterializeResult,
     MetadataValue,
+    MultiPartitionsDefinition,
+    StaticPartitionsDefinition,
     asset,
 )
-from pydantic import AfterValidator, Field
 
 from assets.common import (
     file_version,
@@ -24,7 +30,8 @@ from assets.common import (
     train_through_launcher,
     trainer_fields,
 )
-from assets.partitions import CAPTION_SOURCES
+from assets.partitions import PAPER_GROUP, seed_partitions
+from assets.retrieval import CAPTION_ASSETS, dual_encoder_key, retrieval_benchmark
 from model_code.train_configs import DualEncoderTrainConfig
 from resources.catalog import Catalog
 from resources.devices import Accelerators
@@ -34,78 +41,40 @@ from resources.tracking import MlflowTracking
 
 CURVE_METRICS = ("t2v_R1", "t2v_R5", "t2v_MedR", "v2t_R1")
 
+SCALING_SOURCE = "pseudo_captions"
+"""The caption source whose clips are subsampled."""
+BASELINE_SOURCE = "alt_text"
+"""The source trained on all its clips (dual_encoder/alt_text), drawn as a dashed line."""
 
-def _increasing(values: list) -> list:
-    if not values:
-        raise ValueError("give at least one value")
-    if any(b <= a for a, b in itertools.pairwise(values)):
-        raise ValueError(f"must be sorted and without repeats, not {values}")
-    return values
+SCALING_FRACTIONS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
+"""The paper's fractions of the source's clips (1%: "matches all the alt-text")."""
 
 
-Fraction = Annotated[float, Field(gt=0, le=1)]
-Seed = Annotated[int, Field(ge=0)]
+def fraction_key(fraction: float) -> str:
+    """A fraction's partition key: 0.05 -> "5pct"."""
+    return f"{fraction * 100:g}pct"
 
-ScalingCurveConfig = launchpad_config(
-    DualEncoderTrainConfig,
-    "ScalingCurveConfig",
-    exclude=("seed",),
-    fractions=(
-        Annotated[list[Fraction], AfterValidator(_increasing)],
-        Field(
-            default=[0.05, 0.1, 0.25, 0.5, 1.0],
-            description="fractions of the source's clips to train on, each in (0, 1], increasing; "
-            "every smaller subset lies inside every larger one",
-        ),
-    ),
-    source=(
-        Literal[CAPTION_SOURCES],
-        Field(
-            default="pseudo_captions", description="the caption source whose clips are subsampled"
-        ),
-    ),
-    baseline=(
-        Literal[("", *CAPTION_SOURCES)],
-        Field(
-            default="alt_text",
-            description="a source trained on all its clips, drawn as a dashed line; empty for none",
-        ),
-    ),
-    seeds=(
-        Annotated[list[Seed], AfterValidator(_increasing)],
-        Field(
-            default=[0],
-            description="seeds of each run (weights, data order and which clips a "
-            "fraction takes); with several, the table and plot show mean ± standard deviation",
-        ),
-    ),
+
+FRACTIONS = {fraction_key(f): f for f in SCALING_FRACTIONS}
+"""Partition key of the `fraction` dimension -> the fraction of the clips it trains on."""
+
+scaling_partitions = MultiPartitionsDefinition(
+    {"fraction": StaticPartitionsDefinition(list(FRACTIONS)), "seed": seed_partitions}
 )
-ScalingCurveConfig.__doc__ = (
-    "The dual encoder trained on growing fractions of one caption "
-    "source, every run with the same trainer settings."
+"""One scaling checkpoint per (fraction, seed); a key reads "5pct|0" (fraction|seed)."""
+
+ScalingDualEncoderConfig = launchpad_config(
+    DualEncoderTrainConfig, "ScalingDualEncoderConfig", exclude=("seed",)
+)
+ScalingDualEncoderConfig.__doc__ = (
+    "The dual encoder trained on one fraction of the pseudo-captioned clips: the trainer's "
+    "settings less `seed` (the fraction and the seed are the partition)."
 )
 
 
-def _percent(fraction: float) -> str:
-    return f"{fraction * 100:g}"
-
-
-def _reusable(folder, job: dict) -> bool:
-    """Whether the checkpoint in `folder` is what `job` would train: the same trainer settings,
-    parents, subset (its digest) and code version in its lineage. Anything else retrains."""
-    from model_code.lineage import code_version, read_lineage
-
-    try:
-        lineage = read_lineage(folder)
-    except (OSError, ValueError):
-        return False
-    same = json.loads(json.dumps(job, default=str))
-    return (
-        lineage.get("code_version") == code_version()
-        and lineage.get("training_config") == same["config"]
-        and lineage.get("parents") == same["parents"]
-        and all(lineage.get("data", {}).get(k) == v for k, v in same["data"].items())
-    )
+def scaling_checkpoint_name(fraction_partition: str, seed: int | str) -> str:
+    """checkpoints/<this>: one folder per partition, e.g. scaling/pseudo_captions-5pct-seed0."""
+    return f"scaling/{SCALING_SOURCE}-{fraction_partition}-seed{int(seed)}"
 
 
 def _batch_for(clips: int, settings: dict, name: str) -> int:
@@ -116,83 +85,134 @@ def _batch_for(clips: int, settings: dict, name: str) -> int:
     batch = min(settings["batch_size"], clips // nproc * nproc)
     if batch < 2:
         raise ValueError(
-            f"scaling_curve: {name} has {clips} clip(s), too few for a batch of 2 "
-            f"on {nproc} rank(s): drop that fraction from `fractions`"
+            f"scaling_dual_encoder: {name} has {clips} clip(s), too few for a batch of 2 "
+            f"on {nproc} rank(s): this fraction of the corpus cannot be trained; materialize "
+            "the larger fractions, or caption more clips"
         )
     return batch
 
 
-def _train_and_score(
-    context,
-    *,
-    config,
-    source: str,
-    fraction: float,
-    seed: int,
-    pairs,
-    classes: dict,
-    launch_resources: dict,
-) -> dict:
-    """One point of the curve: the subset's pairs, a dual encoder trained on them (or the
-    matching checkpoint already there), its benchmark scores."""
+@asset(
+    group_name=PAPER_GROUP,
+    partitions_def=scaling_partitions,
+    deps=[
+        AssetDep(CAPTION_ASSETS[SCALING_SOURCE], partition_mapping=AllPartitionMapping()),
+        AssetDep("clip_shards", partition_mapping=AllPartitionMapping()),
+        retrieval_benchmark,
+    ],
+    code_version="1",
+    pool="gpu",
+)
+def scaling_dual_encoder(
+    context: AssetExecutionContext,
+    config: ScalingDualEncoderConfig,
+    catalog: Catalog,
+    store: ArtifactStore,
+    tracking: MlflowTracking,
+    launcher: TrainingLauncher,
+    accelerators: Accelerators,
+) -> MaterializeResult:
+    """A dual encoder trained on one fraction of the pseudo-captioned clips (every caption of
+    each chosen clip), with this partition's seed: the subsets are nested (every smaller one
+    lies inside every larger one of the same seed) and the seed draws the weights, the data
+    order and which clips a fraction takes. One checkpoint folder per partition."""
     import hashlib
 
+    from assets.retrieval import training_pairs
     from model_code import benchmark
-    from model_code.lineage import read_lineage
     from model_code.scaling import nested_subset
 
-    store = launch_resources["store"]
+    keys_by_dimension = context.partition_key.keys_by_dimension
+    fraction_partition, seed = keys_by_dimension["fraction"], int(keys_by_dimension["seed"])
+    fraction = FRACTIONS[fraction_partition]
+    pairs = training_pairs(SCALING_SOURCE, catalog, store)
     keys = nested_subset(pairs["key"], fraction, salt=f"seed{seed}")
     subset = pairs[pairs["key"].isin(set(keys))]
     partitions = sorted(subset["partition"].unique())
-    name = f"{source}-{_percent(fraction)}pct-seed{seed}"
+    name = f"{SCALING_SOURCE}-{fraction_partition}-seed{seed}"
     digest = hashlib.sha256(
         "\n".join(
             f"{k}\t{c}" for k, c in zip(subset["key"], subset["caption"], strict=True)
         ).encode()
     ).hexdigest()[:16]
-    pairs_path = store.write_parquet(
-        store.path("training_inputs", f"scaling-{name}.parquet"),
-        subset[["key", "caption", "version"]],
-    )
-    out = store.checkpoint(f"scaling/{name}")
     settings = {**trainer_fields(config, DualEncoderTrainConfig, exclude=("seed",)), "seed": seed}
     settings["batch_size"] = _batch_for(len(keys), settings, name)
     if settings["batch_size"] < config.batch_size:
         context.log.warning(
-            f"scaling_curve: {name} has {len(keys)} clips, fewer than a batch "
-            f"of {config.batch_size}: trained with batches of "
-            f"{settings['batch_size']}"
+            f"scaling_dual_encoder: {name} has {len(keys)} clips, fewer than a batch "
+            f"of {config.batch_size}: trained with batches of {settings['batch_size']}"
         )
+    pairs_path = store.write_parquet(
+        store.path("training_inputs", f"scaling-{name}.parquet"),
+        subset[["key", "caption", "version"]],
+    )
+    classes = json.loads(store.path("benchmark", "classes.json").read_text())
     job = {
         "config": settings,
         "pairs": str(pairs_path),
         "shards": [str(store.shard(p)) for p in partitions],
-        "out": str(out),
+        "out": str(store.checkpoint(scaling_checkpoint_name(fraction_partition, seed))),
         "state": str(store.path("training_state", f"scaling-{name}")),
         "extra_texts": benchmark.class_prompt_texts(classes),
         "parents": {"captions": sorted(subset["version"].unique())},
         "data": {
-            "source": source,
+            "source": SCALING_SOURCE,
             "fraction": fraction,
             "subset_clips": len(keys),
             "subset_digest": digest,
             "partitions": partitions,
         },
     }
-    if _reusable(out, job):
-        context.log.info(f"scaling_curve: {name} reuses {out} (same lineage inputs)")
-    else:
-        train_through_launcher(  # its materialization is rank 0's report for one run: not ours
-            context,
-            **launch_resources,
-            module="model_code.train_dual_encoder",
-            name=f"scaling_curve[{name}]",
-            job=job,
-            params={"source": source, "fraction": fraction, "pairs": len(subset)},
-        )
-    lineage = read_lineage(out)
-    scores = benchmark.score_dual_encoder(out, store.path("benchmark"))
+    return train_through_launcher(
+        context,
+        launcher=launcher,
+        tracking=tracking,
+        store=store,
+        accelerators=accelerators,
+        module="model_code.train_dual_encoder",
+        name=f"scaling_dual_encoder[{name}]",
+        job=job,
+        params={"source": SCALING_SOURCE, "fraction": fraction, "pairs": len(subset)},
+        extra={
+            "source": SCALING_SOURCE,
+            "fraction": fraction,
+            "seed": seed,
+            "clips": len(keys),
+            "pairs": len(subset),
+            "batch_size": settings["batch_size"],
+        },
+    )
+
+
+def latest_checkpoints(instance, key: AssetKey) -> dict[str, Path]:
+    """{partition key: checkpoint folder} of every materialized partition of `key`, from the
+    latest materialization of each (its metadata "path"): Dagster's records say which
+    checkpoints exist, not the folders on disk."""
+    from dagster import AssetRecordsFilter
+
+    folders = {}
+    for partition in sorted(instance.get_materialized_partitions(key)):
+        records = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+        ).records
+        if records and "path" in records[0].asset_materialization.metadata:
+            folders[partition] = Path(records[0].asset_materialization.metadata["path"].value)
+    return folders
+
+
+def _score(folder: Path, store: ArtifactStore, *, source: str, fraction: float, seed: int) -> dict:
+    """One point of the curve: the checkpoint's lineage (clips, pairs, batch, version) and its
+    benchmark scores."""
+    from model_code import benchmark
+    from model_code.lineage import read_lineage
+
+    try:
+        lineage = read_lineage(folder)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"scaling_curve: the checkpoint of {source} {fraction:.0%} seed {seed} recorded at "
+            f"{folder} cannot be read ({error}): materialize that partition again"
+        ) from error
     return {
         "source": source,
         "fraction": fraction,
@@ -201,63 +221,57 @@ def _train_and_score(
         "seed": seed,
         "batch_size": int(lineage["training_config"]["batch_size"]),
         "model_version": lineage["version"],
-        "metrics": scores,
+        "metrics": benchmark.score_dual_encoder(folder, store.path("benchmark")),
     }
 
 
 @asset(
-    group_name="retrieval",
+    group_name=PAPER_GROUP,
     deps=[
-        AssetDep("clip_shards", partition_mapping=AllPartitionMapping()),
-        AssetDep("pseudo_captions", partition_mapping=AllPartitionMapping()),
-        "retrieval_benchmark",
+        AssetDep(scaling_dual_encoder, partition_mapping=AllPartitionMapping()),
+        AssetDep(dual_encoder_key(BASELINE_SOURCE), partition_mapping=AllPartitionMapping()),
+        retrieval_benchmark,
     ],
-    code_version="1",
-    pool="gpu",
+    code_version="2",
 )
 def scaling_curve(
-    context: AssetExecutionContext,
-    config: ScalingCurveConfig,
-    catalog: Catalog,
-    store: ArtifactStore,
-    tracking: MlflowTracking,
-    launcher: TrainingLauncher,
-    accelerators: Accelerators,
+    context: AssetExecutionContext, store: ArtifactStore, tracking: MlflowTracking
 ) -> MaterializeResult:
-    """Benchmark R@1 against the number of training clips: a dual encoder per fraction of the
-    source's clips (nested subsets, same trainer settings) and seed, plus the baseline source on
-    all of its clips (paper: 1% of pseudo-captioned clips matches all the alt-text). A run whose
-    checkpoint's lineage shows the same settings, subset, parents and code version is reused,
-    not retrained; every checkpoint is scored afresh."""
-    from assets.retrieval import training_pairs
+    """Benchmark R@1 against the number of training clips: every materialized partition of
+    scaling_dual_encoder (a fraction of the pseudo-captioned clips and a seed; the latest
+    materialization of each), plus each seed of dual_encoder/alt_text on all of its clips, as
+    the dashed baseline (paper: 1% of pseudo-captioned clips matches all the alt-text). Every
+    checkpoint is scored afresh; with several seeds a point is their mean ± std."""
     from model_code.scaling import curve_summary, plot_curve
 
-    runs = [(config.source, f) for f in config.fractions]
-    runs += [(config.baseline, 1.0)] if config.baseline else []
-    classes = json.loads(store.path("benchmark", "classes.json").read_text())
-    resources = {
-        "store": store,
-        "tracking": tracking,
-        "launcher": launcher,
-        "accelerators": accelerators,
-    }
-    rows, pairs_of = [], {}
-    for source, fraction in runs:
-        if source not in pairs_of:
-            pairs_of[source] = training_pairs(source, catalog, store)
-        rows += [
-            _train_and_score(
-                context,
-                config=config,
-                source=source,
-                fraction=fraction,
-                seed=seed,
-                pairs=pairs_of[source],
-                classes=classes,
-                launch_resources=resources,
-            )
-            for seed in config.seeds
-        ]
+    scaled = latest_checkpoints(context.instance, scaling_dual_encoder.key)
+    if not scaled:
+        raise ValueError(
+            "scaling_curve: no partition of scaling_dual_encoder is materialized: materialize "
+            f"scaling_dual_encoder for some fractions ({', '.join(FRACTIONS)}) and seeds "
+            '(a partition such as "5pct|0") first'
+        )
+    points = []
+    for partition, folder in scaled.items():
+        dims = scaling_partitions.get_partition_key_from_str(partition).keys_by_dimension
+        if dims["fraction"] not in FRACTIONS:
+            context.log.warning(f"scaling_curve: {partition} is no fraction of this code: left out")
+            continue
+        points.append((FRACTIONS[dims["fraction"]], int(dims["seed"]), folder))
+    rows = [
+        _score(folder, store, source=SCALING_SOURCE, fraction=fraction, seed=seed)
+        for fraction, seed, folder in sorted(points, key=lambda p: p[:2])
+    ]
+    baseline = latest_checkpoints(context.instance, dual_encoder_key(BASELINE_SOURCE))
+    if not baseline:
+        context.log.warning(
+            f"scaling_curve: no dual_encoder/{BASELINE_SOURCE} partition is materialized: the "
+            "curve has no baseline"
+        )
+    rows += [
+        _score(folder, store, source=BASELINE_SOURCE, fraction=1.0, seed=int(seed))
+        for seed, folder in sorted(baseline.items(), key=lambda item: int(item[0]))
+    ]
 
     summary = curve_summary(rows, CURVE_METRICS)
     shown = [
@@ -276,10 +290,15 @@ def scaling_curve(
         store.path("scaling_curve.json"), json.dumps(rows, indent=1).encode()
     )
     store.write_bytes(store.path("scaling_curve.md"), table.value.encode())
-    png = plot_curve(rows, store.path("scaling_curve.png"), baseline=config.baseline)
+    png = plot_curve(rows, store.path("scaling_curve.png"), baseline=BASELINE_SOURCE)
     with tracking.run(
         "scaling_curve",
-        params={"source": config.source, "baseline": config.baseline, "seeds": config.seeds},
+        params={
+            "source": SCALING_SOURCE,
+            "baseline": BASELINE_SOURCE,
+            "seeds": sorted({r["seed"] for r in rows}),
+            "partitions": len(points),
+        },
     ) as run:
         run.log_text(table.value, "scaling_curve.md")
         run.log_artifact(json_path)

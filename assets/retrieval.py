@@ -2,14 +2,13 @@
 the ablation table that compares them (DESIGN.md, steps 3 and 4)."""
 
 import json
-import time
 from typing import Literal
 
 from dagster import (
     AllPartitionMapping,
     AssetDep,
     AssetExecutionContext,
-    Config,
+    AssetKey,
     DataVersion,
     MaterializeResult,
     MetadataValue,
@@ -18,8 +17,9 @@ from dagster import (
 )
 from pydantic import Field
 
-from assets.captions import CAPTIONERS, current_captions, teacher_captions
+from assets.captions import CAPTIONER_ASSETS, current_captions, teacher_captions
 from assets.common import (
+    LaunchConfig,
     file_version,
     launchpad_config,
     md_table,
@@ -27,7 +27,7 @@ from assets.common import (
     trainer_fields,
 )
 from assets.corpus import clip_shards
-from assets.partitions import CAPTION_SOURCES, caption_source_partitions
+from assets.partitions import CAPTION_SOURCES, seed_partitions, source_group
 from model_code.train_configs import DualEncoderTrainConfig
 from resources.catalog import Catalog
 from resources.devices import Accelerators
@@ -51,7 +51,7 @@ SCORE_COLUMNS = [
 ]
 
 
-class RetrievalBenchmarkConfig(Config):
+class RetrievalBenchmarkConfig(LaunchConfig):
     annotations: OptionalFile = Field(
         default="", description="MSR-VTT annotation JSON; empty = the embedded held-out set"
     )
@@ -124,21 +124,10 @@ def retrieval_benchmark(
     )
 
 
-DualEncoderLaunchConfig = launchpad_config(DualEncoderTrainConfig, "DualEncoderLaunchConfig")
-
-
-class BenchmarkScoresConfig(Config):
-    seed: int = Field(
-        default=0,
-        ge=0,
-        description="score the dual encoder trained with this seed (dual_encoder's `seed`)",
-    )
-
-
-def dual_encoder_checkpoint(source: str, seed: int = 0) -> str:
-    """checkpoints/<this>: dual_encoder/<source> for seed 0 (what video_index and a user load),
-    dual_encoder/<source>-seed<N> for each further seed, so seeds sit side by side."""
-    return f"dual_encoder/{source}" + (f"-seed{seed}" if seed else "")
+DualEncoderLaunchConfig = launchpad_config(
+    DualEncoderTrainConfig, "DualEncoderLaunchConfig", exclude=("seed",)
+)
+"""The trainer's settings less `seed`: the seed is the partition."""
 
 
 def training_pairs(source: str, catalog: Catalog, store: ArtifactStore):
@@ -163,142 +152,205 @@ def training_pairs(source: str, catalog: Catalog, store: ArtifactStore):
     return current_captions(source, catalog, store)[["key", "partition", "caption", "version"]]
 
 
-@asset(
-    group_name="retrieval",
-    partitions_def=caption_source_partitions,
-    deps=[
-        AssetDep(clip_shards, partition_mapping=AllPartitionMapping()),
-        *[AssetDep(name, partition_mapping=AllPartitionMapping()) for name in CAPTIONERS],
-        AssetDep(teacher_captions, partition_mapping=AllPartitionMapping()),
-        retrieval_benchmark,
-    ],
-    code_version="3",
-    pool="gpu",
-)
-def dual_encoder(
-    context: AssetExecutionContext,
-    config: DualEncoderLaunchConfig,
-    catalog: Catalog,
-    store: ArtifactStore,
-    tracking: MlflowTracking,
-    launcher: TrainingLauncher,
-    accelerators: Accelerators,
-) -> MaterializeResult:
-    """A CLIP-style video-text dual encoder trained contrastively on one caption source
-    (model_code.train_dual_encoder, through the launcher: torchrun under Pipes)."""
-    from model_code import benchmark
+CAPTION_ASSETS = {**CAPTIONER_ASSETS, "teacher_captions": teacher_captions}
+"""Caption source -> the asset whose partitions hold its captions (none for alt-text and
+ground truth: they come with the clip shards)."""
 
-    source = context.partition_key
-    pairs = training_pairs(source, catalog, store)
-    partitions = sorted(pairs["partition"].unique())
-    pairs_path = store.write_parquet(
-        store.path("training_inputs", f"dual_encoder-{source}.parquet"),
-        pairs[["key", "caption", "version"]],
+
+def dual_encoder_key(source: str) -> AssetKey:
+    return AssetKey(["dual_encoder", source])
+
+
+def scores_key(source: str) -> AssetKey:
+    return AssetKey(["benchmark_scores", source])
+
+
+def _dual_encoder(source: str):
+    """dual_encoder/<source>: one checkpoint per seed partition, trained on exactly the captions
+    of `source` (the caption asset's partitions; alt-text and ground truth come with the clip
+    shards), so nothing else makes it stale."""
+    captions = CAPTION_ASSETS.get(source)
+    deps = [AssetDep(clip_shards, partition_mapping=AllPartitionMapping()), retrieval_benchmark]
+    if captions is not None:
+        deps.insert(1, AssetDep(captions, partition_mapping=AllPartitionMapping()))
+
+    @asset(
+        key=dual_encoder_key(source),
+        group_name=source_group(source),
+        partitions_def=seed_partitions,
+        deps=deps,
+        code_version="4",
+        pool="gpu",
     )
-    classes = json.loads(store.path("benchmark", "classes.json").read_text())
-    job = {
-        "config": trainer_fields(config, DualEncoderTrainConfig),
-        "pairs": str(pairs_path),
-        "shards": [str(store.shard(p)) for p in partitions],
-        "out": str(store.checkpoint(dual_encoder_checkpoint(source, config.seed))),
-        "state": str(store.path("training_state", f"dual_encoder-{source}-seed{config.seed}")),
-        "extra_texts": benchmark.class_prompt_texts(classes),
-        "parents": {"captions": sorted(pairs["version"].unique())},
-        "data": {"source": source, "partitions": partitions},
-    }
-    return train_through_launcher(
-        context,
-        launcher=launcher,
-        tracking=tracking,
-        store=store,
-        accelerators=accelerators,
-        module="model_code.train_dual_encoder",
-        name=f"dual_encoder[{source}]",
-        job=job,
-        params={"source": source, "pairs": len(pairs)},
-        extra={
-            "source": source,
-            "seed": config.seed,
-            "clips": int(pairs["key"].nunique()),
-            "sample_pairs": md_table(pairs.head(5).to_dict("records")),
-        },
-    )
+    def dual_encoder(
+        context: AssetExecutionContext,
+        config: DualEncoderLaunchConfig,
+        catalog: Catalog,
+        store: ArtifactStore,
+        tracking: MlflowTracking,
+        launcher: TrainingLauncher,
+        accelerators: Accelerators,
+    ) -> MaterializeResult:
+        from model_code import benchmark
 
-
-@asset(
-    group_name="retrieval",
-    partitions_def=caption_source_partitions,
-    deps=[dual_encoder, retrieval_benchmark],
-    code_version="1",
-)
-def benchmark_scores(
-    context: AssetExecutionContext,
-    config: BenchmarkScoresConfig,
-    store: ArtifactStore,
-    tracking: MlflowTracking,
-) -> MaterializeResult:
-    """Text->video and video->text R@1/5/10, median and mean rank (MSR-VTT protocol) and
-    zero-shot classification of one dual encoder (the source's, of the configured seed); kept
-    with history in scores/."""
-    import pandas as pd
-
-    from model_code import benchmark
-    from model_code.lineage import read_lineage
-
-    source = context.partition_key
-    folder = store.checkpoint(dual_encoder_checkpoint(source, config.seed))
-    if not (folder / "lineage.json").exists():
-        raise ValueError(
-            f"no dual encoder of {source} with seed {config.seed} at {folder}: "
-            f"materialize dual_encoder [{source}] with seed: {config.seed} first"
+        seed = int(context.partition_key)
+        pairs = training_pairs(source, catalog, store)
+        partitions = sorted(pairs["partition"].unique())
+        pairs_path = store.write_parquet(
+            store.path("training_inputs", f"dual_encoder-{source}-seed{seed}.parquet"),
+            pairs[["key", "caption", "version"]],
         )
-    scores = benchmark.score_dual_encoder(folder, store.path("benchmark"))
-    lineage = read_lineage(folder)
-    version = lineage["version"]
-    protocol = json.loads(store.path("benchmark", "annotations.json").read_text()).get(
-        "protocol", "all_captions"
+        classes = json.loads(store.path("benchmark", "classes.json").read_text())
+        job = {
+            "config": {**trainer_fields(config, DualEncoderTrainConfig, ("seed",)), "seed": seed},
+            "pairs": str(pairs_path),
+            "shards": [str(store.shard(p)) for p in partitions],
+            "out": str(store.dual_encoder(source, seed)),
+            "state": str(store.path("training_state", f"dual_encoder-{source}-seed{seed}")),
+            "extra_texts": benchmark.class_prompt_texts(classes),
+            "parents": {"captions": sorted(pairs["version"].unique())},
+            "data": {"source": source, "partitions": partitions},
+        }
+        return train_through_launcher(
+            context,
+            launcher=launcher,
+            tracking=tracking,
+            store=store,
+            accelerators=accelerators,
+            module="model_code.train_dual_encoder",
+            name=f"dual_encoder[{source}][seed{seed}]",
+            job=job,
+            params={"source": source, "pairs": len(pairs)},
+            extra={
+                "source": source,
+                "seed": seed,
+                "clips": int(pairs["key"].nunique()),
+                "sample_pairs": md_table(pairs.head(5).to_dict("records")),
+            },
+        )
+
+    dual_encoder.__doc__ = (
+        f"A CLIP-style video-text dual encoder trained contrastively on {source} "
+        "(model_code.train_dual_encoder through the launcher: torchrun under Pipes), one "
+        "checkpoint per seed partition."
     )
-    row = {
-        "source": source,
-        "model_version": version,
-        "protocol": protocol,
-        "seed": int(lineage.get("training_config", {}).get("seed", 0)),
-        "scored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **scores,
-    }
-    with tracking.run(
-        f"benchmark_scores[{source}]",
-        params={"source": source, "model_version": version, "seed": row["seed"]},
-    ) as run:
-        run.log_metrics(scores)
-    path = store.path("scores", f"{source}-seed{row['seed']}-{int(time.time() * 1000)}.parquet")
-    store.write_parquet(path, pd.DataFrame([row]))
-    return MaterializeResult(
-        metadata={
-            "model_version": version,
-            "path": MetadataValue.path(str(path)),
-            **{k: float(v) for k, v in scores.items()},
-        },
-        data_version=DataVersion(f"{version}-{file_version(path)[:8]}"),
+    return dual_encoder
+
+
+def _benchmark_scores(source: str):
+    @asset(
+        key=scores_key(source),
+        group_name=source_group(source),
+        partitions_def=seed_partitions,
+        deps=[dual_encoder_key(source), retrieval_benchmark],
+        code_version="2",
     )
+    def benchmark_scores(
+        context: AssetExecutionContext, store: ArtifactStore, tracking: MlflowTracking
+    ) -> MaterializeResult:
+        import pandas as pd
+
+        from model_code import benchmark
+        from model_code.lineage import read_lineage
+
+        seed = int(context.partition_key)
+        folder = store.dual_encoder(source, seed)
+        if not (folder / "lineage.json").exists():
+            raise ValueError(
+                f"no dual encoder of {source} with seed {seed} at {folder}: "
+                f"materialize dual_encoder/{source} [{seed}] first"
+            )
+        scores = benchmark.score_dual_encoder(folder, store.path("benchmark"))
+        version = read_lineage(folder)["version"]
+        protocol = json.loads(store.path("benchmark", "annotations.json").read_text()).get(
+            "protocol", "all_captions"
+        )
+        row = {"source": source, "model_version": version, "protocol": protocol, "seed": seed}
+        with tracking.run(f"benchmark_scores[{source}][seed{seed}]", params=row) as run:
+            run.log_metrics(scores)
+        path = store.path("scores", f"{source}-seed{seed}.parquet")
+        store.write_parquet(path, pd.DataFrame([{**row, **scores}]))
+        return MaterializeResult(
+            metadata={
+                "model_version": version,
+                "protocol": protocol,
+                "path": MetadataValue.path(str(path)),
+                **{k: float(v) for k, v in scores.items()},
+            },
+            data_version=DataVersion(f"{version}-{file_version(path)[:8]}"),
+        )
+
+    benchmark_scores.__doc__ = (
+        "Text->video and video->text R@1/5/10, median and mean rank (MSR-VTT protocol) and "
+        f"zero-shot classification of the {source} dual encoder of this seed."
+    )
+    return benchmark_scores
+
+
+DUAL_ENCODERS = {source: _dual_encoder(source) for source in CAPTION_SOURCES}
+BENCHMARK_SCORES = {source: _benchmark_scores(source) for source in CAPTION_SOURCES}
+TRAINED_AND_SCORED = [*DUAL_ENCODERS.values(), *BENCHMARK_SCORES.values()]
+"""Module-level, so load_assets_from_modules finds them."""
+
+
+def latest_scores(instance) -> list[dict]:
+    """The latest materialization of every seed partition of every benchmark_scores asset, as
+    rows (source, seed, model_version, protocol, scored_at, metrics...): Dagster's records say
+    which scores exist, not the files under scores/."""
+    from dagster import AssetRecordsFilter
+
+    rows = []
+    for source in CAPTION_SOURCES:
+        key = scores_key(source)
+        for seed in sorted(instance.get_materialized_partitions(key), key=int):
+            records = instance.fetch_materializations(
+                AssetRecordsFilter(asset_key=key, asset_partitions=[seed]), limit=1
+            ).records
+            if not records:
+                continue
+            metadata = records[0].asset_materialization.metadata
+            row = {
+                "source": source,
+                "seed": int(seed),
+                "scored_at": records[0].timestamp,
+                "model_version": metadata["model_version"].value,
+                "protocol": metadata["protocol"].value if "protocol" in metadata else "",
+            }
+            row.update(
+                {
+                    name: float(value.value)
+                    for name, value in metadata.items()
+                    if isinstance(value.value, (int, float)) and not isinstance(value.value, bool)
+                }
+            )
+            rows.append(row)
+    return rows
 
 
 @asset(
     group_name="retrieval",
-    deps=[AssetDep(benchmark_scores, partition_mapping=AllPartitionMapping())],
-    code_version="1",
+    deps=[
+        AssetDep(scores, partition_mapping=AllPartitionMapping())
+        for scores in BENCHMARK_SCORES.values()
+    ],
+    code_version="2",
 )
 def ablation_table(
-    context: AssetExecutionContext, catalog: Catalog, store: ArtifactStore, tracking: MlflowTracking
+    context: AssetExecutionContext, store: ArtifactStore, tracking: MlflowTracking
 ) -> MaterializeResult:
-    """One row per caption source: each metric's mean ± standard deviation over the seeds
-    trained (the latest score of each seed; materialize dual_encoder with other `seed`s to add
-    some), the number of seeds, and whether t2v R@1 is within one standard deviation of the
-    previous source's: the paper's headline, with its spread."""
+    """One row per caption source: each metric's mean ± standard deviation over the seed
+    partitions scored (the latest materialization of each, from Dagster's records), the number
+    of seeds, and whether t2v R@1 is within one standard deviation of the previous source's:
+    the paper's headline, with its spread."""
+    import pandas as pd
+
     from model_code.benchmark import seed_summary
     from model_code.plots import bars_png
 
-    scores = catalog.query("SELECT * FROM scores")
+    rows = latest_scores(context.instance)
+    if not rows:
+        raise ValueError("no benchmark_scores materialized yet: materialize the dual encoders")
+    scores = pd.DataFrame(rows)
     metrics = [c for c in SCORE_COLUMNS if c in scores.columns]
     metrics += sorted(c for c in scores.columns if c.startswith("zs_") and c.endswith("_top1"))
     df = seed_summary(scores, metrics, list(CAPTION_SOURCES))
@@ -342,27 +394,34 @@ def ablation_table(
     )
 
 
+INDEX_SEED = "0"
+"""The seed whose pseudo-caption dual encoder the search index uses."""
+
+
 @asset(
     group_name="retrieval",
     deps=[
         AssetDep(
-            dual_encoder, partition_mapping=SpecificPartitionsPartitionMapping(["pseudo_captions"])
+            DUAL_ENCODERS["pseudo_captions"],
+            partition_mapping=SpecificPartitionsPartitionMapping([INDEX_SEED]),
         ),
+        AssetDep(CAPTION_ASSETS["pseudo_captions"], partition_mapping=AllPartitionMapping()),
         AssetDep(clip_shards, partition_mapping=AllPartitionMapping()),
     ],
-    code_version="1",
+    code_version="2",
 )
 def video_index(
     context: AssetExecutionContext, catalog: Catalog, store: ArtifactStore
 ) -> MaterializeResult:
-    """Embeddings of every corpus clip by the pseudo-caption dual encoder, in DuckDB, for
-    text-to-video search (`python -m model_code.video_index ...`)."""
+    """Embeddings of every corpus clip by the pseudo-caption dual encoder of seed 0 (that one
+    partition: other seeds do not make it stale), in DuckDB, for text-to-video search
+    (`vidistill search`, `vidistill serve`)."""
     from model_code import shards
     from model_code.dual_encoder import DualEncoder, embed_videos
     from model_code.lineage import read_lineage
     from model_code.video_index import write_index
 
-    folder = store.checkpoint(dual_encoder_checkpoint("pseudo_captions"))
+    folder = store.dual_encoder("pseudo_captions", INDEX_SEED)
     model = DualEncoder.from_pretrained(folder)
     clips = catalog.query("SELECT key, partition, alt_text FROM clips ORDER BY partition, key")
     partitions = sorted(clips["partition"].unique())

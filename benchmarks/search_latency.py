@@ -17,7 +17,7 @@ Both arms must return the same top-k keys (checked on every pair). The service's
 start-up (app + model + index load, in this process) is reported on its own.
 
 The index: the data root's video_index/index.duckdb and checkpoints/dual_encoder/
-pseudo_captions (what the demo materializes); when either is absent, a small one is built in a
+pseudo_captions/seed0 (what the demo materializes); when either is absent, a small one is built in a
 temp dir first (--clips embedded corpus clips in two shards, build_dual_encoder's default
 sizes, untrained: latency does not depend on what the weights learnt).
 
@@ -89,7 +89,7 @@ def build_small_index(root: Path, clips: int) -> None:
         )
     torch.manual_seed(0)
     model = build_dual_encoder([corpus.ground_truth_caption(s) for s in specs] + QUERIES)
-    model.save_pretrained(store.checkpoint("dual_encoder/pseudo_captions"))
+    model.save_pretrained(store.dual_encoder("pseudo_captions", seed=0))
     frames = shards.frames_by_key([store.shard(p) for p in halves], model.config.num_frames)
     keys = [s.key for s in specs]
     write_index(

@@ -2,7 +2,7 @@
 by cosine similarity. What a user does with a trained dual encoder.
 
     python -m model_code.video_index data/video_index/index.duckdb \
-        data/checkpoints/dual_encoder/pseudo_captions "a red circle moves left"
+        data/checkpoints/dual_encoder/pseudo_captions/seed0 "a red circle moves left"
 
 `VideoSearch` holds the index and the model in memory, so a long-lived process (the search
 service, pipelines/search_app.py) pays the start-up once; every way of querying ranks with

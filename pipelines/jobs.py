@@ -11,7 +11,7 @@ import os
 
 from dagster import AssetSelection, define_asset_job
 
-from assets.partitions import caption_source_partitions, clip_partitions
+from assets.partitions import clip_partitions, seed_partitions
 
 
 def gpu_count(variable: str, default: int = 1) -> int:
@@ -41,18 +41,20 @@ shard_job = define_asset_job(
 
 dual_encoder_job = define_asset_job(
     "train_dual_encoder",
-    selection=AssetSelection.assets("dual_encoder", "benchmark_scores"),
-    partitions_def=caption_source_partitions,
+    selection=AssetSelection.key_prefixes(["dual_encoder"], ["benchmark_scores"])
+    & AssetSelection.groups("retrieval"),
+    partitions_def=seed_partitions,
     tags=gpu_request(gpu_count("VIDISTILL_TRAIN_GPUS")),
-    description="The dual encoder of one caption source, trained and scored.",
+    description="The recipe's dual encoders (one per caption source) of one seed, trained and "
+    "scored.",
 )
 
 adaptation_job = define_asset_job(
     "video_adaptation",
-    selection=AssetSelection.groups("adaptation") - AssetSelection.assets("adaptation_order"),
+    selection=AssetSelection.groups("adaptation"),
     tags=gpu_request(gpu_count("VIDISTILL_TRAIN_GPUS")),
-    description="The image VLM, both adaptation stages and their evaluation (not the "
-    "adaptation-order ablation, which trains both stages twice more).",
+    description="The image VLM, both adaptation stages and their evaluation (the "
+    "adaptation-order ablation, which trains both stages twice more, is in the paper group).",
 )
 
 JOBS = [shard_job, dual_encoder_job, adaptation_job]

@@ -11,10 +11,10 @@ frame caption, score and a "more like this" link; `/?like=<key>`), `/partitions`
 shard tar by offset, with byte ranges so a browser can seek.
 
 What it serves is what the pipeline made under the data root: video_index/index.duckdb, the
-pseudo-caption dual encoder (checkpoints/dual_encoder/pseudo_captions), clips/<p>.tar, and the
-catalog (alt-text; the current frame and pseudo captions). Each is read again when its files
-change, so a re-materialized video_index is served without a restart. Ranking is
-model_code.video_index.VideoSearch's, the same for the page, the API and `search_cli`.
+pseudo-caption dual encoder of seed 0 (checkpoints/dual_encoder/pseudo_captions/seed0),
+clips/<p>.tar, and the catalog (alt-text; the current frame and pseudo captions). Each is read
+again when its files change, so a re-materialized video_index is served without a restart.
+Ranking is model_code.video_index.VideoSearch's, the same for the page, the API and `search_cli`.
 """
 
 from __future__ import annotations
@@ -199,12 +199,10 @@ class SearchService:
     the members of each shard (where each clip's bytes lie), read once per shard version."""
 
     def __init__(self, data_root: str | Path = "data"):
-        from assets.retrieval import dual_encoder_checkpoint
-
         self.store = ArtifactStore(root=str(data_root))
         self.catalog = Catalog(root=str(data_root))
         self.index_path = self.store.path("video_index", "index.duckdb")
-        self.model_path = self.store.checkpoint(dual_encoder_checkpoint("pseudo_captions"))
+        self.model_path = self.store.dual_encoder("pseudo_captions", seed=0)
         self._lock = threading.Lock()
         self._search: tuple[tuple, object] | None = None  # (stamp, VideoSearch or SearchError)
         self._notes: tuple[tuple, Notes] | None = None

@@ -30,7 +30,8 @@ class ArtifactStore(ConfigurableResource):
     """The data root (default `data/` in the project, git-ignored) and the layout under it:
 
     clips/{partition}.tar · rejects/{partition}.parquet · clip_index/{partition}.parquet ·
-    captions/{captioner_version}/{partition}.parquet · checkpoints/{asset}/ · scores/ · ...
+    captions/{source}-{captioner_version}/{partition}.parquet · checkpoints/{asset}/ ·
+    checkpoints/dual_encoder/{source}/seed{N}/ · scores/{source}-seed{N}.parquet · ...
     """
 
     root: NonEmpty = "data"
@@ -51,6 +52,11 @@ class ArtifactStore(ConfigurableResource):
         for part in name.split("/"):
             checked_name(part, "checkpoint name")
         return self.path("checkpoints", name)
+
+    def dual_encoder(self, source: str, seed: int | str = 0) -> Path:
+        """checkpoints/dual_encoder/<source>/seed<N>: one folder per (caption source, seed),
+        the checkpoint of exactly one partition of the asset dual_encoder/<source>."""
+        return self.checkpoint(f"dual_encoder/{source}/seed{int(seed)}")
 
     def captions(self, captioner_version: str, partition: str) -> Path:
         return self.path(
