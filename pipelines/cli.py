@@ -5,6 +5,7 @@
     vidistill serve [--port 8080]                 the search page, model and index kept loaded
     vidistill ui                                  the Dagster UI on this project's instance
     vidistill mlflow                              the MLflow UI on this project's tracking store
+    vidistill stale [ASSET ...]                   stale partitions (default: captions) and why
     vidistill free-dead-runs [--dry-run]          end runs whose process died; free their slots
 
 Commands that use the Dagster instance default DAGSTER_HOME to ./.dagster_home (what
@@ -46,6 +47,23 @@ def _serve(args) -> int:
 
 
 def _ui(args) -> int:
+    """`dagster dev` on this project's instance, prepared first (a new DAGSTER_HOME gets the
+    project's dagster.yaml; seed 0 and the source's shards are registered), so the UI's
+    "Materialize all" on a fresh instance targets every shard."""
+    from dagster import DagsterInstance
+
+    from pipelines.definitions import defs
+    from pipelines.local import prepare_home, prepare_instance
+
+    prepare_home()
+    with DagsterInstance.get() as instance:
+        added = prepare_instance(instance, defs.resources["clip_source"])
+    if added["shards"] or added["seeds"]:
+        print(
+            f"registered {len(added['shards'])} clip_shards and {len(added['seeds'])} seeds "
+            "partitions on the instance",
+            flush=True,
+        )
     os.execvp(
         sys.executable,
         [
@@ -80,6 +98,35 @@ def _mlflow(args) -> int:
     )
 
 
+def _stale(args) -> int:
+    """Each stale partition of the named assets (default: the caption assets) and why."""
+    from dagster import AssetKey, DagsterInstance
+
+    from pipelines.definitions import defs
+    from pipelines.staleness import CAPTION_ASSETS, stale_causes
+
+    graph = defs.resolve_asset_graph()
+    names = args.assets or CAPTION_ASSETS
+    unknown = [n for n in names if not graph.has(AssetKey.from_user_string(n))]
+    if unknown:
+        print(f"no such asset: {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    found = 0
+    with DagsterInstance.get() as instance:
+        for name in names:
+            for partition, causes in stale_causes(
+                instance, graph, AssetKey.from_user_string(name)
+            ).items():
+                found += 1
+                where = f"{name}[{partition}]" if partition else name
+                print(f"{where}: {'; '.join(causes)}")
+    print(
+        f"{found} stale partition(s)"
+        + (". Re-caption them: switch on the stale_captions sensor in the UI" if found else "")
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _environment()
@@ -108,6 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub.add_argument("--data", default=None, help="data root (default: the project's)")
     ui = commands.add_parser("ui", help="the Dagster UI on this project's instance")
     ui.add_argument("--port", type=int, default=3000)
+    stale = commands.add_parser(
+        "stale", help="stale partitions (inputs or code changed since) and why"
+    )
+    stale.add_argument("assets", nargs="*", help="asset keys (default: the caption assets)")
     mlflow = commands.add_parser("mlflow", help="the MLflow UI on this project's runs")
     mlflow.add_argument("--port", type=int, default=5000)
 
@@ -124,7 +175,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "data", "") is None:
         args.data = _data_root()
-    return {"search": _search, "serve": _serve, "ui": _ui, "mlflow": _mlflow}[args.command](args)
+    commands_by_name = {
+        "search": _search,
+        "serve": _serve,
+        "ui": _ui,
+        "mlflow": _mlflow,
+        "stale": _stale,
+    }
+    return commands_by_name[args.command](args)
 
 
 if __name__ == "__main__":

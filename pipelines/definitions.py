@@ -16,14 +16,16 @@ set_environment_defaults()  # before torch loads
 
 from dagster import (
     Definitions,
-    in_process_executor,
     load_asset_checks_from_modules,
     load_assets_from_modules,
+    multiprocess_executor,
 )
 
 from assets import adaptation, captions, corpus, evidence, retrieval
+from assets.common import check_config_defaults
 from pipelines.jobs import JOBS
-from pipelines.sensors import new_clip_shards
+from pipelines.sensors import new_clip_shards, shard_automation
+from pipelines.staleness import stale_captions
 from resources.catalog import Catalog
 from resources.devices import Accelerators
 from resources.launcher import TrainingLauncher
@@ -39,6 +41,19 @@ def data_root() -> str:
     return os.environ.get("VIDISTILL_DATA_ROOT") or str(PROJECT_ROOT / "data")
 
 
+def _whole_numbers(**variables: str) -> dict[str, int]:
+    """{field: int($VARIABLE)} for each variable that is set; a value that is not a whole
+    number is an error naming the variable."""
+    out = {}
+    for field, variable in variables.items():
+        value = os.environ.get(variable, "")
+        if value:
+            if not value.isdigit():
+                raise ValueError(f"${variable} must be a whole number, not {value!r}")
+            out[field] = int(value)
+    return out
+
+
 def make_resources(root: str | None = None) -> dict:
     root = root or data_root()
     return {
@@ -50,6 +65,9 @@ def make_resources(root: str | None = None) -> dict:
         "clip_source": ClipSource(
             source=os.environ.get("VIDISTILL_SOURCE") or "embedded",
             split=os.environ.get("VIDISTILL_SPLIT") or "fixed",
+            **_whole_numbers(
+                corpus_clips="VIDISTILL_CORPUS_CLIPS", clips_per_shard="VIDISTILL_CLIPS_PER_SHARD"
+            ),
         ),
         "tracking": MlflowTracking(
             root=root, tracking_uri=os.environ.get("VIDISTILL_TRACKING_URI", "")
@@ -66,16 +84,23 @@ def make_resources(root: str | None = None) -> dict:
 
 
 ASSET_MODULES = [corpus, adaptation, captions, retrieval, evidence]
+check_config_defaults()
 
 defs = Definitions(
     assets=load_assets_from_modules(ASSET_MODULES),
     asset_checks=load_asset_checks_from_modules(ASSET_MODULES),
     jobs=JOBS,
-    sensors=[new_clip_shards],
+    sensors=[new_clip_shards, shard_automation, stale_captions],
     resources=make_resources(),
-    # A run is the unit of parallelism (the run queue, the `gpu` pool, one run per partition on
-    # a run launcher), so its steps run in the run's own process: no second process that
-    # re-imports the code location (measured ~5 s of ~8 s of per-run overhead here, see
-    # benchmarks/captioning.py --partition), and no orphaned step that outlives its run.
-    executor=in_process_executor,
+    # A backfill puts the unpartitioned assets it may run together into one run (Dagster builds
+    # one run request for them), so a run's independent steps run side by side: each step in a
+    # process forked from a server that has imported this code location once (no re-import per
+    # step), as many at once as the machine has cores; the `gpu` pool caps the model steps of
+    # all runs together.
+    executor=multiprocess_executor.configured(
+        {
+            "max_concurrent": os.cpu_count() or 1,
+            "start_method": {"forkserver": {"preload_modules": ["pipelines.definitions"]}},
+        }
+    ),
 )

@@ -1,56 +1,33 @@
-"""The whole pipeline on the embedded default corpus through Dagster (so every run,
-materialization and check is in the instance the UI shows), ending with the benchmark table.
+"""`vidistill demo`: the recipe on the embedded default corpus, scheduled by Dagster itself.
 
-    .venv/bin/python -m pipelines.demo     (DAGSTER_HOME set by .ci/demo)
+It prepares the instance (seed 0 and the corpus's shards registered), starts `dagster dev`
+(webserver + daemon) and launches one asset backfill of everything in the recipe's groups that
+Dagster has no materialization of, as the UI's "Materialize all" does; the run queue and the
+`gpu` pool decide what runs side by side. Then it prints the tables. A rerun after Ctrl-C or
+`kill -9` launches only what is still missing. `--paper` is the same over the paper's evidence
+(the ladder's other rungs, the scaling subsets and the order ablation) and seeds 0, 1 and 2.
 
-The main lane runs the VLM chain in this process. The branches that do not wait for it (the
-alt-text and ground-truth dual encoders; the per-frame baseline once image_vlm exists) run
-meanwhile in a second process (`--lane second`), as a second worker of a Dagster executor
-would; the tiny models train on one core each. The corpus is captioned by the command a user
-types: a CLI backfill of every partition in one run.
+    vidistill demo [--paper] [--verbose]        (bash .ci/demo sets the project up first)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
 
-from dagster import AssetCheckKey, AssetKey, DagsterInstance, materialize
-
-from assets.partitions import CAPTION_SOURCES
-from pipelines.definitions import PROJECT_ROOT, defs
-
-ASSETS = list(defs.assets)
 CONSOLE = sys.stdout  # the terminal; Dagster's and the trainers' output go to the log file
 PROGRESS_EVERY_S = 30.0
-OUTPUTS: list[str] = []  # the paths the current step's materializations reported
-RUNS: list[str] = []  # and its Dagster runs
-
-
-def store_path(name: str):
-    return defs.resources["store"].path(name)
+DEMO_TAG = "vidistill/demo"
 
 
 def say(*parts) -> None:
     """A line for the person at the terminal."""
     print(*parts, file=CONSOLE, flush=True)
-
-
-def start_console(verbose: bool = False, console_fd: int = -1) -> None:
-    """The terminal gets one line a step; the rest goes to <data root>/demo.log (named first),
-    unless `verbose`. A second lane writes its lines to the main lane's terminal (console_fd)."""
-    global CONSOLE
-    if console_fd >= 0:  # the second lane: its stdout/stderr are the main lane's log already
-        CONSOLE = os.fdopen(console_fd, "w", buffering=1)
-    elif not verbose:
-        log = defs.resources["store"].path("demo.log")
-        say(f"[demo] Dagster's and the trainers' logs: {log}")
-        quiet(log)
 
 
 def quiet(log_path) -> None:
@@ -66,319 +43,253 @@ def quiet(log_path) -> None:
         os.dup2(log.fileno(), 2)
 
 
-SCORED = ["dual_encoder", "benchmark_scores"]
-SECOND_LANE_SOURCES = ("alt_text", "ground_truth")
+def run_threads(instance) -> int:
+    """Torch threads for each run: the cores shared by the runs the queue lets run at once
+    (two 1-thread processes beat one 2-thread process on these small models, STACK.md)."""
+    runs = instance.get_concurrency_config().run_queue_config.max_concurrent_runs or 1
+    return max(1, (os.cpu_count() or 1) // max(1, runs))
 
 
-def _materialize(
-    instance,
-    resources,
-    names: list[str],
-    partition_key: str | None = None,
-    run_config: dict | None = None,
-) -> list[str]:
-    """Materialize; a failed asset check is reported and the demo goes on (its outputs are
-    written before the check runs), any other failure stops it."""
-    result = materialize(
-        ASSETS,
-        selection=names,
-        partition_key=partition_key,
-        instance=instance,
-        resources=resources,
-        raise_on_error=False,
-        run_config=run_config,
-    )
-    failed = [
-        f"{c.asset_key.to_user_string()}[{partition_key}] {c.check_name}: {c.description}"
-        for c in result.get_asset_check_evaluations()
-        if not c.passed
-    ]
-    for event in result.get_asset_materialization_events():
-        path = event.materialization.metadata.get("path")
-        if path is not None:
-            OUTPUTS.append(str(path.value))
-    RUNS.append(result.run_id)
-    if not result.success and not failed:
-        raise SystemExit(f"materializing {names} [{partition_key}] failed; see the run in the UI")
-    for f in failed:
-        say(f"[demo] check failed: {f}")
-    return failed
+def stop_leftovers(instance) -> list[str]:
+    """Runs of an earlier demo that still run after it was killed (their workers outlive the
+    `dagster dev` that launched them): their process group, the killed demo's `dagster dev`
+    and what it started, is killed, so free_dead_runs then marks them failed and frees their
+    slots. Nothing else is touched: only runs this project's demo launched."""
+    import signal
 
+    from dagster import DagsterRunStatus, RunsFilter
 
-def _cli_backfill(instance, names: list[str], partitions: list[str]) -> list[str]:
-    """Caption every partition as a user would: `dagster asset materialize` over the range in a
-    single run (one model load per captioner). Failed quality checks are reported, not fatal."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "dagster",
-        "asset",
-        "materialize",
-        "-m",
-        "pipelines.definitions",
-        "--select",
-        ",".join(names),
-        "--partition-range",
-        f"{partitions[0]}...{partitions[-1]}",
-    ]
-    say(f"[demo] VIDISTILL_PARTITIONS_PER_RUN=0 {' '.join(cmd[2:])}")
-    started = time.time()
-    done = subprocess.run(
-        cmd,
-        env={**os.environ, "VIDISTILL_PARTITIONS_PER_RUN": "0"},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    keys = [AssetCheckKey(AssetKey(n), "caption_quality") for n in names]
-    records = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
-    failed = []
-    for key in keys:
-        record = records.get(key)
-        fresh = record is not None and record.event and record.create_timestamp >= started
-        evaluation = record.event.asset_check_evaluation if fresh else None
-        if evaluation is None:
-            raise SystemExit(
-                f"captioning backfill wrote no {key.to_user_string()} check:\n{done.stderr[-3000:]}"
-            )
-        if not evaluation.passed:
-            failed.append(f"{key.to_user_string()}: {evaluation.description}")
-            say(f"[demo] check failed: {failed[-1]}")
-    if done.returncode and not failed:
-        raise SystemExit(f"materializing {names} {partitions} failed:\n{done.stderr[-3000:]}")
-    return failed
+    from pipelines.free_dead_runs import _alive, executing_pid
 
-
-class Demo:
-    def __init__(self, lane: str):
-        self.lane = lane
-        self.instance = DagsterInstance.get()
-        self.resources = dict(defs.resources)
-        self.failed_checks: list[str] = []
-
-    def shards(self) -> list[str]:
-        return self.instance.get_dynamic_partitions("clip_shards")
-
-    def step(
-        self,
-        label: str,
-        names: list[str],
-        partitions: list[str | None] = (None,),
-        cli: bool = False,
-        run_config: dict | None = None,
-    ) -> None:
-        start = time.perf_counter()
-        lane = "" if self.lane == "main" else " (lane 2)"
-        done = threading.Event()
-
-        def progress() -> None:  # a line now and then, so a long step is seen to run
-            while not done.wait(PROGRESS_EVERY_S):
-                say(f"[demo]   ... {label}{lane}: {time.perf_counter() - start:.0f}s")
-
-        ticker = threading.Thread(target=progress, daemon=True)
-        ticker.start()
-        OUTPUTS.clear()
-        RUNS.clear()
-        try:
-            self._run(names, partitions, cli, run_config)
-        finally:
-            done.set()
-        where = _common_folder(OUTPUTS) or (f"run {RUNS[-1][:8]} in the Dagster UI" if RUNS else "")
-        say(
-            f"[demo] {label}{lane}: {time.perf_counter() - start:.1f}s"
-            + (f" -> {where}" if where else "")
+    stopped = []
+    running = [
+        r
+        for r in instance.get_runs(
+            RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING])
         )
+        if DEMO_TAG in r.tags
+    ]
+    for run in running:
+        pid = executing_pid(instance, run.run_id)
+        if pid is None or not _alive(pid):
+            continue
+        group = os.getpgid(pid)
+        if group != os.getpgid(0):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+            stopped.append(run.run_id)
+    if stopped:
+        time.sleep(1.0)  # let the kernel reap them before free_dead_runs looks
+    return stopped
 
-    def _run(self, names, partitions, cli, run_config) -> None:
-        if cli:
-            self.failed_checks.extend(_cli_backfill(self.instance, names, partitions))
-        else:
-            for p in partitions:
-                self.failed_checks.extend(
-                    _materialize(self.instance, self.resources, names, p, run_config)
+
+def cancel_earlier_demos(instance) -> list[str]:
+    """Backfills of an earlier demo that never ended (its process was killed): canceled before
+    the daemon starts, so it does not resume them beside the new one."""
+    from dagster._core.execution.backfill import BulkActionStatus
+
+    canceled = []
+    for backfill in instance.get_backfills(status=BulkActionStatus.REQUESTED):
+        if DEMO_TAG in backfill.tags:
+            instance.update_backfill(backfill.with_status(BulkActionStatus.CANCELED))
+            canceled.append(backfill.backfill_id)
+    return canceled
+
+
+def _label(run) -> str:
+    """`assets [partition]` of a run, for its line on the terminal."""
+    assets = sorted(k.to_user_string() for k in (run.asset_selection or []))
+    start = run.tags.get("dagster/asset_partition_range_start")
+    end = run.tags.get("dagster/asset_partition_range_end")
+    partition = run.tags.get("dagster/partition") or (
+        start if start == end else f"{start}...{end}" if start else ""
+    )
+    return " + ".join(assets) + (f" [{partition}]" if partition else "")
+
+
+def _output(instance, run) -> str:
+    """Where the run's first materialization says its output went (its `path` metadata)."""
+    from dagster import DagsterEventType
+
+    for entry in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION):
+        path = entry.asset_materialization.metadata.get("path")
+        if path is not None:
+            return str(path.value)
+    return ""
+
+
+def follow(instance, backfill_id: str, stop: threading.Event) -> dict:
+    """Until `stop`: a line per run of the backfill as it ends (what, how long, where its
+    output went), and every PROGRESS_EVERY_S a line with what is running."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    seen: set[str] = set()
+    counts = {"success": 0, "failure": 0}
+    start = last = time.time()
+    ended = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+    while not stop.wait(2.0):
+        records = instance.get_run_records(RunsFilter(tags={"dagster/backfill": backfill_id}))
+        running = []
+        for record in records:
+            run = record.dagster_run
+            if run.status in ended and run.run_id not in seen:
+                seen.add(run.run_id)
+                took = (record.end_time or time.time()) - (
+                    record.start_time or record.create_timestamp.timestamp()
                 )
+                ok = run.status == DagsterRunStatus.SUCCESS
+                counts["success" if ok else "failure"] += 1
+                where = _output(instance, run) if ok else f"FAILED: see run {run.run_id[:8]}"
+                say(f"[demo] {_label(run)}: {took:.1f}s" + (f" -> {where}" if where else ""))
+            elif run.status == DagsterRunStatus.STARTED:
+                running.append(_label(run))
+        if time.time() - last >= PROGRESS_EVERY_S:
+            last = time.time()
+            say(
+                f"[demo]   ... {time.time() - start:.0f}s: {len(seen)} runs done, running: "
+                + (", ".join(running) or "none (queued or between steps)")
+            )
+    return counts
 
 
-def _common_folder(paths: list[str]) -> str:
-    """Where a step's outputs went: their one path, or the folder they share."""
-    if not paths:
-        return ""
-    if len(set(paths)) == 1:
-        return paths[0]
-    return os.path.commonpath(paths)
+def materialize_missing(defs, instance, groups, seeds, title: str, log) -> dict:
+    """Launch one backfill of what `groups` lack (at `seeds`) and follow it to its end."""
+    from pipelines.local import (
+        dagster_dev,
+        launch_backfill,
+        missing_partitions,
+        target_partitions,
+        wait_for_backfill,
+    )
 
-
-def second_lane(demo: Demo, image_ready) -> None:
-    """The branches that do not wait for the VLM chain; frame captions once image_ready()."""
-    for source in SECOND_LANE_SOURCES:
-        demo.step(f"dual_encoder + benchmark_scores [{source}]", SCORED, [source])
-    if not image_ready():
-        raise SystemExit("the main lane stopped before image_vlm")
-    shards = demo.shards()
-    demo.step(f"frame_captions x{len(shards)}", ["frame_captions"], shards)
-    demo.step("dual_encoder + benchmark_scores [frame_captions]", SCORED, ["frame_captions"])
+    targets = target_partitions(defs, instance, groups, seeds)
+    todo = missing_partitions(instance, targets)
+    count = lambda d: sum(1 if p is None else len(p) for p in d.values())
+    say(
+        f"[demo] {count(targets) - count(todo)} of {count(targets)} asset partitions in "
+        f"{', '.join(groups)} are materialized already; launching the rest ({count(todo)})"
+    )
+    if not todo:
+        return {"status": "NOTHING_TO_DO", "success": 0, "failure": 0}
+    canceled = cancel_earlier_demos(instance)
+    if canceled:
+        say(f"[demo] canceled the unfinished backfill(s) of an earlier demo: {', '.join(canceled)}")
+    env = {**os.environ, "OMP_NUM_THREADS": str(run_threads(instance))}
+    with dagster_dev(env, log=log) as server:
+        backfill_id = launch_backfill(server, todo, title=title, tags={DEMO_TAG: title})
+        say(f"[demo] backfill {backfill_id}: {server.url}/runs/b/{backfill_id} while it runs")
+        stop = threading.Event()
+        counts: dict = {}
+        follower = threading.Thread(
+            target=lambda: counts.update(follow(instance, backfill_id, stop)), daemon=True
+        )
+        follower.start()
+        try:
+            status = wait_for_backfill(server, backfill_id)
+        finally:
+            time.sleep(2.5)  # the follower's last look at the runs
+            stop.set()
+            follower.join()
+    return {"status": status, "backfill": backfill_id, **counts}
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--start-at",
-        default="",
-        help="skip the steps before the one whose "
-        "label starts with this asset name (they must be materialized); "
-        "resumes in one lane",
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--paper",
         action="store_true",
-        help="after the demo, the paper's "
-        "evidence: the caption ladder with 3 seeds, the scaling curve and the "
-        "adaptation-order ablation (hours on 2 cores); a rerun resumes after "
-        "the last step that finished",
+        help="the paper's evidence too: the ladder's other rungs, the scaling subsets and "
+        "the adaptation-order ablation, over seeds 0, 1 and 2 (hours on 2 cores)",
     )
-    parser.add_argument(
-        "--lane", default="main", choices=("main", "second"), help=argparse.SUPPRESS
-    )
-    parser.add_argument("--report", default="", help=argparse.SUPPRESS)
-    parser.add_argument("--console-fd", type=int, default=-1, help=argparse.SUPPRESS)
     parser.add_argument(
         "--verbose",
         action="store_true",
-        help="Dagster's event log on the terminal too, instead of only in <data root>/demo.log",
+        help="Dagster's output on the terminal too, instead of only in <data root>/demo.log",
     )
     args = parser.parse_args(argv)
-    start_console(args.verbose, args.console_fd)
-    import torch
 
-    if args.lane == "second":  # waits for a line on stdin: image_vlm is materialized
-        torch.set_num_threads(1)
-        demo = Demo("second")
-        second_lane(demo, lambda: bool(sys.stdin.readline()))
-        with open(args.report, "w") as f:
-            json.dump(demo.failed_checks, f)
-        return
+    from dagster import DagsterInstance
 
-    demo = Demo("main")
-    try:
-        if args.paper:
-            return paper(demo, args.start_at)
-        run_demo(demo, args.start_at)
-    except SystemExit as stop:  # the reason on the terminal too, not only in the log
-        if isinstance(stop.code, str):
-            say(f"[demo] stopped: {stop.code.splitlines()[0]}")
-        raise
+    from assets.partitions import (
+        DEFAULT_SEEDS,
+        PAPER_GROUP,
+        PAPER_SEEDS,
+        RECIPE_GROUPS,
+        TEACHER_GROUP,
+    )
+    from model_code.environment import machine_line, machine_summary
+    from pipelines.definitions import defs
+    from pipelines.free_dead_runs import free_dead_runs
+    from pipelines.local import prepare_home, prepare_instance
 
-
-def run_demo(demo: Demo, start_at: str = "") -> None:
-    """The default demo: the whole graph once, one seed, then its tables."""
-    import torch
-
+    store = defs.resources["store"]
+    log = store.path("demo.log")
+    if not args.verbose:
+        say(f"[demo] Dagster's and the trainers' logs: {log}")
+        quiet(log)
     total = time.perf_counter()
-    labels = [
-        "clip_shard_plan",
-        "clip_shards",
-        "video_caption_data",
-        "image_vlm",
-        "second lane",
-        "adapted_encoder",
-        "instruction_data",
-        "instruction_tuned_lm",
-        "captioner_eval",
-        "pseudo_captions",
-        "dual_encoder [pseudo_captions]",
-        "caption_statistics",
-        "ablation_table",
-    ]
-    start = 0
-    if start_at:
-        start = next((i for i, x in enumerate(labels) if x.startswith(start_at)), None)
-        if start is None:
-            raise SystemExit(f"--start-at {start_at!r} matches none of {labels}")
-    todo = set(labels[start:])
-    lane = None
-    if "clip_shard_plan" in todo:
-        demo.step("clip_shard_plan", ["clip_shard_plan"])
-    if "clip_shards" in todo:
-        demo.step(f"clip_shards x{len(demo.shards())}", ["clip_shards"], demo.shards())
-    if "video_caption_data" in todo:
-        demo.step(
-            "video_caption_data + retrieval_benchmark",
-            ["video_caption_data", "retrieval_benchmark"],
+    prepare_home()
+    instance = DagsterInstance.get()
+    machine = machine_summary(run_threads(instance))  # before anything else loads the cores
+    seeds = PAPER_SEEDS if args.paper else DEFAULT_SEEDS
+    groups = RECIPE_GROUPS
+    if args.paper:
+        groups += (PAPER_GROUP,) + ((TEACHER_GROUP,) if os.environ.get("VIDISTILL_TEACHER") else ())
+    added = prepare_instance(instance, defs.resources["clip_source"], seeds)
+    if added["shards"] or added["seeds"]:
+        say(
+            f"[demo] registered {len(added['shards'])} shard and {len(added['seeds'])} seed "
+            "partitions"
         )
-    if "image_vlm" in todo:  # the second lane runs beside it, one core each
-        report = demo.resources["store"].path("demo_second_lane.json")
-        report.unlink(missing_ok=True)
-        console = CONSOLE.fileno()
-        lane = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pipelines.demo",
-                "--lane",
-                "second",
-                "--report",
-                str(report),
-                "--console-fd",
-                str(console),
-            ],
-            stdin=subprocess.PIPE,
-            text=True,
-            pass_fds=(console,),
-            cwd=PROJECT_ROOT,  # the same code, so the same data root, as this process
-        )
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        demo.step("image_vlm", ["image_vlm"])
-        try:
-            lane.stdin.write("image_vlm\n")
-            lane.stdin.close()
-        except BrokenPipeError:  # it stopped already: said below
-            pass
-    elif "second lane" in todo:
-        second_lane(demo, lambda: True)
-    if "adapted_encoder" in todo:
-        demo.step(
-            "adapted_encoder (stage 1) + visual_adapted_vlm",
-            ["adapted_encoder", "visual_adapted_vlm"],
-        )
-    if "instruction_data" in todo:
-        demo.step("instruction_data", ["instruction_data"])
-    if "instruction_tuned_lm" in todo:
-        demo.step(
-            "instruction_tuned_lm (stage 2) + video_vlm", ["instruction_tuned_lm", "video_vlm"]
-        )
-    if lane is not None:  # both cores for what follows
-        if lane.wait() != 0 or not report.exists():
-            raise SystemExit(
-                f"the second lane failed; see its runs in the UI and {store_path('demo.log')}"
-            )
-        demo.failed_checks.extend(json.loads(report.read_text()))
-        torch.set_num_threads(threads)
-    if "captioner_eval" in todo:
-        demo.step("captioner_eval", ["captioner_eval"])
-    if "pseudo_captions" in todo:
-        shards = demo.shards()
-        demo.step(
-            f"pseudo_captions x{len(shards)} (CLI backfill)", ["pseudo_captions"], shards, cli=True
-        )
-    if "dual_encoder [pseudo_captions]" in todo:
-        demo.step("dual_encoder + benchmark_scores [pseudo_captions]", SCORED, ["pseudo_captions"])
-    if "caption_statistics" in todo:
-        demo.step("caption_statistics", ["caption_statistics"])
-    demo.step("ablation_table + video_index", ["ablation_table", "video_index"])
+    stopped = stop_leftovers(instance)
+    if stopped:
+        say(f"[demo] stopped {len(stopped)} run(s) an earlier, killed demo left running")
+    freed = free_dead_runs(instance)
+    if freed:
+        say(f"[demo] marked {len(freed)} run(s) of a killed process failed: {', '.join(freed)}")
+    result = materialize_missing(
+        defs,
+        instance,
+        groups,
+        seeds,
+        "vidistill demo --paper" if args.paper else "vidistill demo",
+        log,
+    )
     wall = time.perf_counter() - total
+    if result["status"] not in ("COMPLETED_SUCCESS", "COMPLETED", "NOTHING_TO_DO"):
+        say(
+            f"[demo] stopped: backfill {result.get('backfill')} ended {result['status']} "
+            f"({result.get('failure', 0)} failed runs); see them in `vidistill ui` and {log}"
+        )
+        raise SystemExit(1)
+    print_tables(store, args.paper)
+    say(
+        f"\nmachine: {machine_line(machine)}\n"
+        f"wall time: {wall / 60:.1f} min, {result.get('success', 0)} runs; data root: {store.root}"
+    )
+    look_next(store)
 
-    store = demo.resources["store"]
+
+def print_tables(store, paper: bool) -> None:
     say("\n== captioner_eval (held-out clips) ==")
     say(store.path("captioner_eval.md").read_text())
     say("\n== caption statistics (corpus) ==")
     _print_json_table(store.path("caption_statistics.json"))
     say("\n== ablation table: dual encoder by caption source (held-out benchmark) ==")
     say(store.path("ablation_table.md").read_text())
-    for f in demo.failed_checks:
-        say(f"failed check: {f}")
-    say(f"\nwall time: {wall / 60:.1f} min; data root: {store.root}")
-    look_next(store)
+    if paper:
+        say("\n== data scaling: t2v R@1 against pseudo-captioned clips ==")
+        say(store.path("scaling_curve.md").read_text())
+        say(f"plot: {store.path('scaling_curve.png')}")
+        say("\n== adaptation order (held-out clips) ==")
+        say(store.path("adaptation_order.md").read_text())
+    say(
+        "\nSingle-seed figures move with the machine (its CPU's kernels change the training "
+        "numerics): compare sources over seeds (vidistill demo --paper), as the README's "
+        "reference table does."
+    )
 
 
 def look_next(store) -> None:
@@ -392,116 +303,6 @@ def look_next(store) -> None:
     )
 
 
-# every caption source but the teacher's (it needs an outside checkpoint), in ladder order
-LADDER = tuple(source for source in CAPTION_SOURCES if source != "teacher_captions")
-PAPER_SEEDS = (0, 1, 2)
-PAPER_FRACTIONS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)  # 1%: the paper's "matches all alt-text"
-
-
-def paper_steps(demo: Demo) -> list[tuple[str, callable]]:
-    """The --paper run after the demo, step by step: (label, run)."""
-
-    def scored(source: str, seed: int):
-        config = {
-            "ops": {
-                "dual_encoder": {"config": {"seed": seed}},
-                "benchmark_scores": {"config": {"seed": seed}},
-            }
-        }
-        return lambda: demo.step(
-            f"dual_encoder + benchmark_scores [{source}] seed {seed}",
-            SCORED,
-            [source],
-            run_config=config,
-        )
-
-    steps = [
-        (
-            "ladder captions",
-            lambda: demo.step(
-                "stage1_captions + stage1_sampled + pseudo_sampled (CLI backfill)",
-                ["stage1_captions", "stage1_sampled", "pseudo_sampled"],
-                demo.shards(),
-                cli=True,
-            ),
-        )
-    ]
-    demo_trained = {"pseudo_captions", *SECOND_LANE_SOURCES, "frame_captions"}  # seed 0
-    steps += [
-        (f"ladder {source} seed {seed}", scored(source, seed))
-        for seed in PAPER_SEEDS
-        for source in LADDER
-        if seed or source not in demo_trained
-    ]
-    steps += [
-        ("caption_statistics", lambda: demo.step("caption_statistics", ["caption_statistics"])),
-        ("ablation_table", lambda: demo.step("ablation_table", ["ablation_table"])),
-        (
-            "scaling_curve",
-            lambda: demo.step(
-                "scaling_curve",
-                ["scaling_curve"],
-                run_config={
-                    "ops": {
-                        "scaling_curve": {
-                            "config": {
-                                "fractions": list(PAPER_FRACTIONS),
-                                "seeds": list(PAPER_SEEDS),
-                            }
-                        }
-                    }
-                },
-            ),
-        ),
-        ("adaptation_order", lambda: demo.step("adaptation_order", ["adaptation_order"])),
-    ]
-    return steps
-
-
-def _progress(path) -> list[str]:
-    """The --paper steps finished before: paper_progress.json's list of labels (none if absent);
-    a file that is not such a list stops the run with its name, rather than being trusted."""
-    if not path.exists():
-        return []
-    try:
-        done = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as error:
-        raise SystemExit(f"{path} is not JSON ({error}): delete it to start the paper run again")
-    if not isinstance(done, list) or not all(isinstance(x, str) for x in done):
-        raise SystemExit(f"{path} is not a list of step labels: delete it to start again")
-    return done
-
-
-def paper(demo: Demo, start_at: str = "") -> None:
-    """The demo, then the paper's evidence; each finished step is recorded in
-    paper_progress.json under the data root, so a rerun resumes after the last one (delete the
-    file to start again). Prints the ladder, the curve and the order tables at the end."""
-    store = demo.resources["store"]
-    progress = store.path("paper_progress.json")
-    done = _progress(progress)
-    total = time.perf_counter()
-    for label, run in [("demo", lambda: run_demo(demo, start_at)), *paper_steps(demo)]:
-        if label in done:
-            say(f"[paper] {label}: done before")
-            continue
-        run()
-        done.append(label)
-        store.write_bytes(progress, json.dumps(done).encode())
-    say(f"\n== caption ladder: dual encoder by caption source, {len(PAPER_SEEDS)} seeds ==")
-    say(store.path("ablation_table.md").read_text())
-    say("\n== captioners: captioning and video QA (held-out clips) ==")
-    say(store.path("captioner_eval.md").read_text())
-    say("\n== data scaling: t2v R@1 against pseudo-captioned clips ==")
-    say(store.path("scaling_curve.md").read_text())
-    say(f"plot: {store.path('scaling_curve.png')}")
-    say("\n== adaptation order (held-out clips) ==")
-    say(store.path("adaptation_order.md").read_text())
-    for f in demo.failed_checks:
-        say(f"failed check: {f}")
-    say(f"\npaper wall time this run: {(time.perf_counter() - total) / 60:.1f} min")
-    look_next(store)
-
-
 def _print_json_table(path) -> None:
     import pandas as pd
 
@@ -512,4 +313,5 @@ def _print_json_table(path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with contextlib.suppress(KeyboardInterrupt):
+        main()

@@ -17,7 +17,10 @@ import os
 import re
 import socket
 
-_EXECUTING = re.compile(r"Executing steps in process \(pid: (\d+)\)")
+# the in-process executor's and the multiprocess executor's engine events
+_EXECUTING = re.compile(
+    r"Executing steps (?:in process|using multiprocess executor: parent process) \(pid: (\d+)\)"
+)
 
 
 def _alive(pid: int) -> bool:

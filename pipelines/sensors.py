@@ -1,21 +1,38 @@
-"""Sensors: pick up new shards as they appear in the source."""
+"""Sensors, both on from the first start of an instance: one registers the shards that appear
+in the source, the other runs what the automation conditions ask for (assets.partitions.
+NEW_SHARDS: a new shard is cut, then captioned, once its captioner exists)."""
 
-from dagster import RunRequest, SensorEvaluationContext, SensorResult, sensor
+from dagster import (
+    AssetSelection,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
 
 from assets.partitions import clip_partitions
-from pipelines.jobs import shard_job
 from resources.sources import ClipSource
 
 
-@sensor(job=shard_job, minimum_interval_seconds=60)
-def new_clip_shards(context: SensorEvaluationContext, clip_source: ClipSource) -> SensorResult:
-    """Register a partition for every new shard of the source and request its run (the clip
-    shard, then its captions, in a run that asks for its GPUs). Existing partitions are never
-    touched."""
+@sensor(minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING)
+def new_clip_shards(context: SensorEvaluationContext, clip_source: ClipSource):
+    """Register a `clip_shards` partition for every new shard of the source; the automation
+    sensor then materializes it and its captions. Existing partitions are never touched."""
     plan = clip_source.plan()
     existing = set(context.instance.get_dynamic_partitions(clip_partitions.name))
     new = [k for k in plan if k not in existing]
-    return SensorResult(
-        run_requests=[RunRequest(partition_key=k, run_key=f"shard-{k}") for k in new],
-        dynamic_partitions_requests=[clip_partitions.build_add_request(new)] if new else [],
-    )
+    if not new:
+        return SkipReason(f"no new shards in {clip_source.source} ({len(plan)} registered)")
+    return SensorResult(dynamic_partitions_requests=[clip_partitions.build_add_request(new)])
+
+
+shard_automation = AutomationConditionSensorDefinition(
+    "shard_automation",
+    target=AssetSelection.all(),
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Materializes what an automation condition asks for: the clip shards and "
+    "captions of shards registered after the instance started (assets.partitions.NEW_SHARDS).",
+)
