@@ -4,7 +4,7 @@ figures."""
 import math
 
 import pandas as pd
-from dagster import materialize
+from dagster import AssetKey, AssetMaterialization, instance_for_test, materialize
 
 from pipelines.definitions import defs, make_resources
 
@@ -55,9 +55,33 @@ def test_ablation_table_gives_mean_and_spread_over_seeds(tmp_path):
     # |5 - 3| <= max(sqrt 7, sqrt 2): within a standard deviation; |30 - 5| is not
     assert list(summary["t2v_R1_within_1sd_of_previous"]) == [False, True, False]
 
-    result = materialize(list(defs.assets), selection=["ablation_table"], resources=resources)
+    # the asset reads the latest materialization of each benchmark_scores/<source> partition
+    # from Dagster's records (the score files above are not what it reads)
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions("seeds", ["0", "1", "2"])
+        for source, seed, _, r1 in PLANTED:  # in order: seed 0's second score supersedes
+            instance.report_runless_asset_event(
+                AssetMaterialization(
+                    asset_key=AssetKey(["benchmark_scores", source]),
+                    partition=str(seed),
+                    metadata={
+                        "model_version": f"{source}-{seed}",
+                        "protocol": "embedded",
+                        "t2v_R1": r1,
+                        "v2t_R1": r1 / 2,
+                    },
+                )
+            )
+        store.write_parquet(  # a stray score file: not a materialization, not in the table
+            store.path("scores", "frame_captions-seed0.parquet"),
+            pd.DataFrame([{"source": "frame_captions", "seed": 0, "t2v_R1": 99.0}]),
+        )
+        result = materialize(
+            list(defs.assets), selection=["ablation_table"], resources=resources, instance=instance
+        )
     assert result.success
     table = store.path("ablation_table.md").read_text()
+    assert "frame_captions" not in table
     assert "| alt_text | 3 | embedded | 3.0 ± 2.6 |" in table
     assert "| pseudo_captions | 2 | embedded | 5.0 ± 1.4 |" in table
     assert table.splitlines()[3].endswith("| yes |")

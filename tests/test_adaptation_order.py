@@ -1,7 +1,7 @@
 """The adaptation-order ablation: one switch (model_code.train_vlm.order_jobs) runs the stage
 programs vision-then-language, language-then-vision or jointly, each freezing the half it
-should; the adaptation_order asset trains the two other orders with the stages' settings and
-puts the three side by side."""
+should; adaptation_order_vlm trains one of the two other orders a partition, with the stages'
+settings, and adaptation_order puts video_vlm and the orders materialized side by side."""
 
 import json
 import time
@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from dagster import instance_for_test, materialize
+from dagster import AssetKey, instance_for_test, materialize
 from tiny_runs import FEW
 
 from model_code import corpus, instructions, shards
@@ -165,35 +165,34 @@ def test_joint_uses_both_stages_settings_and_refuses_lora(stage_data):
         order_jobs("backwards", visual_config=visual, language_config=language, **kwargs)
 
 
-# --- the asset -------------------------------------------------------------------------------
+# --- the assets ------------------------------------------------------------------------------
 
 
-def test_adaptation_order_materializes_three_rows(tmp_path):
+def test_each_order_is_a_partition_and_the_comparison_reads_those_materialized(tmp_path):
     assets = list(defs.assets)
     resources = make_resources(str(tmp_path / "data"))
     specs = corpus.split_specs("adapt", corpus.CorpusConfig(), 0, 12)
     image_vlm = _image_vlm(tmp_path / "pretrained", specs)
     with instance_for_test() as instance:
 
-        def run(names, ops=None):
-            result = materialize(
+        def run(names, ops=None, **kwargs):
+            return materialize(
                 assets,
                 selection=names,
                 instance=instance,
                 resources=resources,
                 run_config={"ops": ops or {}},
+                **kwargs,
             )
-            assert result.success
-            return result
 
-        run(
+        assert run(
             ["image_vlm", "video_caption_data", "instruction_data", "retrieval_benchmark"],
             {
                 "image_vlm": {"config": {"pretrained_path": str(image_vlm)}},
                 "video_caption_data": {"config": {"clips": 12}},
                 "retrieval_benchmark": {"config": {"clips": 10}},
             },
-        )
+        ).success
         # the two stages as their assets would launch them, run here (a torchrun start less
         # each); video_vlm composes them
         store = resources["store"]
@@ -214,14 +213,45 @@ def test_adaptation_order_materializes_three_rows(tmp_path):
                 "encoder": str(store.checkpoint("adapted_encoder")),
             }
         )
-        run(["video_vlm"])
-        t0 = time.perf_counter()
-        result = run(["adaptation_order"])
-        print(f"adaptation_order: {time.perf_counter() - t0:.1f} s")
+        assert run(["video_vlm"]).success
 
+        # no order trained yet: the comparison names what to materialize
+        nothing = run(["adaptation_order"], raise_on_error=False)
+        assert not nothing.success
+        (failure,) = nothing.get_step_failure_events()
+        assert "materialize adaptation_order_vlm" in str(failure.step_failure_data.error)
+
+        t0 = time.perf_counter()
+        trained = run(["adaptation_order_vlm"], partition_key="joint")
+        assert trained.success
+        result = run(["adaptation_order"])
+        assert result.success
+        print(f"adaptation_order_vlm[joint] + adaptation_order: {time.perf_counter() - t0:.1f} s")
+        materialized = instance.get_materialized_partitions(AssetKey("adaptation_order_vlm"))
+
+    # the partition: checkpoints/adaptation_order/joint, a whole VLM, trained with the stages'
+    # settings (read from their lineage) on the image VLM
+    folder = store.checkpoint("adaptation_order/joint")
+    assert materialized == {"joint"}
+    assert not store.checkpoint("adaptation_order/language_then_vision").exists()
+    lineage = read_lineage(folder)
+    assert (folder / "config.json").exists()
+    assert lineage["kind"] == "joint" and lineage["data"]["order"] == "joint"
+    assert lineage["parents"]["image_vlm"] == read_lineage(store.checkpoint("image_vlm"))["version"]
+    settings = read_lineage(store.checkpoint("adapted_encoder"))["training_config"]
+    config = lineage["training_config"]
+    assert config["seed"] == settings["seed"] and config["batch_size"] == FEW["batch_size"]
+    assert config["steps"] == 2 * FEW["steps"]  # both stages' steps, in one run
+    (vlm,) = trained.asset_materializations_for_node("adaptation_order_vlm")
+    assert vlm.partition == "joint"
+    assert vlm.metadata["path"].value == str(folder)
+    assert vlm.metadata["order"].value == "joint"
+    assert vlm.tags["dagster/data_version"] == lineage["version"]
+
+    # the comparison: video_vlm (vision then language) and exactly the orders materialized
     (materialization,) = result.asset_materializations_for_node("adaptation_order")
     rows = json.loads(store.path("adaptation_order.json").read_text())
-    assert [r["order"] for r in rows] == ["vision_then_language", "language_then_vision", "joint"]
+    assert [r["order"] for r in rows] == ["vision_then_language", "joint"]
     for r in rows:
         assert {
             "CIDEr",
@@ -235,20 +265,7 @@ def test_adaptation_order_materializes_three_rows(tmp_path):
     table = store.path("adaptation_order.md").read_text()
     assert "| joint |" in table and "Video QA by question type" in table
     assert "joint" in materialization.metadata["comparison"].value
-    settings = read_lineage(store.checkpoint("adapted_encoder"))["training_config"]
-    for order, stage in (
-        ("language_then_vision", "adapted_encoder"),
-        ("joint", "joint_adaptation"),
-    ):
-        lineage = read_lineage(store.checkpoint(f"adaptation_order/{order}"))
-        assert lineage["data"]["order"] == order
-        assert (
-            lineage["parents"]["image_vlm"]
-            == read_lineage(store.checkpoint("image_vlm"))["version"]
-        )
-        config = lineage["training_config"]
-        assert config["seed"] == settings["seed"] and config["batch_size"] == FEW["batch_size"]
-        assert config["steps"] == (FEW["steps"] if stage == "adapted_encoder" else 2 * FEW["steps"])
+    assert materialization.metadata["joint.path"].value == str(folder)
     tracked = (
         resources["tracking"]
         .client()

@@ -1,4 +1,4 @@
-"""The demo's terminal: one line a step and the name of the log file that has the rest."""
+"""The demo's terminal: one line a run and the name of the log file that has the rest."""
 
 import os
 import subprocess
@@ -7,49 +7,53 @@ import textwrap
 from pathlib import Path
 
 SCRIPT = textwrap.dedent("""
+    import sys
+    from pathlib import Path
     from pipelines import demo
-    demo.PROGRESS_EVERY_S = 0.2
-    demo.start_console()
+    demo.quiet(Path(sys.argv[1]))
     print("Dagster would say this")
-    demo.Demo("main").step("clip_shard_plan", ["clip_shard_plan"])
+    import subprocess
+    subprocess.run([sys.executable, "-c", "print('a run worker would say this')"], check=True)
+    demo.say("[demo] clip_shard_plan: 0.4s -> data/")
 """)
 
 
-def test_the_demo_prints_a_line_a_step_and_keeps_dagsters_log_in_a_named_file(tmp_path):
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "VIDISTILL_DATA_ROOT": str(tmp_path / "data")}
+def test_the_terminal_gets_the_demos_lines_and_the_log_file_the_rest(tmp_path):
+    log = tmp_path / "data" / "demo.log"
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        env=env,
+        [sys.executable, "-c", SCRIPT, str(log)],
+        env=os.environ.copy(),
         capture_output=True,
         check=False,
         text=True,
-        timeout=300,
+        timeout=120,
         cwd=Path(__file__).resolve().parents[1],
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    lines = done.stdout.splitlines()
-    log = tmp_path / "data" / "demo.log"
-    assert lines[0] == f"[demo] Dagster's and the trainers' logs: {log}"
-    assert lines[-1].startswith("[demo] clip_shard_plan: ")
-    assert "-> " in lines[-1]  # where its output went
-    assert all(line.startswith("[demo]") for line in lines)  # progress lines at most besides
-    assert "DEBUG" not in done.stdout + done.stderr
+    assert done.stdout.splitlines() == ["[demo] clip_shard_plan: 0.4s -> data/"]
     text = log.read_text()
-    assert "Dagster would say this" in text and "DEBUG" in text  # the events, in the file
+    assert "Dagster would say this" in text and "a run worker would say this" in text
 
 
-def test_a_broken_paper_progress_file_is_named_not_trusted(tmp_path):
-    import pytest
+def test_a_run_is_named_by_its_assets_and_partitions():
+    from dagster import AssetKey, DagsterRun
 
-    from pipelines.demo import _progress
+    from pipelines.demo import _label
 
-    path = tmp_path / "paper_progress.json"
-    assert _progress(path) == []
-    path.write_text('["demo", "ladder captions"]')
-    assert _progress(path) == ["demo", "ladder captions"]
-    for broken in ('["demo", ', '{"demo": true}', "[1, 2]"):
-        path.write_text(broken)
-        with pytest.raises(SystemExit, match="paper_progress.json"):
-            _progress(path)
+    run = DagsterRun(
+        job_name="__ASSET_JOB",
+        asset_selection=frozenset(
+            {AssetKey(["dual_encoder", "alt_text"]), AssetKey(["benchmark_scores", "alt_text"])}
+        ),
+        tags={"dagster/partition": "0"},
+    )
+    assert _label(run) == "benchmark_scores/alt_text + dual_encoder/alt_text [0]"
+    ranged = DagsterRun(
+        job_name="__ASSET_JOB",
+        asset_selection=frozenset({AssetKey("pseudo_captions")}),
+        tags={
+            "dagster/asset_partition_range_start": "embedded-0000",
+            "dagster/asset_partition_range_end": "embedded-0000",
+        },
+    )
+    assert _label(ranged) == "pseudo_captions [embedded-0000]"

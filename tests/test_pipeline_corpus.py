@@ -64,7 +64,7 @@ def test_replanning_keeps_existing_partitions_and_adds_new_ones(tmp_path):
         assert len(instance.get_dynamic_partitions("clip_shards")) == 5
 
 
-def test_sensor_registers_new_shards_and_requests_their_runs(tmp_path):
+def test_sensor_registers_new_shards_for_the_automation_to_materialize(tmp_path):
     from dagster import build_sensor_context
 
     from pipelines.sensors import new_clip_shards
@@ -76,6 +76,8 @@ def test_sensor_registers_new_shards_and_requests_their_runs(tmp_path):
             resources={"clip_source": ClipSource(corpus_clips=25, clips_per_shard=10)},
         )
         result = new_clip_shards(context)
-        assert [r.partition_key for r in result.run_requests] == ["embedded-0001", "embedded-0002"]
+        assert not result.run_requests  # the automation conditions run them (NEW_SHARDS)
         (request,) = result.dynamic_partitions_requests
         assert list(request.partition_keys) == ["embedded-0001", "embedded-0002"]
+        instance.add_dynamic_partitions("clip_shards", list(request.partition_keys))
+        assert "no new shards" in new_clip_shards(context).skip_message

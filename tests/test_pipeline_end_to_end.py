@@ -4,7 +4,7 @@ import json
 
 import pytest
 from dagster import instance_for_test, materialize
-from tiny_runs import CAPTIONING, FEW, RUN_CONFIG
+from tiny_runs import CAPTIONING, FEW, RUN_CONFIG, dual_encoder_op
 
 from pipelines.definitions import defs, make_resources
 from resources.sources import ClipSource
@@ -12,9 +12,17 @@ from resources.sources import ClipSource
 ASSETS = list(defs.assets)
 
 
+RECIPE_SOURCES = ("alt_text", "frame_captions", "pseudo_captions", "ground_truth")
+
+
+def _trained(source: str) -> list[str]:
+    return [f"dual_encoder/{source}", f"benchmark_scores/{source}"]
+
+
 def _run(instance, resources, names, partition_key=None, extra=None):
     run_config = {"ops": {**RUN_CONFIG["ops"], **(extra or {})}}
-    selected = {k: v for k, v in run_config["ops"].items() if k in names}
+    ops = {name.replace("/", "__") for name in names}
+    selected = {k: v for k, v in run_config["ops"].items() if k in ops}
     result = materialize(
         ASSETS,
         selection=names,
@@ -33,6 +41,7 @@ def pipeline(tmp_path_factory):
     resources = make_resources(str(root))
     resources["clip_source"] = ClipSource(corpus_clips=24, clips_per_shard=12)
     with instance_for_test() as instance:
+        instance.add_dynamic_partitions("seeds", ["0"])
         _run(instance, resources, ["clip_shard_plan"])
         partitions = instance.get_dynamic_partitions("clip_shards")
         for p in partitions:
@@ -56,8 +65,8 @@ def pipeline(tmp_path_factory):
         for p in partitions:
             _run(instance, resources, ["frame_captions", "pseudo_captions"], p, captions)
         _run(instance, resources, ["caption_statistics"])
-        for source in ("alt_text", "frame_captions", "pseudo_captions", "ground_truth"):
-            _run(instance, resources, ["dual_encoder", "benchmark_scores"], source)
+        for source in RECIPE_SOURCES:
+            _run(instance, resources, _trained(source), "0")
         _run(instance, resources, ["ablation_table", "video_index"])
         yield resources, instance, partitions
 
@@ -185,10 +194,10 @@ def test_retraining_a_dual_encoder_gives_the_same_weights(pipeline):
     from model_code.lineage import folder_hash
 
     resources, instance, _ = pipeline
-    folder = resources["store"].checkpoint("dual_encoder/alt_text")
+    folder = resources["store"].dual_encoder("alt_text", 0)
     before = folder_hash(folder)
     torch.rand(1000)  # whatever ran before in the process must not change the initial weights
-    _run(instance, resources, ["dual_encoder"], "alt_text")
+    _run(instance, resources, ["dual_encoder/alt_text"], "0")
     assert folder_hash(folder) == before
 
 
@@ -198,7 +207,7 @@ def test_video_index_answers_a_text_query(pipeline):
 
     resources, _, _ = pipeline
     store = resources["store"]
-    model = DualEncoder.from_pretrained(store.checkpoint("dual_encoder/pseudo_captions"))
+    model = DualEncoder.from_pretrained(store.dual_encoder("pseudo_captions", 0))
     hits = search(
         store.path("video_index", "index.duckdb"),
         embed_texts(model, ["a red circle moves left"])[0],
@@ -206,6 +215,113 @@ def test_video_index_answers_a_text_query(pipeline):
     )
     assert len(hits) == 3 and hits["score"].is_monotonic_decreasing
     assert set(hits["key"]) <= set(resources["catalog"].query("SELECT key FROM clips")["key"])
+
+
+def _latest(instance, name: str, partition: str | None = None):
+    from dagster import AssetKey, AssetRecordsFilter
+
+    key = AssetKey.from_user_string(name)
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None),
+        limit=1,
+    ).records
+    return records[0].asset_materialization
+
+
+def _stale(instance, name: str) -> dict:
+    from dagster import AssetKey
+
+    from pipelines.staleness import stale_causes
+
+    return stale_causes(instance, defs.resolve_asset_graph(), AssetKey.from_user_string(name))
+
+
+def test_each_seed_is_a_partition_with_its_own_checkpoint_and_version(pipeline):
+    from dagster import AssetKey
+
+    from model_code.lineage import read_lineage
+
+    resources, instance, _ = pipeline
+    store = resources["store"]
+    instance.add_dynamic_partitions("seeds", ["1"])
+    _run(instance, resources, _trained("alt_text"), "1")
+    folders = [store.dual_encoder("alt_text", seed) for seed in (0, 1)]
+    lineages = [read_lineage(f) for f in folders]
+    assert [lin["training_config"]["seed"] for lin in lineages] == [0, 1]
+    versions = [
+        _latest(instance, "dual_encoder/alt_text", p).tags["dagster/data_version"] for p in "01"
+    ]
+    assert versions == [lin["version"] for lin in lineages]  # each partition is its folder
+    assert versions[0] != versions[1]
+    assert instance.get_materialized_partitions(AssetKey(["dual_encoder", "alt_text"])) == {
+        "0",
+        "1",
+    }
+    # the ablation table reads both seeds' scores from Dagster's records, not from the files
+    _run(instance, resources, ["ablation_table"])
+    table = store.path("ablation_table.md").read_text()
+    assert "| alt_text | 2 |" in table and "| pseudo_captions | 1 |" in table
+
+
+def test_the_search_index_goes_stale_only_when_seed_0_changes(pipeline):
+    resources, instance, _ = pipeline
+    assert _stale(instance, "video_index") == {}
+    instance.add_dynamic_partitions("seeds", ["1"])
+    _run(instance, resources, ["dual_encoder/pseudo_captions"], "1")
+    assert _stale(instance, "video_index") == {}  # another seed: not what the index loads
+    _run(
+        instance,
+        resources,
+        ["dual_encoder/pseudo_captions"],
+        "0",
+        extra={dual_encoder_op("pseudo_captions"): {"config": {"steps": 3, "batch_size": 8}}},
+    )
+    (causes,) = _stale(instance, "video_index").values()
+    assert [c.split()[0] for c in causes] == ["dual_encoder/pseudo_captions"]
+    _run(instance, resources, ["video_index"])
+    assert _stale(instance, "video_index") == {}
+
+
+def test_a_new_video_vlm_makes_its_captions_stale_and_the_sensor_refreshes_exactly_those(
+    pipeline,
+):
+    from dagster import SkipReason, build_sensor_context
+
+    from pipelines.staleness import stale_captions
+
+    resources, instance, partitions = pipeline
+    assert _stale(instance, "pseudo_captions") == {}
+    old = _latest(instance, "video_vlm").tags["dagster/data_version"]
+    _run(
+        instance,
+        resources,
+        ["instruction_tuned_lm", "video_vlm"],
+        extra={"instruction_tuned_lm": {"config": {"steps": 4, "batch_size": 4}}},
+    )
+    assert _latest(instance, "video_vlm").tags["dagster/data_version"] != old
+    stale = _stale(instance, "pseudo_captions")
+    assert sorted(stale) == partitions  # every partition the old captioner wrote
+    assert all(c[0].startswith("video_vlm ") for c in stale.values())
+    assert _stale(instance, "frame_captions") == {}  # the image VLM did not change
+    assert "pseudo_captions" in str(_stale(instance, "dual_encoder/pseudo_captions"))
+    assert _stale(instance, "dual_encoder/alt_text") == {}  # not downstream of the captioner
+
+    with build_sensor_context(instance=instance, definitions=defs) as context:
+        requests = list(stale_captions(context))
+    assert sorted((r.asset_selection[0].to_user_string(), r.partition_key) for r in requests) == [
+        ("pseudo_captions", p) for p in partitions
+    ]
+    for request in requests:  # what the daemon would run
+        _run(
+            instance,
+            resources,
+            ["pseudo_captions"],
+            request.partition_key,
+            {"pseudo_captions": CAPTIONING},
+        )
+    assert _stale(instance, "pseudo_captions") == {}
+    with build_sensor_context(instance=instance, definitions=defs) as context:
+        assert isinstance(stale_captions(context), SkipReason)
 
 
 def test_a_new_image_vlm_marks_the_adapted_checkpoint_stale(pipeline):

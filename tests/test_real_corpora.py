@@ -138,7 +138,7 @@ result = new_clip_shards(build_sensor_context(instance=DagsterInstance.ephemeral
                                               resources=defs.resources))
 print(json.dumps({"resource": source.source, "plan": plan_meta["source"].value,
                   "partitions": instance.get_dynamic_partitions("clip_shards"),
-                  "sensor": [r.partition_key for r in result.run_requests]}))
+                  "sensor": list(result.dynamic_partitions_requests[0].partition_keys)}))
 """
     env = {
         **os.environ,

@@ -126,7 +126,6 @@ BAD = {
     ("InstructionDataConfig", "seed"): [-1],
     ("ImageVLMConfig", "pretrained_path"): [MISSING_PATH],
     ("ImageVLMConfig", "trust_remote_code"): ["maybe"],
-    ("AdaptationOrderConfig", "orders"): [[], ["joint", "joint"]],
 }
 BAD.update(
     {
@@ -138,14 +137,6 @@ BAD.update(
 )
 BAD[("SampledCaptioningConfig", "captions_per_clip")] = [0, 1001]
 BAD[("TeacherCaptioningConfig", "teacher_path")] = [MISSING_PATH]
-BAD.update(
-    {
-        ("ScalingCurveConfig", "fractions"): [[], [0.5, 0.25], [0.5, 0.5]],
-        ("ScalingCurveConfig", "source"): ["web_text"],
-        ("ScalingCurveConfig", "baseline"): ["web_text"],
-        ("ScalingCurveConfig", "seeds"): [[], [1, 0]],
-    }
-)
 TRAINING = {  # the trainers' fields (model_code.train_configs), in every launchpad config
     "steps": [-5, 0],
     "batch_size": [0],
@@ -222,19 +213,22 @@ def test_an_out_of_range_value_is_refused_naming_the_field(cls, field, value):
 
 
 def test_a_bad_launchpad_value_fails_the_run_before_the_step_does_anything(tmp_path):
-    from dagster import materialize
+    from dagster import instance_for_test, materialize
 
     from pipelines.definitions import defs, make_resources
 
     resources = make_resources(str(tmp_path / "data"))
-    result = materialize(
-        list(defs.assets),
-        selection=["dual_encoder"],
-        partition_key="alt_text",
-        resources=resources,
-        raise_on_error=False,
-        run_config={"ops": {"dual_encoder": {"config": {"steps": -5}}}},
-    )
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions("seeds", ["0"])
+        result = materialize(
+            list(defs.assets),
+            selection=["dual_encoder/alt_text"],
+            partition_key="0",
+            resources=resources,
+            instance=instance,
+            raise_on_error=False,
+            run_config={"ops": {"dual_encoder__alt_text": {"config": {"steps": -5}}}},
+        )
     assert not result.success
     (failure,) = result.get_step_failure_events()
     error = failure.step_failure_data.error.cause
@@ -615,3 +609,65 @@ def test_malformed_benchmark_files_are_named(tmp_path, name, text, message):
             annotations.read_annotations(tmp_path / name, tmp_path)
         else:
             annotations.read_labelled(tmp_path / name)
+
+
+@pytest.mark.parametrize(
+    ("defaults", "message"),
+    [
+        ({"CaptioningConfg": {"batch_size": 8}}, "no asset takes CaptioningConfg"),
+        ({"CaptioningConfig": {"batch_sise": 8}}, "CaptioningConfig has no field batch_sise"),
+        ({"CaptioningConfig": {"batch_size": 0}}, "batch_size"),
+        ({"RetrievalBenchmarkConfig": 3}, "must map config class names"),
+    ],
+)
+def test_a_bad_config_defaults_file_stops_the_code_location_naming_what(
+    tmp_path, defaults, message
+):
+    """$VIDISTILL_CONFIG_DEFAULTS changes what every launch without run config takes (the
+    UI's Materialize all): a typo or a bad value is refused when the code location loads."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "defaults.json"
+    path.write_text(json.dumps(defaults))
+    env = {**os.environ, "VIDISTILL_CONFIG_DEFAULTS": str(path)}
+    done = subprocess.run(
+        [sys.executable, "-c", "import pipelines.definitions"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.returncode != 0
+    assert message in done.stderr and "VIDISTILL_CONFIG_DEFAULTS" in done.stderr
+
+
+def test_config_defaults_become_the_launchpad_defaults(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "defaults.json"
+    path.write_text(json.dumps({"CaptioningConfig": {"batch_size": 8}}))
+    script = (
+        "from pipelines.definitions import defs\n"
+        "for name in ('frame_captions', 'pseudo_captions', 'pseudo_sampled'):\n"
+        "    fields = defs.get_assets_def(name).op.config_schema.config_type.fields\n"
+        "    print(name, fields['batch_size'].default_value)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "VIDISTILL_CONFIG_DEFAULTS": str(path)},
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.stdout.split() == [
+        "frame_captions",
+        "8",
+        "pseudo_captions",
+        "8",
+        "pseudo_sampled",
+        "8",
+    ]

@@ -72,7 +72,7 @@ def data(tmp_path_factory):
     store.write_bytes(store.checkpoint("image_vlm") / "lineage.json", b'{"version": "abc123"}')
     torch.manual_seed(0)
     model = build_dual_encoder([corpus.ground_truth_caption(s) for s in specs] + QUERIES, **TINY)
-    model.save_pretrained(store.checkpoint("dual_encoder/pseudo_captions"))
+    model.save_pretrained(store.dual_encoder("pseudo_captions", 0))
     _write_index(store, model, specs, "tiny")
     return {"root": root, "store": store, "specs": specs, "model": model}
 

@@ -77,7 +77,7 @@ def _data_root(root: Path) -> tuple[Path, list]:
             **{k: SIZES[k] for k in ("image_size", "patch_size")},
         ),
     )
-    model.save_pretrained(store.checkpoint("dual_encoder/pseudo_captions"))
+    model.save_pretrained(store.dual_encoder("pseudo_captions", 0))
     write_index(
         store.path("video_index", "index.duckdb"),
         [s.key for s in specs],

@@ -14,7 +14,7 @@ import pytest
 import torch
 from dagster import AssetExecutionContext, asset, instance_for_test, materialize
 from safetensors.torch import load_file
-from tiny_runs import TINY_VLM, materialize_two_shards
+from tiny_runs import TINY_VLM, dual_encoder_op, materialize_two_shards
 
 from model_code.vlm import VideoVLM
 from pipelines.definitions import defs, make_resources
@@ -49,18 +49,23 @@ def corpus(tmp_path_factory):
 
 def _train_dual_encoder(corpus, source: str, nproc: int):
     resources, instance = corpus
+    if "0" not in instance.get_dynamic_partitions("seeds"):
+        instance.add_dynamic_partitions("seeds", ["0"])
+    op = dual_encoder_op(source)
     result = materialize(
         ASSETS,
-        selection=["dual_encoder"],
-        partition_key=source,
+        selection=[f"dual_encoder/{source}"],
+        partition_key="0",
         instance=instance,
         resources=resources,
-        run_config={"ops": {"dual_encoder": {"config": {**TRAIN, "nproc_per_node": nproc}}}},
+        run_config={"ops": {op: {"config": {**TRAIN, "nproc_per_node": nproc}}}},
     )
     assert result.success
-    (materialization,) = result.asset_materializations_for_node("dual_encoder")
+    (materialization,) = result.asset_materializations_for_node(op)
     store = resources["store"]
-    (job_file,) = store.path("training_jobs").glob(f"dual_encoder-{source}-{result.run_id}.json")
+    (job_file,) = store.path("training_jobs").glob(
+        f"dual_encoder-{source}-seed0-{result.run_id}.json"
+    )
     return materialization, json.loads(job_file.read_text())
 
 
@@ -158,20 +163,30 @@ def test_launchpad_defaults_are_the_trainers_and_bad_values_name_the_field(tmp_p
         (DualEncoderLaunchConfig, DualEncoderTrainConfig),
         (LanguageAdaptationConfig, LanguageAdaptationTrainConfig),
     ):
-        assert {f.name: getattr(launchpad(), f.name) for f in fields(trainer)} == vars(trainer())
+        shared = [f.name for f in fields(trainer) if f.name in launchpad.model_fields]
+        assert {n: getattr(launchpad(), n) for n in shared} == {
+            n: getattr(trainer(), n) for n in shared
+        }
+    # a dual encoder's seed is its partition, not a launchpad field
+    assert "seed" not in DualEncoderLaunchConfig.model_fields
+    assert set(DualEncoderLaunchConfig.model_fields) == {
+        f.name for f in fields(DualEncoderTrainConfig)
+    } - {"seed"}
     with pytest.raises(ValueError, match="DualEncoderTrainConfig.batch_size must be >= 2"):
         from_dict(DualEncoderTrainConfig, {"batch_size": 1})
     with pytest.raises(ValueError, match="has no field stpes"):
         from_dict(DualEncoderTrainConfig, {"stpes": 10})
     with pytest.raises(ValueError, match="LanguageAdaptationTrainConfig.device must be"):
         from_dict(LanguageAdaptationTrainConfig, {"device": "gpu0"})
-    with pytest.raises(DagsterInvalidConfigError, match="loss"):
+    with instance_for_test() as instance, pytest.raises(DagsterInvalidConfigError, match="loss"):
+        instance.add_dynamic_partitions("seeds", ["0"])
         materialize(
             ASSETS,
-            selection=["dual_encoder"],
-            partition_key="alt_text",
+            selection=["dual_encoder/alt_text"],
+            partition_key="0",
+            instance=instance,
             resources=make_resources(str(tmp_path)),
-            run_config={"ops": {"dual_encoder": {"config": {"loss": "triplet"}}}},
+            run_config={"ops": {dual_encoder_op("alt_text"): {"config": {"loss": "triplet"}}}},
         )
 
 

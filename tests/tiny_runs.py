@@ -28,6 +28,13 @@ TINY_VLM = {
 }
 
 FEW = {"steps": 3, "batch_size": 4}
+
+
+def dual_encoder_op(source: str) -> str:
+    """The op (run-config) name of the asset dual_encoder/<source>."""
+    return f"dual_encoder__{source}"
+
+
 RUN_CONFIG = {
     "ops": {
         "image_vlm": {"config": {**FEW, "image_examples": 24}},
@@ -35,7 +42,10 @@ RUN_CONFIG = {
         "adapted_encoder": {"config": FEW},
         "instruction_tuned_lm": {"config": FEW},
         "retrieval_benchmark": {"config": {"clips": 10}},
-        "dual_encoder": {"config": {"steps": 2, "batch_size": 8}},
+        **{
+            dual_encoder_op(source): {"config": {"steps": 2, "batch_size": 8}}
+            for source in ("alt_text", "frame_captions", "pseudo_captions", "ground_truth")
+        },
     }
 }
 # checkpoints this briefly trained write poor captions: the quality thresholds are off here
@@ -105,3 +115,41 @@ def caption_partition(
         run_config={"ops": {asset: {"config": config}}},
         **kwargs,
     )
+
+
+def tiny_config_defaults() -> dict:
+    """The tiny run config as $VIDISTILL_CONFIG_DEFAULTS gives it (config class -> defaults):
+    what a launch without run config takes, the UI's "Materialize all" and the demo included."""
+    ops = RUN_CONFIG["ops"]
+    return {
+        "ImageVLMConfig": ops["image_vlm"]["config"],
+        "VideoCaptionDataConfig": ops["video_caption_data"]["config"],
+        "VisualAdaptationConfig": ops["adapted_encoder"]["config"],
+        "LanguageAdaptationConfig": ops["instruction_tuned_lm"]["config"],
+        "RetrievalBenchmarkConfig": ops["retrieval_benchmark"]["config"],
+        "DualEncoderLaunchConfig": {"steps": 2, "batch_size": 8},
+        "CaptioningConfig": CAPTIONING["config"],
+        "SampledCaptioningConfig": {**CAPTIONING["config"], "captions_per_clip": 2},
+    }
+
+
+def tiny_environment(tmp_path, **extra: str) -> dict[str, str]:
+    """The environment of a fresh instance and data root under tmp_path that runs the whole
+    graph with tiny settings: 16 embedded clips in 2 shards, the tiny config defaults."""
+    import json
+    import os
+
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    defaults = tmp_path / "tiny_defaults.json"
+    defaults.write_text(json.dumps(tiny_config_defaults()))
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "VIDISTILL_DATA_ROOT": str(tmp_path / "data"),
+        "VIDISTILL_CONFIG_DEFAULTS": str(defaults),
+        "VIDISTILL_CORPUS_CLIPS": "16",
+        "VIDISTILL_CLIPS_PER_SHARD": "8",
+        "HF_HUB_OFFLINE": "1",
+        **extra,
+    }

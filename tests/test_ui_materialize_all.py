@@ -1,0 +1,266 @@
+"""What a new user does on a fresh instance, in a real browser: `vidistill ui` on a new
+DAGSTER_HOME and data root (tiny settings), the global asset lineage filtered to the recipe's
+groups (corpus, adaptation, captions, retrieval; not paper or teacher) with the asset selection
+box, one click on "Materialize all" (and "Launch backfill", all partitions kept), and the
+backfill that click launched runs to the end: every asset of those groups materialized, every
+partition, no run failed. Headless Debian Chromium through its chromedriver (Selenium), as in
+test_search_page_browser. Screenshots land in test-artifacts/ (or $VIDISTILL_TEST_ARTIFACTS).
+Slow: the whole recipe trains and captions with tiny settings (~6-15 minutes on 2 cores)."""
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from tiny_runs import tiny_environment
+
+from pipelines.local import PROJECT_ROOT, Webserver, free_port, wait_for_backfill
+
+pytestmark = pytest.mark.slow
+
+GROUPS = ("corpus", "adaptation", "captions", "retrieval")
+QUERY = " or ".join(f'group:"{group}"' for group in GROUPS)
+SHARDS = ["embedded-0000", "embedded-0001"]  # 16 clips, 8 a shard (tiny_environment)
+SEEDS = ["0"]
+BACKFILL_TIMEOUT_S = 20 * 60
+ARTIFACTS = Path(
+    os.environ.get(
+        "VIDISTILL_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"
+    )
+)
+
+
+@pytest.fixture
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chromium and driver, (
+        "the browser test needs Debian's chromium and chromium-driver: "
+        "bash .ci/setup installs them (apt-get install chromium chromium-driver)"
+    )
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1600,1000",
+    ):
+        options.add_argument(arg)
+    session = webdriver.Chrome(options=options, service=Service(driver))
+    yield session
+    session.quit()
+
+
+@contextlib.contextmanager
+def vidistill_ui(env: dict[str, str], log: Path):
+    """`vidistill ui` on env's instance until the block ends; yields its Webserver. Its own
+    session with SIGINT restored, stopped with SIGINT (SIGKILL after 60 s)."""
+    port = free_port()
+    with open(log, "ab") as out:
+        ui = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.cli", "ui", "--port", str(port)],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    requests.get(f"{url}/server_info", timeout=2).raise_for_status()
+                    break
+                except requests.RequestException:
+                    assert ui.poll() is None, f"vidistill ui exited ({ui.returncode}): see {log}"
+                    assert time.monotonic() < deadline, f"vidistill ui did not start: see {log}"
+                    time.sleep(1)
+            yield Webserver(url)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(ui.pid, signal.SIGINT)
+            try:
+                ui.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(ui.pid, signal.SIGKILL)
+                ui.wait()
+
+
+def _button(text: str, within: str = "") -> tuple[str, str]:
+    """An XPath locator of a button by its text (a prefix), inside `within` (an XPath)."""
+    from selenium.webdriver.common.by import By
+
+    return By.XPATH, f"{within}//button[starts-with(normalize-space(), '{text}')]"
+
+
+DIALOG = "//div[contains(@class, 'bp5-dialog')]"
+
+
+def _skip_community_dialog(driver) -> None:
+    """A new instance's UI opens "Join the Dagster community" a second after loading: Skip."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    skip = _button("Skip", DIALOG)
+    try:
+        WebDriverWait(driver, 5).until(ec.element_to_be_clickable(skip)).click()
+    except TimeoutException:
+        return  # not shown (seen before)
+    WebDriverWait(driver, 10).until(ec.invisibility_of_element_located(skip))
+
+
+def _recipe_assets(instance) -> dict:
+    """{asset key: the partitions a full materialization of the recipe's groups has (None:
+    unpartitioned)}: every registered shard, seed "0" of the seed-partitioned assets."""
+    from dagster import DynamicPartitionsDefinition
+
+    from pipelines.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    out = {}
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        if node.group_name not in GROUPS:
+            continue
+        pdef = node.partitions_def
+        if pdef is None:
+            out[key] = None
+        elif isinstance(pdef, DynamicPartitionsDefinition) and pdef.name == "clip_shards":
+            out[key] = SHARDS
+        elif isinstance(pdef, DynamicPartitionsDefinition) and pdef.name == "seeds":
+            out[key] = SEEDS
+        else:
+            raise AssertionError(f"{key.to_user_string()}: unexpected partitions {pdef}")
+    return out
+
+
+def _failed_runs(instance) -> dict[str, list[str]]:
+    """{failed run id (its assets): the errors its events report}."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    out = {}
+    for run in instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.FAILURE])):
+        errors = []
+        for entry in instance.all_logs(run.run_id):
+            event = entry.dagster_event
+            if event is None or event.event_type_value not in ("STEP_FAILURE", "RUN_FAILURE"):
+                continue
+            error = getattr(event.event_specific_data, "error", None)
+            text = error.to_string() if error else entry.message
+            errors.append(f"{event.step_key or 'run'}: {text[-3000:]}")
+        assets = sorted(k.to_user_string() for k in run.asset_selection or ())
+        out[f"{run.run_id} {assets} {run.tags.get('dagster/partition', '')}"] = errors
+    return out
+
+
+def test_materialize_all_of_the_recipe_on_a_fresh_instance(tmp_path, browser, monkeypatch):
+    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    env = tiny_environment(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log = ARTIFACTS / "ui_materialize_all.log"
+    log.unlink(missing_ok=True)
+    with vidistill_ui(env, log) as server, DagsterInstance.get() as instance:
+        assert sorted(instance.get_dynamic_partitions("clip_shards")) == SHARDS
+        assert instance.get_dynamic_partitions("seeds") == SEEDS
+        expected = _recipe_assets(instance)
+        wait = WebDriverWait(browser, 60)
+
+        # the global asset lineage, filtered to the recipe's groups in the selection box
+        browser.get(f"{server.url}/asset-groups")
+        wait.until(ec.element_to_be_clickable(_button("Materialize all")))
+        _skip_community_dialog(browser)
+        selection = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, ".CodeMirror")))
+        selection.click()
+        selection.find_element(By.CSS_SELECTOR, "textarea").send_keys(QUERY, Keys.ENTER)
+
+        def groups_shown(driver) -> set[str]:
+            names = {"corpus", "adaptation", "captions", "retrieval", "paper", "teacher"}
+            return {b.text for b in driver.find_elements(By.TAG_NAME, "button") if b.text in names}
+
+        wait.until(lambda d: groups_shown(d) == set(GROUPS))
+        browser.save_screenshot(str(ARTIFACTS / "ui_materialize_all_graph.png"))
+
+        # "Materialize all": Dagster first warns that upstream assets outside the selection
+        # (the paper's and the teacher's) are not materialized; the user confirms
+        wait.until(ec.element_to_be_clickable(_button("Materialize all"))).click()
+        launch_title = f"Launch runs to materialize {len(expected)} assets"
+        wait.until(
+            lambda d: (
+                d.find_elements(*_button("Confirm", DIALOG))
+                or launch_title in "".join(e.text for e in d.find_elements(By.XPATH, DIALOG))
+            )
+        )
+        confirm = browser.find_elements(*_button("Confirm", DIALOG))
+        if confirm:
+            browser.save_screenshot(str(ARTIFACTS / "ui_materialize_all_confirm.png"))
+            confirm[0].click()
+        dialog = wait.until(
+            ec.visibility_of_element_located(
+                (By.XPATH, f"{DIALOG}[.//*[contains(text(), '{launch_title}')]]")
+            )
+        )
+        assert "All partitions" in dialog.text, dialog.text
+        browser.save_screenshot(str(ARTIFACTS / "ui_materialize_all_dialog.png"))
+
+        # "Launch backfill", and the backfill it launched
+        before = {b.backfill_id for b in instance.get_backfills()}
+        dialog.find_element(*_button("Launch backfill")).click()
+        launched = WebDriverWait(browser, 60, poll_frequency=1).until(
+            lambda _: [b for b in instance.get_backfills() if b.backfill_id not in before]
+        )
+        assert len(launched) == 1, launched
+        backfill_id = launched[0].backfill_id
+        wait.until(ec.invisibility_of_element_located((By.XPATH, DIALOG)))
+        browser.save_screenshot(str(ARTIFACTS / "ui_materialize_all_launched.png"))
+        targeted = launched[0].asset_selection
+        assert sorted(k.to_user_string() for k in targeted) == sorted(
+            k.to_user_string() for k in expected
+        )
+
+        started = time.monotonic()
+        status = wait_for_backfill(server, backfill_id, timeout_s=BACKFILL_TIMEOUT_S, poll_s=5)
+        took = time.monotonic() - started
+        browser.get(f"{server.url}/runs/b/{backfill_id}")
+        with contextlib.suppress(Exception):  # the page for the record; the checks follow
+            WebDriverWait(browser, 30).until(
+                lambda d: "Completed" in d.find_element(By.TAG_NAME, "body").text
+            )
+        browser.save_screenshot(str(ARTIFACTS / "ui_materialize_all_backfill.png"))
+
+        counts = {
+            s.value: instance.get_runs_count(RunsFilter(statuses=[s])) for s in DagsterRunStatus
+        }
+        failed = _failed_runs(instance)
+        assert status == "COMPLETED_SUCCESS", (status, f"{took:.0f}s", counts, failed)
+        assert counts["FAILURE"] == 0 and counts["CANCELED"] == 0, (counts, failed)
+        assert counts["SUCCESS"] > 0, counts
+
+        missing = {}
+        for key, partitions in expected.items():
+            if partitions is None:
+                if instance.get_latest_materialization_event(key) is None:
+                    missing[key.to_user_string()] = None
+            else:
+                done = instance.get_materialized_partitions(key)
+                if todo := [p for p in partitions if p not in done]:
+                    missing[key.to_user_string()] = todo
+        assert not missing, f"not materialized after the backfill: {missing}"
