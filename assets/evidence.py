@@ -27,7 +27,6 @@ from assets.common import (
     file_version,
     launchpad_config,
     md_table,
-    train_through_launcher,
     trainer_fields,
 )
 from assets.partitions import PAPER_GROUP, seed_partitions
@@ -118,8 +117,7 @@ def scaling_dual_encoder(
     order and which clips a fraction takes. One checkpoint folder per partition."""
     import hashlib
 
-    from assets.retrieval import training_pairs
-    from model_code import benchmark
+    from assets.retrieval import train_dual_encoder_on, training_pairs
     from model_code.scaling import nested_subset
 
     keys_by_dimension = context.partition_key.keys_by_dimension
@@ -128,7 +126,6 @@ def scaling_dual_encoder(
     pairs = training_pairs(SCALING_SOURCE, catalog, store)
     keys = nested_subset(pairs["key"], fraction, salt=f"seed{seed}")
     subset = pairs[pairs["key"].isin(set(keys))]
-    partitions = sorted(subset["partition"].unique())
     name = f"{SCALING_SOURCE}-{fraction_partition}-seed{seed}"
     digest = hashlib.sha256(
         "\n".join(
@@ -142,37 +139,25 @@ def scaling_dual_encoder(
             f"scaling_dual_encoder: {name} has {len(keys)} clips, fewer than a batch "
             f"of {config.batch_size}: trained with batches of {settings['batch_size']}"
         )
-    pairs_path = store.write_parquet(
-        store.path("training_inputs", f"scaling-{name}.parquet"),
-        subset[["key", "caption", "version"]],
-    )
-    classes = json.loads(store.path("benchmark", "classes.json").read_text())
-    job = {
-        "config": settings,
-        "pairs": str(pairs_path),
-        "shards": [str(store.shard(p)) for p in partitions],
-        "out": str(store.checkpoint(scaling_checkpoint_name(fraction_partition, seed))),
-        "state": str(store.path("training_state", f"scaling-{name}")),
-        "extra_texts": benchmark.class_prompt_texts(classes),
-        "parents": {"captions": sorted(subset["version"].unique())},
-        "data": {
+    return train_dual_encoder_on(
+        context,
+        subset,
+        settings=settings,
+        out=store.checkpoint(scaling_checkpoint_name(fraction_partition, seed)),
+        files=f"scaling-{name}",
+        run_name=f"scaling_dual_encoder[{name}]",
+        data={
             "source": SCALING_SOURCE,
             "fraction": fraction,
             "subset_clips": len(keys),
             "subset_digest": digest,
-            "partitions": partitions,
         },
-    }
-    return train_through_launcher(
-        context,
-        launcher=launcher,
-        tracking=tracking,
-        store=store,
-        accelerators=accelerators,
-        module="model_code.train_dual_encoder",
-        name=f"scaling_dual_encoder[{name}]",
-        job=job,
-        params={"source": SCALING_SOURCE, "fraction": fraction, "pairs": len(subset)},
+        resources={
+            "store": store,
+            "tracking": tracking,
+            "launcher": launcher,
+            "accelerators": accelerators,
+        },
         extra={
             "source": SCALING_SOURCE,
             "fraction": fraction,

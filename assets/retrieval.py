@@ -157,6 +157,51 @@ CAPTION_ASSETS = {**CAPTIONER_ASSETS, "teacher_captions": teacher_captions}
 ground truth: they come with the clip shards)."""
 
 
+def train_dual_encoder_on(
+    context,
+    pairs,
+    *,
+    settings: dict,
+    out,
+    files: str,
+    run_name: str,
+    data: dict,
+    resources: dict,
+    extra: dict,
+) -> MaterializeResult:
+    """One dual encoder trained on `pairs` (key, partition, caption, version) with the trainer
+    `settings`, into the checkpoint folder `out`, through the launcher (torchrun under Pipes):
+    the pairs go to training_inputs/<files>.parquet, the resumable state to
+    training_state/<files>; `data` joins the lineage's data record, `extra` the metadata."""
+    from model_code import benchmark
+
+    store = resources["store"]
+    partitions = sorted(pairs["partition"].unique())
+    pairs_path = store.write_parquet(
+        store.path("training_inputs", f"{files}.parquet"), pairs[["key", "caption", "version"]]
+    )
+    classes = json.loads(store.path("benchmark", "classes.json").read_text())
+    job = {
+        "config": settings,
+        "pairs": str(pairs_path),
+        "shards": [str(store.shard(p)) for p in partitions],
+        "out": str(out),
+        "state": str(store.path("training_state", files)),
+        "extra_texts": benchmark.class_prompt_texts(classes),
+        "parents": {"captions": sorted(pairs["version"].unique())},
+        "data": {**data, "partitions": partitions},
+    }
+    return train_through_launcher(
+        context,
+        **resources,
+        module="model_code.train_dual_encoder",
+        name=run_name,
+        job=job,
+        params={**data, "pairs": len(pairs)},
+        extra={**extra, "sample_pairs": md_table(pairs.head(5).to_dict("records"))},
+    )
+
+
 def dual_encoder_key(source: str) -> AssetKey:
     return AssetKey(["dual_encoder", source])
 
@@ -191,42 +236,23 @@ def _dual_encoder(source: str):
         launcher: TrainingLauncher,
         accelerators: Accelerators,
     ) -> MaterializeResult:
-        from model_code import benchmark
-
         seed = int(context.partition_key)
         pairs = training_pairs(source, catalog, store)
-        partitions = sorted(pairs["partition"].unique())
-        pairs_path = store.write_parquet(
-            store.path("training_inputs", f"dual_encoder-{source}-seed{seed}.parquet"),
-            pairs[["key", "caption", "version"]],
-        )
-        classes = json.loads(store.path("benchmark", "classes.json").read_text())
-        job = {
-            "config": {**trainer_fields(config, DualEncoderTrainConfig, ("seed",)), "seed": seed},
-            "pairs": str(pairs_path),
-            "shards": [str(store.shard(p)) for p in partitions],
-            "out": str(store.dual_encoder(source, seed)),
-            "state": str(store.path("training_state", f"dual_encoder-{source}-seed{seed}")),
-            "extra_texts": benchmark.class_prompt_texts(classes),
-            "parents": {"captions": sorted(pairs["version"].unique())},
-            "data": {"source": source, "partitions": partitions},
-        }
-        return train_through_launcher(
+        return train_dual_encoder_on(
             context,
-            launcher=launcher,
-            tracking=tracking,
-            store=store,
-            accelerators=accelerators,
-            module="model_code.train_dual_encoder",
-            name=f"dual_encoder[{source}][seed{seed}]",
-            job=job,
-            params={"source": source, "pairs": len(pairs)},
-            extra={
-                "source": source,
-                "seed": seed,
-                "clips": int(pairs["key"].nunique()),
-                "sample_pairs": md_table(pairs.head(5).to_dict("records")),
+            pairs,
+            settings={**trainer_fields(config, DualEncoderTrainConfig, ("seed",)), "seed": seed},
+            out=store.dual_encoder(source, seed),
+            files=f"dual_encoder-{source}-seed{seed}",
+            run_name=f"dual_encoder[{source}][seed{seed}]",
+            data={"source": source},
+            resources={
+                "store": store,
+                "tracking": tracking,
+                "launcher": launcher,
+                "accelerators": accelerators,
             },
+            extra={"source": source, "seed": seed, "clips": int(pairs["key"].nunique())},
         )
 
     dual_encoder.__doc__ = (
