@@ -122,6 +122,17 @@ def _skip_community_dialog(driver) -> None:
     WebDriverWait(driver, 10).until(ec.invisibility_of_element_located(skip))
 
 
+@contextlib.contextmanager
+def _screenshot_on_failure(driver, name: str):
+    """What the page showed when the block failed, in ARTIFACTS/name."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            driver.save_screenshot(str(ARTIFACTS / name))
+        raise
+
+
 def _recipe_assets(instance) -> dict:
     """{asset key: the partitions a full materialization of the recipe's groups has (None:
     unpartitioned)}: every registered shard, seed "0" of the seed-partitioned assets."""
@@ -168,6 +179,7 @@ def _failed_runs(instance) -> dict[str, list[str]]:
 
 def test_materialize_all_of_the_recipe_on_a_fresh_instance(tmp_path, browser, monkeypatch):
     from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
@@ -176,13 +188,19 @@ def test_materialize_all_of_the_recipe_on_a_fresh_instance(tmp_path, browser, mo
     env = tiny_environment(tmp_path)
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for old in ARTIFACTS.glob("ui_materialize_all*"):
+        old.unlink()  # none left from an earlier run
     log = ARTIFACTS / "ui_materialize_all.log"
-    log.unlink(missing_ok=True)
-    with vidistill_ui(env, log) as server, DagsterInstance.get() as instance:
+    with (
+        vidistill_ui(env, log) as server,
+        DagsterInstance.get() as instance,
+        _screenshot_on_failure(browser, "ui_materialize_all_failure.png"),
+    ):
         assert sorted(instance.get_dynamic_partitions("clip_shards")) == SHARDS
         assert instance.get_dynamic_partitions("seeds") == SEEDS
         expected = _recipe_assets(instance)
-        wait = WebDriverWait(browser, 60)
+        # the UI re-renders as its data arrives: an element found may be gone a moment later
+        wait = WebDriverWait(browser, 60, ignored_exceptions=(StaleElementReferenceException,))
 
         # the global asset lineage, filtered to the recipe's groups in the selection box
         browser.get(f"{server.url}/asset-groups")
@@ -192,9 +210,9 @@ def test_materialize_all_of_the_recipe_on_a_fresh_instance(tmp_path, browser, mo
         selection.click()
         selection.find_element(By.CSS_SELECTOR, "textarea").send_keys(QUERY, Keys.ENTER)
 
-        def groups_shown(driver) -> set[str]:
+        def groups_shown(driver) -> set[str]:  # the sidebar's group buttons
             names = {"corpus", "adaptation", "captions", "retrieval", "paper", "teacher"}
-            return {b.text for b in driver.find_elements(By.TAG_NAME, "button") if b.text in names}
+            return names.intersection(b.text for b in driver.find_elements(By.TAG_NAME, "button"))
 
         wait.until(lambda d: groups_shown(d) == set(GROUPS))
         browser.save_screenshot(str(ARTIFACTS / "ui_materialize_all_graph.png"))
@@ -209,21 +227,17 @@ def test_materialize_all_of_the_recipe_on_a_fresh_instance(tmp_path, browser, mo
                 or launch_title in "".join(e.text for e in d.find_elements(By.XPATH, DIALOG))
             )
         )
-        confirm = browser.find_elements(*_button("Confirm", DIALOG))
-        if confirm:
+        if browser.find_elements(*_button("Confirm", DIALOG)):
             browser.save_screenshot(str(ARTIFACTS / "ui_materialize_all_confirm.png"))
-            confirm[0].click()
-        dialog = wait.until(
-            ec.visibility_of_element_located(
-                (By.XPATH, f"{DIALOG}[.//*[contains(text(), '{launch_title}')]]")
-            )
-        )
-        assert "All partitions" in dialog.text, dialog.text
+            wait.until(ec.element_to_be_clickable(_button("Confirm", DIALOG))).click()
+        launch_dialog = (By.XPATH, f"{DIALOG}[.//*[contains(text(), '{launch_title}')]]")
+        dialog_text = wait.until(lambda d: d.find_element(*launch_dialog).text)
+        assert "All partitions" in dialog_text, dialog_text  # the partition selection kept
         browser.save_screenshot(str(ARTIFACTS / "ui_materialize_all_dialog.png"))
 
         # "Launch backfill", and the backfill it launched
         before = {b.backfill_id for b in instance.get_backfills()}
-        dialog.find_element(*_button("Launch backfill")).click()
+        wait.until(ec.element_to_be_clickable(_button("Launch backfill", DIALOG))).click()
         launched = WebDriverWait(browser, 60, poll_frequency=1).until(
             lambda _: [b for b in instance.get_backfills() if b.backfill_id not in before]
         )
@@ -240,9 +254,9 @@ def test_materialize_all_of_the_recipe_on_a_fresh_instance(tmp_path, browser, mo
         status = wait_for_backfill(server, backfill_id, timeout_s=BACKFILL_TIMEOUT_S, poll_s=5)
         took = time.monotonic() - started
         browser.get(f"{server.url}/runs/b/{backfill_id}")
-        with contextlib.suppress(Exception):  # the page for the record; the checks follow
+        with contextlib.suppress(TimeoutException):  # the page for the record; checks follow
             WebDriverWait(browser, 30).until(
-                lambda d: "Completed" in d.find_element(By.TAG_NAME, "body").text
+                ec.text_to_be_present_in_element((By.TAG_NAME, "body"), "100% completed")
             )
         browser.save_screenshot(str(ARTIFACTS / "ui_materialize_all_backfill.png"))
 
