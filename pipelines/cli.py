@@ -1,6 +1,6 @@
 """`vidistill`: the user-facing commands in one place (each has --help).
 
-    vidistill demo [--paper] [--start-at ASSET]   the whole pipeline on the embedded corpus
+    vidistill demo [--paper]                      the whole recipe on the embedded corpus
     vidistill search "a red circle moves left" [-k 10] [--json]
     vidistill serve [--port 8080]                 the search page, model and index kept loaded
     vidistill ui                                  the Dagster UI on this project's instance
