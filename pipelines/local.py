@@ -91,19 +91,18 @@ def _stops_with_its_parent() -> None:
 
 
 @contextlib.contextmanager
-def dagster_dev(
-    env: dict[str, str] | None = None, port: int = 0, log: Path | None = None
+def server_process(
+    command: list[str], port: int, env: dict[str, str] | None = None, log: Path | None = None
 ) -> Iterator[Webserver]:
-    """`dagster dev` (webserver + daemon + code server) on the instance in env's DAGSTER_HOME,
-    until the block ends; its output goes to `log` (or nowhere). Started in its own session
-    with SIGINT restored (it ignores SIGINT otherwise, STACK.md) and stopped with SIGINT, so
-    its daemon and code server stop with it."""
+    """`command` (a Dagster webserver on `port`: `dagster dev`, `vidistill ui`) until the block
+    ends; its output goes to `log` (or nowhere). Started in its own session with SIGINT
+    restored (dagster dev ignores SIGINT otherwise) and stopped with SIGINT, so its daemon and
+    code server stop with it; SIGKILL after 60 s."""
     import requests
 
-    port = port or free_port()
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
     server = subprocess.Popen(
-        [*DAGSTER, "dev", "-m", "pipelines.definitions", "-h", "127.0.0.1", "-p", str(port)],
+        command,
         cwd=PROJECT_ROOT,
         env=env or os.environ.copy(),
         stdout=out,
@@ -120,7 +119,9 @@ def dagster_dev(
                 break
             except requests.RequestException:
                 if server.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"dagster dev did not start (see {log or 'its output'})")
+                    raise RuntimeError(
+                        f"{' '.join(command[1:4])} did not start (see {log or 'its output'})"
+                    ) from None
                 time.sleep(1)
         yield Webserver(url)
     finally:
@@ -129,9 +130,21 @@ def dagster_dev(
         try:
             server.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
         if log:
             out.close()
+
+
+def dagster_dev(
+    env: dict[str, str] | None = None, port: int = 0, log: Path | None = None
+) -> contextlib.AbstractContextManager[Webserver]:
+    """`dagster dev` (webserver + daemon + code server) on the instance in env's DAGSTER_HOME,
+    on `port` (a free one by default), as a `server_process`."""
+    port = port or free_port()
+    command = [*DAGSTER, "dev", "-m", "pipelines.definitions", "-h", "127.0.0.1", "-p", str(port)]
+    return server_process(command, port, env=env, log=log)
 
 
 def target_partitions(

@@ -4,7 +4,6 @@ typed in the box brings back the clip it describes, whose video plays; bad reque
 message. The screenshot lands in test-artifacts/ (or $VIDISTILL_TEST_ARTIFACTS)."""
 
 import os
-import shutil
 import socket
 import threading
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from browser import headless_chromium
 
 from model_code import corpus, shards
 from model_code.dual_encoder import build_dual_encoder, embed_videos
@@ -110,28 +110,8 @@ def _serve(root: Path) -> tuple[str, object]:
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    assert chromium and driver, (
-        "the browser test needs Debian's chromium and chromium-driver: "
-        "bash .ci/setup installs them (apt-get install chromium "
-        "chromium-driver)"
-    )
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,1000",
-        "--autoplay-policy=no-user-gesture-required",
-    ):
-        options.add_argument(arg)
-    session = webdriver.Chrome(options=options, service=Service(driver))
-    yield session
-    session.quit()
+    with headless_chromium("1280,1000", "--autoplay-policy=no-user-gesture-required") as session:
+        yield session
 
 
 def test_a_typed_query_finds_its_clip_and_the_clip_plays(tmp_path, browser):

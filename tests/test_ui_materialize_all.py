@@ -9,18 +9,15 @@ Slow: the whole recipe trains and captions with tiny settings (~6-15 minutes on 
 
 import contextlib
 import os
-import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-import requests
+from browser import headless_chromium
 from tiny_runs import tiny_environment
 
-from pipelines.local import PROJECT_ROOT, Webserver, free_port, wait_for_backfill
+from pipelines.local import free_port, server_process, wait_for_backfill
 
 pytestmark = pytest.mark.slow
 
@@ -38,64 +35,15 @@ ARTIFACTS = Path(
 
 @pytest.fixture
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    assert chromium and driver, (
-        "the browser test needs Debian's chromium and chromium-driver: "
-        "bash .ci/setup installs them (apt-get install chromium chromium-driver)"
-    )
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--window-size=1600,1000",
-    ):
-        options.add_argument(arg)
-    session = webdriver.Chrome(options=options, service=Service(driver))
-    yield session
-    session.quit()
+    with headless_chromium("1600,1000") as session:
+        yield session
 
 
-@contextlib.contextmanager
 def vidistill_ui(env: dict[str, str], log: Path):
-    """`vidistill ui` on env's instance until the block ends; yields its Webserver. Its own
-    session with SIGINT restored, stopped with SIGINT (SIGKILL after 60 s)."""
+    """`vidistill ui` on env's instance until the block ends; yields its Webserver."""
     port = free_port()
-    with open(log, "ab") as out:
-        ui = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.cli", "ui", "--port", str(port)],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    requests.get(f"{url}/server_info", timeout=2).raise_for_status()
-                    break
-                except requests.RequestException:
-                    assert ui.poll() is None, f"vidistill ui exited ({ui.returncode}): see {log}"
-                    assert time.monotonic() < deadline, f"vidistill ui did not start: see {log}"
-                    time.sleep(1)
-            yield Webserver(url)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(ui.pid, signal.SIGINT)
-            try:
-                ui.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(ui.pid, signal.SIGKILL)
-                ui.wait()
+    command = [sys.executable, "-m", "pipelines.cli", "ui", "--port", str(port)]
+    return server_process(command, port, env=env, log=log)
 
 
 def _button(text: str, within: str = "") -> tuple[str, str]:
