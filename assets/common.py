@@ -76,6 +76,21 @@ def check_config_defaults() -> None:
         )
 
 
+def latest_materializations(instance, key) -> dict:
+    """{partition key: its latest AssetMaterialization} for every materialized partition of
+    the partitioned asset `key`, from Dagster's records (what exists is what Dagster says)."""
+    from dagster import AssetRecordsFilter
+
+    latest = {}
+    for partition in sorted(instance.get_materialized_partitions(key)):
+        records = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+        ).records
+        if records:
+            latest[partition] = (records[0].asset_materialization, records[0].timestamp)
+    return latest
+
+
 def md_table(rows: list[dict], max_rows: int = 10) -> MetadataValue:
     """A markdown table for the UI (first `max_rows` rows)."""
     rows = rows[:max_rows]

@@ -25,6 +25,7 @@ from dagster import (
 
 from assets.common import (
     file_version,
+    latest_materializations,
     launchpad_config,
     md_table,
     trainer_fields,
@@ -173,16 +174,11 @@ def latest_checkpoints(instance, key: AssetKey) -> dict[str, Path]:
     """{partition key: checkpoint folder} of every materialized partition of `key`, from the
     latest materialization of each (its metadata "path"): Dagster's records say which
     checkpoints exist, not the folders on disk."""
-    from dagster import AssetRecordsFilter
-
-    folders = {}
-    for partition in sorted(instance.get_materialized_partitions(key)):
-        records = instance.fetch_materializations(
-            AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
-        ).records
-        if records and "path" in records[0].asset_materialization.metadata:
-            folders[partition] = Path(records[0].asset_materialization.metadata["path"].value)
-    return folders
+    return {
+        partition: Path(materialization.metadata["path"].value)
+        for partition, (materialization, _) in latest_materializations(instance, key).items()
+        if "path" in materialization.metadata
+    }
 
 
 def _score(folder: Path, store: ArtifactStore, *, source: str, fraction: float, seed: int) -> dict:

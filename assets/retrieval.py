@@ -21,6 +21,7 @@ from assets.captions import CAPTIONER_ASSETS, current_captions, teacher_captions
 from assets.common import (
     LaunchConfig,
     file_version,
+    latest_materializations,
     launchpad_config,
     md_table,
     train_through_launcher,
@@ -323,22 +324,15 @@ def latest_scores(instance) -> list[dict]:
     """The latest materialization of every seed partition of every benchmark_scores asset, as
     rows (source, seed, model_version, protocol, scored_at, metrics...): Dagster's records say
     which scores exist, not the files under scores/."""
-    from dagster import AssetRecordsFilter
-
     rows = []
     for source in CAPTION_SOURCES:
-        key = scores_key(source)
-        for seed in sorted(instance.get_materialized_partitions(key), key=int):
-            records = instance.fetch_materializations(
-                AssetRecordsFilter(asset_key=key, asset_partitions=[seed]), limit=1
-            ).records
-            if not records:
-                continue
-            metadata = records[0].asset_materialization.metadata
+        latest = latest_materializations(instance, scores_key(source))
+        for seed, (materialization, timestamp) in sorted(latest.items(), key=lambda kv: int(kv[0])):
+            metadata = materialization.metadata
             row = {
                 "source": source,
                 "seed": int(seed),
-                "scored_at": records[0].timestamp,
+                "scored_at": timestamp,
                 "model_version": metadata["model_version"].value,
                 "protocol": metadata["protocol"].value if "protocol" in metadata else "",
             }
