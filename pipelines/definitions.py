@@ -23,7 +23,7 @@ from dagster import (
 
 from assets import adaptation, captions, corpus, evidence, retrieval
 from assets.common import check_config_defaults
-from pipelines.jobs import JOBS
+from pipelines.jobs import JOBS, whole_number
 from pipelines.sensors import new_clip_shards, shard_automation
 from pipelines.staleness import stale_captions
 from resources.catalog import Catalog
@@ -42,16 +42,9 @@ def data_root() -> str:
 
 
 def _whole_numbers(**variables: str) -> dict[str, int]:
-    """{field: int($VARIABLE)} for each variable that is set; a value that is not a whole
-    number is an error naming the variable."""
-    out = {}
-    for field, variable in variables.items():
-        value = os.environ.get(variable, "")
-        if value:
-            if not value.isdigit():
-                raise ValueError(f"${variable} must be a whole number, not {value!r}")
-            out[field] = int(value)
-    return out
+    """{field: $VARIABLE} for each variable that is set (pipelines.jobs.whole_number)."""
+    values = {field: whole_number(variable) for field, variable in variables.items()}
+    return {field: value for field, value in values.items() if value is not None}
 
 
 def make_resources(root: str | None = None) -> dict:

@@ -14,11 +14,20 @@ from dagster import AssetSelection, define_asset_job
 from assets.partitions import clip_partitions, seed_partitions
 
 
-def gpu_count(variable: str, default: int = 1) -> int:
-    value = os.environ.get(variable, str(default))
+def whole_number(variable: str, default: int | None = None) -> int | None:
+    """$variable as a whole number (0 or more), `default` when unset; anything else is an error
+    naming the variable."""
+    value = os.environ.get(variable)
+    if value is None:
+        return default
     if not value.isdigit():
-        raise ValueError(f"${variable} must be a whole number of GPUs (0 or more), not {value!r}")
+        raise ValueError(f"${variable} must be a whole number (0 or more), not {value!r}")
     return int(value)
+
+
+def gpu_count(variable: str, default: int = 1) -> int:
+    """GPUs a run asks for, from $variable (default `default`)."""
+    return whole_number(variable, default)
 
 
 def gpu_request(gpus: int) -> dict[str, dict]:

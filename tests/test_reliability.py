@@ -671,3 +671,22 @@ def test_config_defaults_become_the_launchpad_defaults(tmp_path):
         "pseudo_sampled",
         "8",
     ]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("VIDISTILL_CORPUS_CLIPS", "many", "$VIDISTILL_CORPUS_CLIPS must be a whole number"),
+        ("VIDISTILL_CLIPS_PER_SHARD", "-8", "$VIDISTILL_CLIPS_PER_SHARD must be a whole number"),
+        ("VIDISTILL_CLIPS_PER_SHARD", "0", "clips_per_shard"),
+    ],
+)
+def test_a_bad_corpus_size_in_the_environment_is_refused_naming_it(
+    monkeypatch, variable, value, message
+):
+    from pipelines.definitions import make_resources
+
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError) as error:
+        make_resources("data")
+    assert message in str(error.value)
