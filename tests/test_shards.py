@@ -72,8 +72,10 @@ shards.write_shard({str(target)!r}, slow())
     while time.time() < deadline and not list(target.parent.glob(".p.tar.*")):
         time.sleep(0.1)
     time.sleep(0.5)
+    half = [p for p in target.parent.glob(".p.tar.*") if p.stat().st_size > 0]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert half, "the writer never got as far as a non-empty temp file: nothing was killed mid-way"
     assert not target.exists()
     assert [p.name for p in target.parent.iterdir() if not p.name.startswith(".")] == []
 
