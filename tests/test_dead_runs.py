@@ -1,6 +1,8 @@
 """A run killed with `kill -9` must not keep the `gpu` pool: launched as the UI launches it
-(`dagster dev`, the run launcher), its run worker is killed mid-step; run monitoring ends the run
-and frees its slot, nothing is published, and the next run of the asset succeeds."""
+(`dagster dev`, the run launcher), a short training is killed (run worker, step process,
+torchrun and rank, as a crashed machine would) while it writes its checkpoint; run monitoring
+ends the run and frees its slot, the checkpoint folder is absent or whole (never half-written),
+and the next run of the asset publishes a whole one despite the staging folder left behind."""
 
 import json
 import os
@@ -9,10 +11,12 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from dagster_ui import DAGSTER, ROOT, dagster_dev
 
+from model_code.lineage import folder_hash, read_lineage
 from pipelines.free_dead_runs import executing_pid
 
 LAUNCH = """
@@ -38,18 +42,63 @@ def _launch(gql, config: dict) -> str:
     return result["run"]["runId"]
 
 
-def _wait(what: str, check, timeout_s: float = 180):
+def _wait(what: str, check, timeout_s: float = 180, every_s: float = 1):
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         value = check()
         if value:
             return value
-        time.sleep(1)
+        time.sleep(every_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children first), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = (Path("/proc") / entry / "stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _writing(checkpoints: Path, name: str) -> list[str]:
+    """The entries of `checkpoints` that are `name`'s folder or a staging folder of it."""
+    try:
+        return [e for e in os.listdir(checkpoints) if name in e]
+    except FileNotFoundError:
+        return []
+
+
+def _assert_whole(folder: Path) -> dict:
+    """A published checkpoint: its lineage names the weights it holds, and the last file the
+    trainer writes into it (the training curves) is there; returns the lineage."""
+    files = sorted(os.listdir(folder))
+    assert "lineage.json" in files, f"{folder} is half-written: it holds only {files}"
+    lineage = read_lineage(folder)
+    assert lineage["version"] == folder_hash(folder), f"{folder}: weights are not the lineage's"
+    assert (folder / "training_curves.png").exists(), f"{folder} lacks its training curves"
+    return lineage
+
+
 @pytest.mark.slow
-def test_a_killed_run_frees_its_gpu_slot_and_the_next_run_succeeds(tmp_path, monkeypatch):
+def test_a_run_killed_while_publishing_leaves_no_half_checkpoint_and_frees_its_slot(
+    tmp_path, monkeypatch
+):
     from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 
     home, data = tmp_path / "home", tmp_path / "data"
@@ -71,20 +120,46 @@ def test_a_killed_run_frees_its_gpu_slot_and_the_next_run_succeeds(tmp_path, mon
         def gpu():
             return instance.event_log_storage.get_concurrency_info("gpu")
 
-        doomed = _launch(gql, SLOW)
+        doomed = _launch(gql, QUICK)  # short enough to publish, unless killed
         _wait("the first run to hold the gpu slot", lambda: doomed in gpu().active_run_ids)
-        pid = _wait("its run worker", lambda: executing_pid(instance, doomed))
-        os.kill(pid, signal.SIGKILL)
+        worker = _wait("its run worker", lambda: executing_pid(instance, doomed))
+        rank = _wait(
+            "its training rank",
+            lambda: [
+                p
+                for p in _descendants(worker)
+                if "model_code.train_vlm" in _cmdline(p)
+                and "torch.distributed.run" not in _cmdline(p)
+            ],
+            every_s=0.2,
+        )
+        tree = [worker, *_descendants(worker)]
+        checkpoints = data / "checkpoints"
+        caught = _wait(
+            "the training to start writing its checkpoint",
+            lambda: _writing(checkpoints, "image_vlm"),
+            timeout_s=240,
+            every_s=0.001,
+        )
+        for pid in [*rank, *reversed(tree)]:  # the writer first, then the rest, as a crash
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         _wait(
             "run monitoring to end the killed run",
             lambda: status(doomed) in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED),
         )
         _wait("the gpu slot to be free again", lambda: not gpu().active_run_ids, timeout_s=120)
         assert instance.get_latest_materialization_event(AssetKey("image_vlm")) is None
-        assert not (data / "checkpoints" / "image_vlm").exists()  # nothing half-published
+        if (checkpoints / "image_vlm").exists():  # published before the kill: whole, not half
+            _assert_whole(checkpoints / "image_vlm")
+        left = [e for e in _writing(checkpoints, "image_vlm") if e != "image_vlm"]
+        # the kill came while the checkpoint was being written, not after it was published
+        assert left, f"killed after the publish (saw {caught}): the test proved nothing"
 
         after = _launch(gql, QUICK)
-        final = _wait(
+        ended = _wait(
             "the next run to finish",
             lambda: (
                 status(after)
@@ -93,8 +168,12 @@ def test_a_killed_run_frees_its_gpu_slot_and_the_next_run_succeeds(tmp_path, mon
             ),
             timeout_s=300,
         )
-        assert final == DagsterRunStatus.SUCCESS
-    assert (data / "checkpoints" / "image_vlm" / "lineage.json").exists()
+        assert ended == DagsterRunStatus.SUCCESS
+        published = instance.get_latest_materialization_event(AssetKey("image_vlm"))
+    # the staging folder the killed run left is ignored: the rerun publishes a whole folder
+    lineage = _assert_whole(checkpoints / "image_vlm")
+    metadata = published.asset_materialization.metadata
+    assert metadata["version"].value == lineage["version"]
 
 
 @pytest.mark.slow
