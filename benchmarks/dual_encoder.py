@@ -143,7 +143,7 @@ def run_arm(a: argparse.Namespace) -> dict:
                 0, 256, size=(bs, a.num_frames, a.frame_size, a.frame_size, 3), dtype=np.uint8
             )
         )
-        batches = itertools.repeat((frames, [texts[i % len(texts)] for i in range(bs)]))
+        batches = itertools.repeat((frames, [texts[i % len(texts)] for i in range(bs)], None))
         per_pass = 0
     elif arm in ("streaming", "loader"):
         config.num_workers = a.stream_workers
@@ -203,7 +203,7 @@ def run_arm(a: argparse.Namespace) -> dict:
     cpu0 = time.process_time()
     for _ in range(a.warmup + a.steps):
         t0 = time.perf_counter()
-        frames, texts_ = next(batches)
+        frames, texts_, _ = next(batches)
         t1 = time.perf_counter()
         if arm != "loader":
             train_step(frames, texts_)

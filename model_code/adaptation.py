@@ -18,6 +18,7 @@ autocast on CUDA, periodic atomic checkpoints that a rerun resumes from.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,17 +42,20 @@ from model_code.training import (
 from model_code.vlm import VideoVLM
 
 MetricsCallback = Callable[[int, dict], None]
+log = logging.getLogger("vidistill.adaptation")
 
 
 @dataclass
 class Rows:
     """Rows of one batch, before they become model inputs: clips [B, T, H, W, 3] (None for
-    text), prompts and answers; `repeats` shows each frame that many times."""
+    text), prompts and answers; `repeats` shows each frame that many times; `ids` are the
+    rows' indices in the data they were drawn from, so a log can say which rows a rank read."""
 
     clips: np.ndarray | None
     prompts: list[str]
     answers: list[str]
     repeats: int = 1
+    ids: list[int] | None = None
 
     def shard(self, rank: int, world: int) -> Rows:
         """This rank's rows of the global batch."""
@@ -60,6 +64,7 @@ class Rows:
             self.prompts[rank::world],
             self.answers[rank::world],
             self.repeats,
+            None if self.ids is None else self.ids[rank::world],
         )
 
 
@@ -109,6 +114,10 @@ def _train_parameters(
     torchrun rank r trains on rows r, r + world, ... of each (DDP; frozen parameters stay
     frozen on every rank). Rank 0 reports and saves. The state file is removed once the run
     completes: it exists only to resume an interrupted run.
+
+    Each rank logs the row ids of the first step it runs (its share of the global batch); the
+    metrics say where the run started (`resumed_from_step`: the saved state's step, 0 for a
+    fresh run), how many steps it ran, and the rows a rank trains a step (`local_batch`).
     """
     rank, world, device = setup_distributed(config.device)
     if config.batch_size % world:
@@ -127,6 +136,7 @@ def _train_parameters(
     start = 0
     if state_path is not None and Path(state_path).exists():
         start = load_training_state(state_path, vlm.model, optimizer, scheduler)
+        log.info("resumed from %s at step %d", state_path, start)
     n_trainable = sum(p.numel() for p in params)
     n_total = sum(p.numel() for p in vlm.model.parameters())
     loss_of = _Loss(vlm, world)
@@ -147,6 +157,16 @@ def _train_parameters(
         batches = make_batches(np.random.default_rng([config.seed, step]))
         if world > 1:
             batches = [b.shard(rank, world) for b in batches]
+        if step == start:  # which rows this rank reads: its share of the global batch
+            rows = [b.ids for b in batches]
+            log.info(
+                "rank %d of %d, step %d: rows %s",
+                rank,
+                world,
+                step_offset + step + 1,
+                rows,
+                extra={"rank": rank, "world": world, "step": step_offset + step + 1, "rows": rows},
+            )
         with autocast(vlm.device):
             loss = loss_of(batches)
         optimizer.zero_grad(set_to_none=True)
@@ -193,6 +213,9 @@ def _train_parameters(
     return {
         "loss": loss_value,
         "steps": config.steps,
+        "resumed_from_step": start,
+        "steps_run": config.steps - start,
+        "local_batch": config.batch_size // world,
         "wall_s": round(time.perf_counter() - t0, 2),
         "trainable_params": n_trainable,
         "frozen_params": n_total - n_trainable,
@@ -209,18 +232,22 @@ def _caption_rows(
 ) -> Rows:
     """A batch of stage 1's data: clips under CAPTION_PROMPT with their captions."""
     idx = _pick(rng, len(clips), size)
-    return Rows(clips[idx], [CAPTION_PROMPT] * len(idx), [captions[i] for i in idx])
+    return Rows(
+        clips[idx], [CAPTION_PROMPT] * len(idx), [captions[i] for i in idx], ids=idx.tolist()
+    )
 
 
 def _instruction_rows(
     rng: np.random.Generator, clips: np.ndarray, examples: list[dict], size: int
 ) -> Rows:
     """A batch of stage 2's data: instruction rows {clip_index, prompt, answer}."""
-    rows = [examples[i] for i in _pick(rng, len(examples), size)]
+    idx = _pick(rng, len(examples), size)
+    rows = [examples[i] for i in idx]
     return Rows(
         clips[[r["clip_index"] for r in rows]],
         [r["prompt"] for r in rows],
         [r["answer"] for r in rows],
+        ids=idx.tolist(),
     )
 
 
@@ -250,7 +277,7 @@ def pretrain_image_vlm(
 
     def text_batch(rng: np.random.Generator, size: int) -> Rows:
         idx = _pick(rng, len(texts), size)
-        return Rows(None, [""] * len(idx), [texts[i] for i in idx])
+        return Rows(None, [""] * len(idx), [texts[i] for i in idx], ids=idx.tolist())
 
     text_metrics = {"steps": 0, "wall_s": 0.0}
     if image_state is None or not image_state.exists():  # else the text phase is done
@@ -270,6 +297,7 @@ def pretrain_image_vlm(
             [IMAGE_PROMPT] * len(idx),
             [captions[i] for i in idx],
             repeats=vlm.num_frames,
+            ids=idx.tolist(),
         )
         return [images, text_batch(rng, config.batch_size)]
 

@@ -23,10 +23,26 @@ from torch.utils.data import (
 from model_code.train_configs import DualEncoderTrainConfig
 
 
-def collate_pairs(batch: Sequence[tuple[np.ndarray, str]]):
-    """[(frames uint8 [T, H, W, 3], caption)] -> (uint8 tensor [B, T, H, W, 3], captions)."""
-    frames = torch.from_numpy(np.stack([np.asarray(f, dtype=np.uint8) for f, _ in batch]))
-    return frames, [str(c) for _, c in batch]
+def collate_pairs(batch: Sequence[tuple]):
+    """[(frames uint8 [T, H, W, 3], caption[, row id])] -> (uint8 tensor [B, T, H, W, 3],
+    captions, row ids or None when the pairs came without them)."""
+    frames = torch.from_numpy(np.stack([np.asarray(item[0], dtype=np.uint8) for item in batch]))
+    ids = [int(item[2]) for item in batch] if batch and len(batch[0]) > 2 else None
+    return frames, [str(item[1]) for item in batch], ids
+
+
+class _Numbered(Dataset):
+    """Map-style pairs, each with its index: a batch names the rows it holds."""
+
+    def __init__(self, pairs):
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, str, int]:
+        frames, caption = self.pairs[i]
+        return frames, caption, i
 
 
 def pick_caption(captions: Sequence[str], seed: int, visit: int, clip: int) -> str:
@@ -60,7 +76,8 @@ class ClipCaptions(Dataset):
 
 
 def pair_batches(pairs, config: DualEncoderTrainConfig, rank: int, world: int, start_step: int = 0):
-    """An endless stream of local batches, from global step `start_step` on: a resumed run
+    """An endless stream of local batches (frames, captions, row ids: the pairs' indices for
+    map-style data, None for an IterableDataset), from global step `start_step` on: a resumed run
     gets exactly the batches the uninterrupted one would have. Map-style data (a Dataset or a
     list) is shuffled by a DistributedSampler even in one process, so rank r's step-s batch is
     slice r of the batch one process would draw; a resumed run skips the batches of the epoch
@@ -87,7 +104,7 @@ def pair_batches(pairs, config: DualEncoderTrainConfig, rank: int, world: int, s
         sampler = DistributedSampler(
             pairs, num_replicas=world, rank=rank, shuffle=True, seed=config.seed, drop_last=True
         )
-        loader = DataLoader(pairs, sampler=sampler, **common)
+        loader = DataLoader(_Numbered(pairs), sampler=sampler, **common)
         if len(loader) == 0:
             raise ValueError(
                 f"rank {rank} got no full batch of {local_batch} pairs: fewer pairs than the batch"

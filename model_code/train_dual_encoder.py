@@ -58,7 +58,10 @@ def train_dual_encoder(
     """Contrastive training of `model` (a DualEncoder, trained in place) on (frames, caption)
     pairs: AdamW, warm-up + cosine LR, gradient clipping, bf16 autocast on CUDA, resumable
     training state at `state_path` (atomic; resumes from it when it exists). `on_metrics(step,
-    metrics)` is called on rank 0 every `log_every` steps. Returns the final metrics."""
+    metrics)` is called on rank 0 every `log_every` steps. Each rank logs the row ids of the first
+    step it runs (its share of the global batch). Returns the final metrics, among them where
+    the run started (`resumed_from_step`: the saved state's step, 0 for a fresh run), the steps
+    it ran and the pairs a rank trains a step (`local_batch`)."""
     if config.loss not in ("infonce", "sigmoid"):
         raise ValueError(f"loss must be 'infonce' or 'sigmoid', not {config.loss!r}")
     rank, world, device = setup_distributed(config.device)
@@ -97,9 +100,18 @@ def train_dual_encoder(
     waited = 0.0  # blocked on the data path, after the first batch
     while step < config.steps:
         t_wait = time.perf_counter()
-        frames, captions = next(batches)
+        frames, captions, ids = next(batches)
         if step > start_step:
             waited += time.perf_counter() - t_wait
+        else:  # which rows this rank reads: its share of the global batch
+            log.info(
+                "rank %d of %d, step %d: rows %s",
+                rank,
+                world,
+                step + 1,
+                "streamed" if ids is None else ids,
+                extra={"rank": rank, "world": world, "step": step + 1, "rows": ids},
+            )
         tokens = model.tokenize(captions)
         with autocast(device):
             out = ddp(
@@ -155,7 +167,9 @@ def train_dual_encoder(
     return {
         "loss": metrics.get("loss", float("nan")),
         "steps": step,
+        "resumed_from_step": start_step,
         "steps_run": step - start_step,
+        "local_batch": config.batch_size // world,
         "wall_s": wall,
         "cpu_s": time.process_time() - cpu0,  # all threads; on idle cores wall ~ cpu_s / cores
         "clips_per_s": (step - start_step) * config.batch_size / max(wall, 1e-9),
