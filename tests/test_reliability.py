@@ -266,6 +266,21 @@ def _killed_at(step: int):
     return KilledAt()
 
 
+def _recording():
+    """A reporter that keeps the steps it was told about: where a (re)run's reports begin."""
+    from model_code.trainer import Reporter
+
+    class Recording(Reporter):
+        def __init__(self):
+            super().__init__()
+            self.steps: list[int] = []
+
+        def metrics(self, at: int, metrics: dict) -> None:
+            self.steps.append(at)
+
+    return Recording()
+
+
 def _dual_encoder_job(folder: Path, **config) -> dict:
     import pandas as pd
 
@@ -297,16 +312,20 @@ def _dual_encoder_job(folder: Path, **config) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("kill_at", "config"),
+    ("kill_at", "saved_at", "config"),
     [
-        (2, {}),  # before the first save: starts again from step 0
-        (4, {}),  # mid-epoch (2 batches an epoch): resumes at step 3, the second batch of epoch 1
-        (5, {}),
-        (5, {"in_memory_clips": 0, "num_workers": 2}),  # streamed from the shard by 2 workers
+        (2, 0, {}),  # before the first save: nothing to resume, starts again from step 0
+        (4, 3, {}),  # mid-epoch (2 batches an epoch): resumes at step 4, the second of epoch 1
+        (5, 3, {}),
+        (5, 3, {"in_memory_clips": 0, "num_workers": 2}),  # streamed from the shard by 2 workers
     ],
     ids=["step2", "step4-mid-epoch", "step5", "step5-streamed"],
 )
-def test_a_killed_dual_encoder_training_resumes_to_the_same_weights(tmp_path, kill_at, config):
+def test_a_killed_dual_encoder_training_resumes_after_its_last_save_to_the_same_weights(
+    tmp_path, kill_at, saved_at, config
+):
+    """Same weights alone would not show a resume (training is deterministic): the rerun must
+    also start at the step after the state saved before the kill."""
     import torch
 
     from model_code.train_dual_encoder import train
@@ -318,30 +337,62 @@ def test_a_killed_dual_encoder_training_resumes_to_the_same_weights(tmp_path, ki
     with pytest.raises(Interrupted):
         train(killed, _killed_at(kill_at))
     assert not (tmp_path / "resumed").exists()
-    train(killed)
+    assert len(list((tmp_path / "state-b").glob("*.pt"))) == (saved_at > 0)  # the kill left it
+    rerun = _recording()
+    metrics = train(killed, rerun)
+    assert rerun.steps == list(range(saved_at + 1, 7))  # reports begin after the saved step
+    assert (metrics["resumed_from_step"], metrics["steps_run"]) == (saved_at, 6 - saved_at)
     assert (tmp_path / "resumed" / "model.safetensors").read_bytes() == (
         tmp_path / "whole" / "model.safetensors"
     ).read_bytes()
     assert not list((tmp_path / "state-b").glob("*.pt"))  # done: nothing left to resume
 
 
-def test_a_killed_stage1_training_resumes_to_the_same_weights(tmp_path):
-    import torch
+def _stage_job(folder: Path, stage: str) -> dict:
+    """A job of VLM stage 1 (adapted_encoder) or stage 2 (instruction_tuned_lm, on instruction
+    rows made of the clips' captions): 6 steps, the training state saved at step 3."""
+    import pandas as pd
     from test_training_launch import _stage1_inputs
+
+    from model_code.instructions import CAPTION_PROMPT
+
+    job = _stage1_inputs(folder)
+    job["config"].update(steps=6, checkpoint_every=3)
+    if stage == "instruction_tuned_lm":
+        captions = pd.read_parquet(Path(job["caption_data"]) / "captions.parquet")
+        pd.DataFrame(
+            {
+                "key": captions["key"],
+                "prompt": CAPTION_PROMPT,
+                "answer": captions["caption"],
+                "type": "detailed",
+            }
+        ).to_parquet(folder / "instructions.parquet")
+        job.update(stage=stage, instructions=str(folder / "instructions.parquet"))
+    return job
+
+
+@pytest.mark.parametrize("stage", ["adapted_encoder", "instruction_tuned_lm"])
+def test_a_killed_vlm_stage_resumes_after_its_last_save_to_the_same_weights(tmp_path, stage):
+    import torch
 
     from model_code.train_vlm import train
 
     torch.set_num_threads(1)
-    job = _stage1_inputs(tmp_path)
-    job["config"].update(steps=6, checkpoint_every=3)
+    job = _stage_job(tmp_path, stage)
     train({**job, "out": str(tmp_path / "whole"), "state": str(tmp_path / "a.pt")})
     killed = {**job, "out": str(tmp_path / "resumed"), "state": str(tmp_path / "b.pt")}
     with pytest.raises(Interrupted):
         train(killed, _killed_at(5))
-    train(killed)
+    assert (tmp_path / "b.pt").exists()  # the state saved at step 3 outlives the kill
+    rerun = _recording()
+    metrics = train(killed, rerun)
+    assert rerun.steps == [4, 5, 6]  # resumed after the save, not retrained from step 1
+    assert (metrics["resumed_from_step"], metrics["steps_run"]) == (3, 3)
     assert (tmp_path / "resumed" / "model.safetensors").read_bytes() == (
         tmp_path / "whole" / "model.safetensors"
     ).read_bytes()
+    assert not (tmp_path / "b.pt").exists()
 
 
 def test_a_diverged_training_fails_and_leaves_the_published_checkpoint(tmp_path, monkeypatch):
