@@ -1,7 +1,10 @@
 """DDP on 2 CPU processes (gloo, launched by torchrun) must train exactly like one process on
-the same global batch. This file is also the worker that torchrun runs."""
+the same global batch, each rank on its own share of it. This file is also the worker that
+torchrun runs."""
 
+import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -11,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from tiny_runs import TINY_DUAL_ENCODER as TINY
+from tiny_runs import TINY_VLM
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -26,9 +30,39 @@ def _pairs():
     ]
 
 
+@contextlib.contextmanager
+def logged_rows(logger: str):
+    """The row ids a trainer logs for the first step it runs on this rank, as a list to read
+    after the block: [{"rank", "world", "step", "rows"}]."""
+    seen: list[dict] = []
+
+    class Rows(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if hasattr(record, "rows"):
+                seen.append({k: getattr(record, k) for k in ("rank", "world", "step", "rows")})
+
+    log, handler = logging.getLogger(logger), Rows()
+    level = log.level
+    log.setLevel(logging.INFO)
+    log.addHandler(handler)
+    try:
+        yield seen
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
+def _save_rows(seen: list[dict], metrics: dict, out: Path) -> None:
+    """This rank's logged rows and reported local batch, as <out>-rank<r>.json."""
+    rank = int(os.environ.get("RANK", "0"))
+    record = {"logged": seen, "local_batch": metrics["local_batch"]}
+    out.with_name(f"{out.stem}-rank{rank}.json").write_text(json.dumps(record))
+
+
 def train_once(loss: str, out: Path) -> None:
     """Build the same model on every rank, train 2 steps on a global batch of 8, and (rank 0)
-    save the per-step losses and the final weights."""
+    save the per-step losses and the final weights; every rank saves the rows of its first
+    step (out-rank<r>.json)."""
     from model_code.dual_encoder import build_dual_encoder
     from model_code.train_dual_encoder import DualEncoderTrainConfig, train_dual_encoder
 
@@ -39,9 +73,30 @@ def train_once(loss: str, out: Path) -> None:
     config = DualEncoderTrainConfig(
         steps=2, batch_size=8, lr=1e-3, warmup_steps=1, loss=loss, log_every=1, seed=0
     )
-    train_dual_encoder(model, pairs, config, on_metrics=lambda s, m: losses.append(m["loss"]))
+    with logged_rows("vidistill.dual_encoder") as seen:
+        metrics = train_dual_encoder(
+            model, pairs, config, on_metrics=lambda s, m: losses.append(m["loss"])
+        )
+    _save_rows(seen, metrics, out)
     if int(os.environ.get("RANK", "0")) == 0:
         torch.save({"losses": losses, "state": model.state_dict()}, out)
+
+
+def stage1_once(out: Path) -> None:
+    """One step of VLM stage 1 (visual adaptation) on a global batch of 4 of 12 clips; every
+    rank saves the rows it trained on (out-rank<r>.json)."""
+    from model_code.adaptation import visual_adaptation
+    from model_code.train_configs import VisualAdaptationTrainConfig
+    from model_code.vlm import TinyVLMConfig, build_tiny_image_vlm
+
+    rng = np.random.default_rng(0)
+    clips = rng.integers(0, 256, size=(12, TINY_VLM["num_frames"], 64, 64, 3), dtype=np.uint8)
+    captions = [f"clip {i} of {'red' if i % 2 else 'blue'} things" for i in range(12)]
+    vlm = build_tiny_image_vlm(captions, TinyVLMConfig(**TINY_VLM))
+    config = VisualAdaptationTrainConfig(steps=1, batch_size=4, warmup_steps=0, log_every=1)
+    with logged_rows("vidistill.adaptation") as seen:
+        metrics = visual_adaptation(vlm, clips, captions, config)
+    _save_rows(seen, metrics, out)
 
 
 def _gather_grad_check() -> dict:
@@ -108,6 +163,7 @@ def _worker(out_dir: Path) -> None:
     errors = _gather_grad_check()
     for loss in LOSSES:
         train_once(loss, out_dir / f"ddp-{loss}.pt")
+    stage1_once(out_dir / "stage1")
     if dist.get_rank() == 0:
         (out_dir / "gather.json").write_text(json.dumps(errors))
     dist.destroy_process_group()
@@ -156,6 +212,40 @@ def test_ddp_on_two_processes_trains_like_one_process(ddp_results, loss, tmp_pat
     worst = max((ddp["state"][k] - v).abs().max().item() for k, v in single["state"].items())
     print(f"{loss}: max weight difference {worst:.2e}")
     assert worst < 1e-4
+
+
+def _first_step_rows(out: Path, world: int) -> list[list[int]]:
+    """Each rank's rows of its first step, checked to be one logged step of a local batch."""
+    per_rank = []
+    for rank in range(world):
+        saved = json.loads(out.with_name(f"{out.stem}-rank{rank}.json").read_text())
+        (logged,) = saved["logged"]  # one line a rank, for the first step it runs
+        assert (logged["rank"], logged["world"], logged["step"]) == (rank, world, 1)
+        rows = logged["rows"][0] if isinstance(logged["rows"][0], list) else logged["rows"]
+        assert len(rows) == saved["local_batch"]
+        per_rank.append(rows)
+    return per_rank
+
+
+def test_each_dual_encoder_rank_trains_its_own_share_of_the_global_batch(ddp_results, tmp_path):
+    """Were every rank to train on the whole batch, the weights could still look right: the
+    rows each rank read must be half the batch, apart from the other rank's, and together the
+    rows one process trains on."""
+    train_once("infonce", tmp_path / "single.pt")
+    (whole,) = _first_step_rows(tmp_path / "single.pt", world=1)
+    first, second = _first_step_rows(ddp_results / "ddp-infonce.pt", world=2)
+    assert len(whole) == 8 and len(first) == len(second) == 4
+    assert not set(first) & set(second)
+    assert sorted(first + second) == sorted(whole)
+
+
+def test_each_stage1_rank_trains_its_own_share_of_the_global_batch(ddp_results, tmp_path):
+    stage1_once(tmp_path / "stage1")
+    (whole,) = _first_step_rows(tmp_path / "stage1", world=1)
+    first, second = _first_step_rows(ddp_results / "stage1", world=2)
+    assert len(whole) == 4 and len(first) == len(second) == 2
+    assert not set(first) & set(second)
+    assert sorted(first + second) == sorted(whole)
 
 
 if __name__ == "__main__":
