@@ -217,6 +217,32 @@ def test_video_index_answers_a_text_query(pipeline):
     assert set(hits["key"]) <= set(resources["catalog"].query("SELECT key FROM clips")["key"])
 
 
+def test_video_index_finds_each_clip_by_its_own_embedding(pipeline):
+    """The index holds each clip's embedding under its own key, made by seed 0's pseudo-caption
+    encoder: a clip's frames, embedded here independently, find that very clip first, and every
+    score is the cosine the model gives the pair (a key/row mix-up, another checkpoint or stale
+    embeddings would all put another clip first or move the scores)."""
+    from model_code.dual_encoder import DualEncoder, embed_texts, embed_videos
+    from model_code.shards import load_clips
+    from model_code.video_index import search
+
+    resources, _, partitions = pipeline
+    store = resources["store"]
+    model = DualEncoder.from_pretrained(store.dual_encoder("pseudo_captions", 0))
+    keys, frames, _, _ = load_clips(store.shard(partitions[-1]), model.config.num_frames)
+    clips = embed_videos(model, frames[:4])
+    index = store.path("video_index", "index.duckdb")
+    for key, embedding in zip(keys[:4], clips, strict=True):
+        hits = search(index, embedding, k=3)
+        assert hits["key"].iloc[0] == key
+        assert hits["score"].iloc[0] == pytest.approx(1.0, abs=1e-4)
+    text = embed_texts(model, ["a red circle moves left"])[0]
+    ranked = search(index, text, k=len(keys) * len(partitions))
+    by_key = dict(zip(ranked["key"], ranked["score"], strict=True))
+    for key, embedding in zip(keys[:4], clips, strict=True):
+        assert by_key[key] == pytest.approx(float(embedding @ text), abs=1e-4)
+
+
 def _latest(instance, name: str, partition: str | None = None):
     from dagster import AssetKey, AssetRecordsFilter
 
