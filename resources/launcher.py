@@ -175,16 +175,22 @@ class TrainingLauncher(ConfigurableResource):
         job_file = store.path("training_jobs", f"{name}-{context.run_id}.json")
         atomic_write_bytes(job_file, json.dumps(job, indent=1, default=str).encode())
         env = dict(env or {})
+        placed = {}
         if self.backend == "k8s":
             result = self._k8s(context, module, job_file, nproc, env, str(store.path()))
         else:
-            result = self._subprocess(context, module, job_file, nproc, device, accelerators, env)
-        metadata = {**(result.metadata or {}), **(extra or {})}
+            result, devices = self._subprocess(
+                context, module, job_file, nproc, device, accelerators, env
+            )
+            placed = {"devices": devices}
+        metadata = {**(result.metadata or {}), **placed, **(extra or {})}
         if "path" in metadata and isinstance(metadata["path"], str):
             metadata["path"] = MetadataValue.path(metadata["path"])
         return MaterializeResult(metadata=metadata, data_version=result.data_version)
 
     def _subprocess(self, context, module, job_file, nproc, device, accelerators, env):
+        """(rank 0's materialization, where the ranks ran: the leased `cuda:i`s, else the
+        device asked for): the metadata says which GPU a checkpoint was trained on."""
         from dagster import PipesSubprocessClient
 
         env.setdefault("OMP_NUM_THREADS", str(max(1, step_threads() // nproc)))
@@ -197,6 +203,9 @@ class TrainingLauncher(ConfigurableResource):
                 f"training {module} on {nproc} rank(s)"
                 + (f", devices {lease.indices}" if lease.indices else "")
             )
+            placed = ", ".join(f"cuda:{i}" for i in lease.indices) or (
+                "cpu" if device == "auto" else device
+            )
             try:
                 return (
                     PipesSubprocessClient(
@@ -208,7 +217,7 @@ class TrainingLauncher(ConfigurableResource):
                         env=env,
                     )
                     .get_materialize_result()
-                )
+                ), placed
             except Exception as error:
                 errors = rank_errors(logs)
                 if not errors:

@@ -47,15 +47,16 @@ def corpus(tmp_path_factory):
         yield resources, instance
 
 
-def _train_dual_encoder(corpus, source: str, nproc: int):
-    resources, instance = corpus
-    if "0" not in instance.get_dynamic_partitions("seeds"):
-        instance.add_dynamic_partitions("seeds", ["0"])
+def _train_dual_encoder(corpus, source: str, nproc: int, seed: str = "0", **resources):
+    """Materialize dual_encoder/<source> [seed] with `resources` replacing the corpus's."""
+    resources, instance = {**corpus[0], **resources}, corpus[1]
+    if seed not in instance.get_dynamic_partitions("seeds"):
+        instance.add_dynamic_partitions("seeds", [seed])
     op = dual_encoder_op(source)
     result = materialize(
         ASSETS,
         selection=[f"dual_encoder/{source}"],
-        partition_key="0",
+        partition_key=seed,
         instance=instance,
         resources=resources,
         run_config={"ops": {op: {"config": {**TRAIN, "nproc_per_node": nproc}}}},
@@ -64,7 +65,7 @@ def _train_dual_encoder(corpus, source: str, nproc: int):
     (materialization,) = result.asset_materializations_for_node(op)
     store = resources["store"]
     (job_file,) = store.path("training_jobs").glob(
-        f"dual_encoder-{source}-seed0-{result.run_id}.json"
+        f"dual_encoder-{source}-seed{seed}-{result.run_id}.json"
     )
     return materialization, json.loads(job_file.read_text())
 
@@ -115,6 +116,45 @@ def test_one_rank_through_pipes_equals_the_trainer_in_process_bit_for_bit(corpus
     local = _in_process(job, tmp_path / "local")
     assert launched.keys() == local.keys()
     assert all(torch.equal(launched[k], local[k]) for k in local)
+
+
+def test_a_training_step_trains_on_the_device_it_leased_and_says_which(
+    corpus, tmp_path, monkeypatch
+):
+    """Tests have no GPU driver, so every lease is empty unless devices are simulated: with two
+    and device 0 held by another step, the dual encoder must lease device 1, hold it while its
+    ranks run, launch them seeing only it, and name it in the metadata."""
+    from dagster._core.pipes import subprocess as pipes_subprocess
+
+    from model_code import devices
+
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: 2)
+    locks = tmp_path / "locks"
+    launches = []
+
+    def recording_popen(command, *args, env=None, **kwargs):
+        with pytest.raises(devices.NoFreeDevice):  # both held: the other step's and ours
+            devices.lease_devices(locks, total=2, timeout_s=0)
+        launches.append((command, env))
+        return subprocess.Popen(command, *args, env=env, **kwargs)
+
+    monkeypatch.setattr(pipes_subprocess, "Popen", recording_popen)
+    with devices.lease_devices(locks, total=2) as other_step:
+        assert other_step.indices == [0]
+        materialization, job = _train_dual_encoder(
+            corpus,
+            "alt_text",
+            nproc=1,
+            seed="7",
+            accelerators=Accelerators(lock_dir=str(locks), timeout_s=5),
+        )
+    ((command, env),) = launches
+    assert "torch.distributed.run" in command and "model_code.train_dual_encoder" in command
+    assert env.get("CUDA_VISIBLE_DEVICES") == "1"
+    assert materialization.metadata["devices"].value == "cuda:1"
+    assert job["config"]["device"] == "auto"  # the ranks take the one device they can see
+    with devices.lease_devices(locks, total=2, timeout_s=0) as after:
+        assert after.indices == [0]  # released when the step ended
 
 
 def test_a_failing_rank_fails_the_step_with_its_message(tmp_path):
