@@ -261,6 +261,45 @@ def caption_partitions(
     )
 
 
+def failed_quality_checks(instance, source: str, partitions) -> dict[str, str]:
+    """{partition: why} for each of `partitions` of the caption asset `source` whose latest
+    materialization failed its blocking caption_quality check. The check blocks only the run it
+    ran in: a later run that reads the captions from the catalog (a dual encoder, over every
+    shard) must ask here. Dagster records the evaluation without its partition, so it is
+    matched to the partition's materialization it targeted."""
+    from dagster import AssetCheckKey, AssetKey, AssetRecordsFilter
+
+    asset_key = AssetKey(source)
+    latest = {}  # storage id of each partition's latest materialization -> partition
+    for partition in partitions:
+        records = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
+        ).records
+        if records:
+            latest[records[0].storage_id] = partition
+    failed, cursor = {}, None
+    check = AssetCheckKey(asset_key, "caption_quality")
+    while latest:
+        page = instance.event_log_storage.get_asset_check_execution_history(
+            check, limit=100, cursor=cursor
+        )
+        if not page:
+            break
+        for record in page:
+            evaluation = record.event.dagster_event.event_specific_data if record.event else None
+            target = getattr(evaluation, "target_materialization_data", None)
+            partition = latest.pop(target.storage_id, None) if target else None
+            if (
+                partition is not None
+                and not evaluation.passed
+                and evaluation.blocking
+                and evaluation.severity == AssetCheckSeverity.ERROR
+            ):
+                failed[partition] = evaluation.description or "caption_quality failed"
+        cursor = page[-1].id
+    return dict(sorted(failed.items()))
+
+
 def _clip_index(store: ArtifactStore, partitions: list[str]) -> dict[str, str]:
     import pandas as pd
 

@@ -118,13 +118,14 @@ def scaling_dual_encoder(
     order and which clips a fraction takes. One checkpoint folder per partition."""
     import hashlib
 
-    from assets.retrieval import train_dual_encoder_on, training_pairs
+    from assets.retrieval import refuse_failed_captions, train_dual_encoder_on, training_pairs
     from model_code.scaling import nested_subset
 
     keys_by_dimension = context.partition_key.keys_by_dimension
     fraction_partition, seed = keys_by_dimension["fraction"], int(keys_by_dimension["seed"])
     fraction = FRACTIONS[fraction_partition]
     pairs = training_pairs(SCALING_SOURCE, catalog, store)
+    refuse_failed_captions(context.instance, SCALING_SOURCE, pairs)
     keys = nested_subset(pairs["key"], fraction, salt=f"seed{seed}")
     subset = pairs[pairs["key"].isin(set(keys))]
     name = f"{SCALING_SOURCE}-{fraction_partition}-seed{seed}"

@@ -17,7 +17,12 @@ from dagster import (
 )
 from pydantic import Field
 
-from assets.captions import CAPTIONER_ASSETS, current_captions, teacher_captions
+from assets.captions import (
+    CAPTIONER_ASSETS,
+    current_captions,
+    failed_quality_checks,
+    teacher_captions,
+)
 from assets.common import (
     LaunchConfig,
     file_version,
@@ -158,6 +163,21 @@ CAPTION_ASSETS = {**CAPTIONER_ASSETS, "teacher_captions": teacher_captions}
 ground truth: they come with the clip shards)."""
 
 
+def refuse_failed_captions(instance, source: str, pairs) -> None:
+    """A caption partition whose blocking caption_quality check failed is not trained on: name
+    each such partition of `pairs` and why, and what would unblock it."""
+    if source not in CAPTION_ASSETS:
+        return
+    failed = failed_quality_checks(instance, source, sorted(pairs["partition"].unique()))
+    if failed:
+        raise ValueError(
+            f"{source} failed its caption_quality check on {len(failed)} partition(s): "
+            + "; ".join(f"{p}: {why}" for p, why in failed.items())
+            + f". Not training on them: re-caption those partitions of {source} (or change "
+            "the thresholds) until the check passes"
+        )
+
+
 def train_dual_encoder_on(
     context,
     pairs,
@@ -239,6 +259,7 @@ def _dual_encoder(source: str):
     ) -> MaterializeResult:
         seed = int(context.partition_key)
         pairs = training_pairs(source, catalog, store)
+        refuse_failed_captions(context.instance, source, pairs)
         return train_dual_encoder_on(
             context,
             pairs,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from dagster import instance_for_test
-from tiny_runs import caption_partition
+from tiny_runs import caption_partition, dual_encoder_op
 
 from model_code import corpus, shards
 from model_code.teacher import QwenTeacher, build_tiny_teacher, save_teacher
@@ -76,3 +76,55 @@ def test_teacher_captions_partition_and_a_dual_encoder_source(teacher_folder, tm
     pairs = training_pairs("teacher_captions", resources["catalog"], store)
     assert sorted(pairs["key"]) == sorted(c.key for c in good)
     assert set(pairs["version"]) == {version}
+
+
+def test_a_shard_that_fails_the_blocking_caption_check_is_not_trained_on(teacher_folder, tmp_path):
+    """The caption check is what keeps bad captions out of training, and it blocks only the run
+    it ran in: a dual encoder launched later must refuse a partition whose check failed. A shard
+    of one video repeated (identical captions) fails thresholds that a shard of 12 different
+    clips passes; once re-captioned from good clips, it no longer blocks."""
+    from dagster import materialize
+
+    from assets.captions import failed_quality_checks
+    from assets.retrieval import training_pairs
+    from pipelines.definitions import defs, make_resources
+
+    resources = make_resources(str(tmp_path / "data"))
+    store = resources["store"]
+    clips = shards.embedded_clips(corpus.split_specs("corpus", corpus.CorpusConfig(), 0, 24))
+    good, other = clips[:12], clips[12:]
+    shards.write_shard(store.shard("p0"), good)
+    repeated = [shards.Clip(c.key, other[0].mp4, c.meta) for c in other]  # a stuck source
+    shards.write_shard(store.shard("p1"), repeated)
+    config = {**PERMISSIVE, "max_duplicate_rate": 0.9, "teacher_path": str(teacher_folder)}
+    with instance_for_test() as instance:
+        assert caption_partition(instance, resources, "teacher_captions", config, "p0").success
+        bad = caption_partition(
+            instance, resources, "teacher_captions", config, "p1", raise_on_error=False
+        )
+        (check,) = bad.get_asset_check_evaluations()
+        assert not check.passed and "duplicate_rate 0.92 > 0.9" in check.description
+        pairs = training_pairs("teacher_captions", resources["catalog"], store)
+        assert set(pairs["partition"]) == {"p0", "p1"}  # the bad captions are in the catalog
+
+        instance.add_dynamic_partitions("seeds", ["0"])
+        op = dual_encoder_op("teacher_captions")
+        refused = materialize(
+            list(defs.assets),
+            selection=["dual_encoder/teacher_captions"],
+            partition_key="0",
+            instance=instance,
+            resources=resources,
+            run_config={"ops": {op: {"config": {"steps": 2, "batch_size": 8}}}},
+            raise_on_error=False,
+        )
+        assert not refused.success
+        (failure,) = refused.get_step_failure_events()
+        message = failure.step_failure_data.error.cause.message
+        assert "failed its caption_quality check on 1 partition(s): p1: duplicate_rate" in message
+        assert "p0" not in message
+        assert not store.path("training_jobs").exists()  # nothing was launched
+
+        shards.write_shard(store.shard("p1"), other)
+        assert caption_partition(instance, resources, "teacher_captions", config, "p1").success
+        assert failed_quality_checks(instance, "teacher_captions", ["p0", "p1"]) == {}
