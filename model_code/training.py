@@ -7,7 +7,9 @@ import contextlib
 import math
 import os
 import random
+import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -161,19 +163,57 @@ def publish_modes(folder: Path) -> None:
         path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
 
 
+_HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())
+_OWNER = f"{_HOST}.{os.getpid()}"  # in every staging name: whose leftover it is
+
+
+def remove_dead_leftovers(final: str | Path) -> list[Path]:
+    """Remove the staging files and folders of `final` that a killed writer left behind: those
+    of this host whose process is gone (a writer on another host, or one still alive, is left
+    alone). Returns what was removed. Without this every crash mid-publish leaves a copy."""
+    final = Path(final)
+    pattern = re.compile(rf"^\.{re.escape(final.name)}\.(?:tmp|old)-{re.escape(_HOST)}\.(\d+)-")
+    removed = []
+    try:
+        entries = list(final.parent.iterdir())
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | Path):
     """Yield a temporary sibling folder; on success it replaces `final` in one rename.
     Readers see the old folder or the new one, never a half-written one."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    remove_dead_leftovers(final)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-{_OWNER}-"))
     try:
         yield tmp
         publish_modes(tmp)
         old = None
         if final.exists():
-            old = final.parent / f".{final.name}.old-{os.getpid()}"
+            old = final.parent / f".{final.name}.old-{_OWNER}-"
             os.replace(final, old)
         os.replace(tmp, final)
         if old is not None:
@@ -190,7 +230,8 @@ def atomic_file(path: str | Path):
     the old file or the new one, never a half-written one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_dead_leftovers(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-{_OWNER}-")
     try:
         os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes it private; a plain write would not
         with os.fdopen(fd, "wb") as f:

@@ -2,7 +2,7 @@
 (`dagster dev`, the run launcher), a short training is killed (run worker, step process,
 torchrun and rank, as a crashed machine would) while it writes its checkpoint; run monitoring
 ends the run and frees its slot, the checkpoint folder is absent or whole (never half-written),
-and the next run of the asset publishes a whole one despite the staging folder left behind."""
+and the next run of the asset publishes a whole one and removes the staging folder left behind."""
 
 import json
 import os
@@ -170,8 +170,9 @@ def test_a_run_killed_while_publishing_leaves_no_half_checkpoint_and_frees_its_s
         )
         assert ended == DagsterRunStatus.SUCCESS
         published = instance.get_latest_materialization_event(AssetKey("image_vlm"))
-    # the staging folder the killed run left is ignored: the rerun publishes a whole folder
+    # the rerun publishes a whole folder and removes the staging folder the killed run left
     lineage = _assert_whole(checkpoints / "image_vlm")
+    assert _writing(checkpoints, "image_vlm") == ["image_vlm"]
     metadata = published.asset_materialization.metadata
     assert metadata["version"].value == lineage["version"]
 

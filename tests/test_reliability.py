@@ -561,6 +561,36 @@ def test_links_and_bad_keys_are_rejects_and_the_rest_of_the_shard_is_read(tmp_pa
     assert "unsafe clip key" in reasons["../evil"]
 
 
+def test_a_publish_removes_what_a_killed_writer_left_and_nothing_else(tmp_path):
+    """A writer killed mid-publish leaves its staging copy; the next publish of that name
+    removes it (its process is gone) but keeps a live writer's and another host's."""
+    import subprocess
+    import sys
+
+    from model_code.training import _OWNER, atomic_dir, atomic_file
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    ).stdout.strip()
+    host = _OWNER.rsplit(".", 1)[0]
+    ckpt, shard = tmp_path / "ckpt", tmp_path / "p.tar"
+    killed = [tmp_path / f".ckpt.tmp-{host}.{dead}-abc", tmp_path / f".ckpt.old-{host}.{dead}-"]
+    kept = [tmp_path / f".ckpt.tmp-{_OWNER}-live", tmp_path / f".ckpt.tmp-elsewhere.{dead}-x"]
+    for folder in killed + kept:
+        (folder / "weights").mkdir(parents=True)
+    (tmp_path / f".p.tar.tmp-{host}.{dead}-xyz").write_bytes(b"half a tar")
+    with atomic_dir(ckpt) as tmp:
+        (tmp / "model.safetensors").write_bytes(b"w")
+    with atomic_file(shard) as f:
+        f.write(b"tar")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["ckpt", "p.tar", *(p.name for p in kept)]
+    )
+
+
 def test_published_files_respect_the_umask(tmp_path):
     import stat
 
