@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from model_code.with_parent import stop_with_parent
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DAGSTER = [sys.executable, "-m", "dagster"]
 BACKFILL_DONE = ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED")
@@ -83,11 +85,7 @@ def _stops_with_its_parent() -> None:
     """In the child before exec: SIGINT restored, and on Linux sent to it when the process
     that started it dies (a demo killed with `kill -9` takes its `dagster dev` with it)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGINT)
+    stop_with_parent(signal.SIGINT)
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -20,6 +21,7 @@ from dagster import (
 from pydantic import Field
 
 from model_code.training import atomic_write_bytes
+from model_code.with_parent import stop_with_parent
 from resources.fields import ImageRef, K8sName
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -31,9 +33,13 @@ def torchrun_command(
     nproc: int,
     python: str = sys.executable,
     log_dir: str | None = None,
+    stops_with_parent: bool = False,
 ) -> list[str]:
-    """`torchrun --standalone --nproc_per_node N [--log-dir D] -m module --job job_file`."""
-    command = [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    """`torchrun --standalone --nproc_per_node N [--log-dir D] -m module --job job_file`;
+    stops_with_parent: torchrun (and so its ranks) stops when the process that started it
+    dies (model_code.with_parent), for a launch from a step process that can be killed."""
+    command = [python, "-m", *(["model_code.with_parent"] if stops_with_parent else [])]
+    command += ["torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     if log_dir:
         command += ["--log-dir", log_dir]
     return command + ["-m", module, "--job", str(job_file)]
@@ -194,6 +200,8 @@ class TrainingLauncher(ConfigurableResource):
         from dagster import PipesSubprocessClient
 
         env.setdefault("OMP_NUM_THREADS", str(max(1, step_threads() // nproc)))
+        if multiprocessing.parent_process() is not None:  # a step process of a run worker
+            stop_with_parent()  # killed with it: Dagster's interrupt stops torchrun below
         with (
             accelerators.lease(device, count=nproc) as lease,
             tempfile.TemporaryDirectory(prefix="torchrun-") as logs,
@@ -213,7 +221,9 @@ class TrainingLauncher(ConfigurableResource):
                     )
                     .run(
                         context=context,
-                        command=torchrun_command(module, job_file, nproc, log_dir=logs),
+                        command=torchrun_command(
+                            module, job_file, nproc, log_dir=logs, stops_with_parent=True
+                        ),
                         env=env,
                     )
                     .get_materialize_result()

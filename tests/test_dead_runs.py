@@ -178,7 +178,9 @@ def test_a_run_killed_while_publishing_leaves_no_half_checkpoint_and_frees_its_s
 
 
 @pytest.mark.slow
-def test_a_killed_cli_run_is_ended_and_its_slot_freed_by_one_command(tmp_path, monkeypatch):
+def test_a_killed_cli_run_stops_its_trainer_and_one_command_ends_it_and_frees_its_slot(
+    tmp_path, monkeypatch
+):
     from dagster import DagsterInstance, DagsterRunStatus
 
     home = tmp_path / "home"
@@ -216,9 +218,21 @@ def test_a_killed_cli_run_is_ended_and_its_slot_freed_by_one_command(tmp_path, m
 
         try:
             (run_id,) = _wait("the CLI run to hold the gpu slot", lambda: gpu().active_run_ids)
+            _wait(
+                "its training rank",
+                lambda: any("model_code.train_vlm" in _cmdline(p) for p in _descendants(cli.pid)),
+                every_s=0.2,
+            )
+            below = _descendants(cli.pid)  # step process, torchrun, rank
         finally:
             cli.kill()  # kill -9: nothing in the CLI process gets to clean up
             cli.wait()
+        # what it started stops with it: no trainer goes on using the device of a dead run
+        _wait(
+            "the step process, torchrun and the rank to stop with the killed run",
+            lambda: not [p for p in below if _cmdline(p)],
+            timeout_s=60,
+        )
         time.sleep(2)
         assert instance.get_run_by_id(run_id).status == DagsterRunStatus.STARTED
         assert gpu().active_run_ids == {run_id}  # stuck: no monitor watches a foreground run

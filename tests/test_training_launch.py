@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from dataclasses import fields
 from pathlib import Path
 
@@ -432,3 +433,43 @@ def test_a_pipes_message_caught_half_written_is_read_whole_once_its_line_ends(tm
         while len(got) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
     assert got == [json.loads(big), {"method": "closed"}]
+
+
+def test_torchrun_launched_locally_stops_when_the_step_that_started_it_is_killed(tmp_path):
+    """The local launcher runs torchrun under model_code.with_parent: a step process killed
+    with `kill -9` takes torchrun with it (SIGTERM, which torchrun passes to its ranks)
+    instead of leaving it training on a device the `gpu` pool gives to the next run."""
+    import signal
+    import time
+
+    from resources.launcher import torchrun_command
+
+    command = torchrun_command("m", "job.json", 1, stops_with_parent=True)
+    assert command[1:4] == ["-m", "model_code.with_parent", "torch.distributed.run"]
+    assert "model_code.with_parent" not in torchrun_command("m", "job.json", 1)  # a pod's
+    pid_file = tmp_path / "pid"
+    step = textwrap.dedent(f"""
+        import subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-m", "model_code.with_parent", "timeit",
+                                  "-n", "1", "import time; time.sleep(120)"])
+        open({str(pid_file)!r}, "w").write(str(child.pid))
+        time.sleep(120)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", step], cwd=Path(__file__).parents[1])
+    deadline = time.time() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.time() < deadline:
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    time.sleep(1)  # it runs the module now
+    assert "timeit" in Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace")
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 10
+    while Path(f"/proc/{child}/cmdline").exists() and time.time() < deadline:
+        if not Path(f"/proc/{child}/cmdline").read_bytes():  # a zombie: it ended
+            break
+        time.sleep(0.1)
+    assert (
+        not Path(f"/proc/{child}/cmdline").exists()
+        or not Path(f"/proc/{child}/cmdline").read_bytes()
+    ), "the child outlived the process that started it"
