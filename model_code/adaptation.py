@@ -10,16 +10,15 @@
 - `joint_adaptation` (the adaptation-order ablation): both halves train at once, each step on
   the caption data or the instruction data.
 
-All three share one loop: AdamW, linear warm-up + cosine decay, gradient clipping, bf16
-autocast on CUDA, periodic atomic checkpoints that a rerun resumes from.
+Each is a `model_code.loop.Task` (its batches and its loss) run by the loop the dual encoder
+runs too (`model_code.loop.fit`: warm-up + cosine LR, resume, DDP, clipping, reports, atomic
+state saves); here: AdamW on the parameters a stage trains, bf16 autocast on CUDA.
 
 `model_code.train_vlm` is the program that runs each of them (one process or torchrun).
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,21 +27,10 @@ import numpy as np
 import torch
 
 from model_code.instructions import CAPTION_PROMPT, IMAGE_PROMPT
+from model_code.loop import MetricsCallback, Task, fit
 from model_code.train_configs import JointAdaptationTrainConfig, TrainConfig
-from model_code.training import (
-    autocast,
-    check_loss,
-    cosine_with_warmup,
-    global_mean,
-    load_training_state,
-    save_training_state,
-    seed_everything,
-    setup_distributed,
-)
+from model_code.training import autocast, seed_everything, setup_distributed
 from model_code.vlm import VideoVLM
-
-MetricsCallback = Callable[[int, dict], None]
-log = logging.getLogger("vidistill.adaptation")
 
 
 @dataclass
@@ -132,95 +120,33 @@ def _train_parameters(
     optimizer = torch.optim.AdamW(
         groups, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98)
     )
-    scheduler = cosine_with_warmup(optimizer, config.warmup_steps, config.steps)
-    start = 0
-    if state_path is not None and Path(state_path).exists():
-        start = load_training_state(state_path, vlm.model, optimizer, scheduler)
-        log.info("resumed from %s at step %d", state_path, start)
-    n_trainable = sum(p.numel() for p in params)
-    n_total = sum(p.numel() for p in vlm.model.parameters())
-    loss_of = _Loss(vlm, world)
-    if world > 1:  # parameters the forward skips (a vision layer past the one read) are fine
-        from torch.nn.parallel import DistributedDataParallel
 
-        loss_of = DistributedDataParallel(
-            loss_of,
-            device_ids=[device] if device.type == "cuda" else None,
-            find_unused_parameters=True,
-        )
+    def batches(start: int):
+        for step in range(start, config.steps):
+            rows = make_batches(np.random.default_rng([config.seed, step]))
+            if world > 1:
+                rows = [b.shard(rank, world) for b in rows]
+            yield rows, [b.ids for b in rows]
 
-    vlm.model.train()
-    t0, saved_at = time.perf_counter(), time.monotonic()
-    window: list[float] = []
-    loss_value = float("nan")
-    for step in range(start, config.steps):
-        batches = make_batches(np.random.default_rng([config.seed, step]))
-        if world > 1:
-            batches = [b.shard(rank, world) for b in batches]
-        if step == start:  # which rows this rank reads: its share of the global batch
-            rows = [b.ids for b in batches]
-            log.info(
-                "rank %d of %d, step %d: rows %s",
-                rank,
-                world,
-                step_offset + step + 1,
-                rows,
-                extra={"rank": rank, "world": world, "step": step_offset + step + 1, "rows": rows},
-            )
+    def loss(module: torch.nn.Module, rows: list[Rows]) -> torch.Tensor:
         with autocast(vlm.device):
-            loss = loss_of(batches)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = (
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            if config.grad_clip
-            else torch.tensor(float("nan"))
-        )
-        optimizer.step()
-        scheduler.step()
-        window.append(check_loss(loss.item(), step_offset + step + 1))
+            return module(rows)
 
-        done = step + 1
-        if done % config.log_every == 0 or done == config.steps:
-            loss_value = global_mean(float(np.mean(window)), world, device)
-            window = []
-            if on_metrics is not None and rank == 0:
-                on_metrics(
-                    step_offset + done,
-                    {
-                        "loss": loss_value,
-                        "lr": scheduler.get_last_lr()[0],
-                        "grad_norm": float(grad_norm),
-                    },
-                )
-        if (
-            state_path is not None
-            and rank == 0
-            and done < config.steps
-            and (
-                done % config.checkpoint_every == 0
-                or time.monotonic() - saved_at >= config.checkpoint_every_s
-            )
-        ):
-            save_training_state(state_path, vlm.model, optimizer, scheduler, done)
-            saved_at = time.monotonic()
-
-    vlm.model.eval()
+    task = Task(
+        model=vlm.model,
+        module=_Loss(vlm, world),
+        loss=loss,
+        batches=batches,
+        params=params,
+        # parameters the forward skips (a vision layer past the one read) are fine
+        find_unused_parameters=True,
+    )
+    metrics = fit(task, optimizer, config, rank, world, device, on_metrics, state_path, step_offset)
     for p in vlm.model.parameters():
         p.requires_grad_(True)
-    if state_path is not None and rank == 0:
-        Path(state_path).unlink(missing_ok=True)
-    return {
-        "loss": loss_value,
-        "steps": config.steps,
-        "resumed_from_step": start,
-        "steps_run": config.steps - start,
-        "local_batch": config.batch_size // world,
-        "wall_s": round(time.perf_counter() - t0, 2),
-        "trainable_params": n_trainable,
-        "frozen_params": n_total - n_trainable,
-        "world_size": world,
-    }
+    n_trainable = sum(p.numel() for p in params)
+    n_total = sum(p.numel() for p in vlm.model.parameters())
+    return {**metrics, "trainable_params": n_trainable, "frozen_params": n_total - n_trainable}
 
 
 def _pick(rng: np.random.Generator, n: int, size: int) -> np.ndarray:

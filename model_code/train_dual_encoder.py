@@ -17,27 +17,20 @@ import argparse
 import logging
 import math
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from model_code.contrastive import contrastive_loss, sigmoid_loss
+from model_code.loop import Task, fit
 from model_code.pair_data import ClipCaptions, ShardPairs, pair_batches
 from model_code.train_configs import DualEncoderTrainConfig
 from model_code.training import (
     atomic_dir,
     autocast,
-    check_loss,
     check_publishable,
-    cosine_with_warmup,
-    global_mean,
-    load_training_state,
-    save_training_state,
     seed_everything,
     setup_distributed,
 )
@@ -82,101 +75,43 @@ def train_dual_encoder(
         betas=(0.9, 0.98),
         eps=1e-6,
     )
-    scheduler = cosine_with_warmup(optimizer, config.warmup_steps, config.steps)
-    step = 0
-    if state_path is not None and Path(state_path).exists():
-        step = load_training_state(state_path, model, optimizer, scheduler)
-        log.info("resumed from %s at step %d", state_path, step)
-    ddp = (
-        DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-        if world > 1
-        else model
-    )
 
-    batches = pair_batches(pairs, config, rank, world, start_step=step)
-    saved_at = time.monotonic()
-    start_step, window, metrics = step, [], {}
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    waited = 0.0  # blocked on the data path, after the first batch
-    while step < config.steps:
-        t_wait = time.perf_counter()
-        frames, captions, ids = next(batches)
-        if step > start_step:
-            waited += time.perf_counter() - t_wait
-        else:  # which rows this rank reads: its share of the global batch
-            log.info(
-                "rank %d of %d, step %d: rows %s",
-                rank,
-                world,
-                step + 1,
-                "streamed" if ids is None else ids,
-                extra={"rank": rank, "world": world, "step": step + 1, "rows": ids},
-            )
+    def batches(start: int):
+        for frames, captions, ids in pair_batches(pairs, config, rank, world, start_step=start):
+            yield (frames, captions), ids
+
+    def loss(module: torch.nn.Module, batch) -> torch.Tensor:
+        frames, captions = batch
         tokens = model.tokenize(captions)
         with autocast(device):
-            out = ddp(
+            out = module(
                 frames=frames.to(device, non_blocking=True),
                 input_ids=tokens["input_ids"].to(device),
                 attention_mask=tokens["attention_mask"].to(device),
             )
         video, text = out.video_embeds.float(), out.text_embeds.float()
         if config.loss == "sigmoid":
-            loss = sigmoid_loss(video, text, out.logit_scale, out.logit_bias, gather=world > 1)
-        else:
-            loss = contrastive_loss(video, text, out.logit_scale, gather=world > 1)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = (
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip) if config.grad_clip else None
-        )
-        optimizer.step()
-        scheduler.step()
+            return sigmoid_loss(video, text, out.logit_scale, out.logit_bias, gather=world > 1)
+        return contrastive_loss(video, text, out.logit_scale, gather=world > 1)
+
+    def clamp_temperature() -> None:
         with torch.no_grad():
             model.logit_scale.clamp_(0.0, math.log(100.0))  # CLIP's cap on the temperature
-        step += 1
-        window.append(check_loss(loss.item(), step))
 
-        last = step == config.steps
-        if step % config.log_every == 0 or last:
-            wall = time.perf_counter() - t0
-            metrics = {
-                "loss": global_mean(float(np.mean(window)), world, device),
-                "lr": scheduler.get_last_lr()[0],
-                "logit_scale": model.logit_scale.detach().exp().item(),
-                "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
-                "clips_per_s": (step - start_step) * config.batch_size / max(wall, 1e-9),
-                "data_wait_share": waited / max(wall, 1e-9),
-            }
-            window = []
-            if on_metrics is not None and rank == 0:
-                on_metrics(step, metrics)
-        if (
-            state_path is not None
-            and rank == 0
-            and (
-                last
-                or step % config.checkpoint_every == 0
-                or time.monotonic() - saved_at >= config.checkpoint_every_s
-            )
-        ):
-            save_training_state(state_path, model, optimizer, scheduler, step)
-            saved_at = time.monotonic()
-
+    task = Task(
+        model=model,
+        module=model,
+        loss=loss,
+        batches=batches,
+        params=params,
+        after_step=clamp_temperature,
+        report=lambda: {"logit_scale": model.logit_scale.detach().exp().item()},
+    )
+    metrics = fit(
+        task, optimizer, config, rank, world, device, on_metrics, state_path, keep_final_state=True
+    )
     model.logit_bias.requires_grad_(True)
-    wall = time.perf_counter() - t0
-    return {
-        "loss": metrics.get("loss", float("nan")),
-        "steps": step,
-        "resumed_from_step": start_step,
-        "steps_run": step - start_step,
-        "local_batch": config.batch_size // world,
-        "wall_s": wall,
-        "cpu_s": time.process_time() - cpu0,  # all threads; on idle cores wall ~ cpu_s / cores
-        "clips_per_s": (step - start_step) * config.batch_size / max(wall, 1e-9),
-        "data_wait_share": waited / max(wall, 1e-9),  # of the wall time: should stay near 0
-        "logit_scale": model.logit_scale.detach().exp().item(),
-        "world_size": world,
-    }
+    return metrics
 
 
 # --- the program: train from shards -----------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Pieces every training loop here shares: device choice, autocast, seeding, the LR schedule,
-and resumable training state written atomically."""
+"""Pieces the training loop (model_code.loop) and the programs share: device choice, autocast,
+seeding, the LR schedule, and resumable training state written atomically."""
 
 from __future__ import annotations
 

@@ -73,7 +73,7 @@ def train_once(loss: str, out: Path) -> None:
     config = DualEncoderTrainConfig(
         steps=2, batch_size=8, lr=1e-3, warmup_steps=1, loss=loss, log_every=1, seed=0
     )
-    with logged_rows("vidistill.dual_encoder") as seen:
+    with logged_rows("vidistill.training") as seen:
         metrics = train_dual_encoder(
             model, pairs, config, on_metrics=lambda s, m: losses.append(m["loss"])
         )
@@ -94,7 +94,7 @@ def stage1_once(out: Path) -> None:
     captions = [f"clip {i} of {'red' if i % 2 else 'blue'} things" for i in range(12)]
     vlm = build_tiny_image_vlm(captions, TinyVLMConfig(**TINY_VLM))
     config = VisualAdaptationTrainConfig(steps=1, batch_size=4, warmup_steps=0, log_every=1)
-    with logged_rows("vidistill.adaptation") as seen:
+    with logged_rows("vidistill.training") as seen:
         metrics = visual_adaptation(vlm, clips, captions, config)
     _save_rows(seen, metrics, out)
 
