@@ -1,4 +1,4 @@
-"""Adaptation group: an image VLM becomes a video VLM in two stages (DESIGN.md, step 1)."""
+"""Adaptation group: an image VLM becomes a video VLM in two stages (docs/design.md, step 1)."""
 
 import json
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Captions group: pseudo-caption every clip shard with the video VLM (DESIGN.md, step 2), and
+"""Captions group: pseudo-caption every clip shard with the video VLM (docs/design.md, step 2), and
 the paper's per-frame baseline with the image VLM."""
 
 import json

@@ -1,5 +1,5 @@
 """Retrieval group: dual encoders trained on each caption source, their benchmark scores, and
-the ablation table that compares them (DESIGN.md, steps 3 and 4)."""
+the ablation table that compares them (docs/design.md, steps 3 and 4)."""
 
 import json
 from typing import Literal

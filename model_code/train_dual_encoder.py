@@ -139,7 +139,7 @@ def _digest(pairs, config: DualEncoderTrainConfig) -> str:
 
 
 def train(job: dict, report=None) -> dict:
-    """The dual-encoder program (DESIGN.md step 3): a job's pairs and shards in, a checkpoint
+    """The dual-encoder program (docs/design.md, step 3): a job's pairs and shards in, a checkpoint
     folder with lineage.json out (rank 0, atomically). The asset, the CLI and torchrun all run
     this. Job keys: config (DualEncoderTrainConfig fields), pairs (parquet: key, caption),
     shards (webdataset tars), out (folder), state (training-state path prefix, optional),

@@ -24,3 +24,16 @@ def test_readme_and_docs_link_only_to_files_in_the_repository():
                 continue
             path = (doc.parent / target).resolve()
             assert path.is_relative_to(ROOT) and path.exists(), f"{doc.name} links to {target}"
+
+
+def test_code_points_only_to_docs_in_the_repository():
+    """A docstring or comment that names a document (`docs/design.md`, `README.md`) names
+    one the repository holds: users do not have the steering folder it may have come from."""
+    named = re.compile(r"(?<![\w/.-])(docs/[\w-]+\.md|[A-Z][A-Z_]+\.md)\b")
+    missing = []
+    for folder in ("assets", "model_code", "pipelines", "resources", "tests", "benchmarks"):
+        for source in sorted((ROOT / folder).rglob("*.py")):
+            for doc in named.findall(source.read_text()):
+                if not (ROOT / doc).exists():
+                    missing.append(f"{source.relative_to(ROOT)} names {doc}")
+    assert missing == []
