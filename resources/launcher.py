@@ -36,9 +36,10 @@ def torchrun_command(
     stops_with_parent: bool = False,
 ) -> list[str]:
     """`torchrun --standalone --nproc_per_node N [--log-dir D] -m module --job job_file`;
-    stops_with_parent: torchrun (and so its ranks) stops when the process that started it
+    stops_with_parent: torchrun (and so its ranks) stops when this process, which starts it,
     dies (model_code.with_parent), for a launch from a step process that can be killed."""
-    command = [python, "-m", *(["model_code.with_parent"] if stops_with_parent else [])]
+    guard = ["model_code.with_parent", "--parent", str(os.getpid())] if stops_with_parent else []
+    command = [python, "-m", *guard]
     command += ["torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     if log_dir:
         command += ["--log-dir", log_dir]

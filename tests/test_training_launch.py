@@ -445,13 +445,23 @@ def test_torchrun_launched_locally_stops_when_the_step_that_started_it_is_killed
     from resources.launcher import torchrun_command
 
     command = torchrun_command("m", "job.json", 1, stops_with_parent=True)
-    assert command[1:4] == ["-m", "model_code.with_parent", "torch.distributed.run"]
+    assert command[1:6] == [
+        "-m",
+        "model_code.with_parent",
+        "--parent",
+        str(os.getpid()),
+        "torch.distributed.run",
+    ]
     assert "model_code.with_parent" not in torchrun_command("m", "job.json", 1)  # a pod's
     pid_file = tmp_path / "pid"
     step = textwrap.dedent(f"""
-        import subprocess, sys, time
-        child = subprocess.Popen([sys.executable, "-m", "model_code.with_parent", "timeit",
-                                  "-n", "1", "import time; time.sleep(120)"])
+        import os, signal, subprocess, sys, time
+        # what the child inherits from a step process may leave SIGTERM ignored or blocked
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {{signal.SIGTERM}})
+        child = subprocess.Popen([sys.executable, "-m", "model_code.with_parent", "--parent",
+                                  str(os.getpid()), "timeit", "-n", "1",
+                                  "import time; time.sleep(120)"])
         open({str(pid_file)!r}, "w").write(str(child.pid))
         time.sleep(120)
     """)
@@ -460,7 +470,6 @@ def test_torchrun_launched_locally_stops_when_the_step_that_started_it_is_killed
     while not (pid_file.exists() and pid_file.read_text()) and time.time() < deadline:
         time.sleep(0.1)
     child = int(pid_file.read_text())
-    time.sleep(1)  # it runs the module now
     assert "timeit" in Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace")
     parent.send_signal(signal.SIGKILL)
     parent.wait()
