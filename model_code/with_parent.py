@@ -5,7 +5,7 @@ kernel for SIGTERM at its parent's death (prctl PR_SET_PDEATHSIG) before the mod
 was already handed to another parent), it stops at once instead of never.
 
 The local training launcher runs torchrun this way. A run worker killed with `kill -9` takes
-its step process with it (see `stop_with_parent`), and torchrun, told by SIGTERM, stops its
+its step process with it (`stop_with_starter`), and torchrun, told by SIGTERM, stops its
 ranks; without this they kept training, and could publish, on a device the `gpu` pool had
 already given to the next run."""
 
@@ -35,6 +35,29 @@ def stop_with_parent(sig: int = signal.SIGTERM, parent: int | None = None) -> bo
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(sig))
     if os.getppid() != parent:
         os.kill(os.getpid(), sig)
+    return True
+
+
+def stop_with_starter() -> bool:
+    """In a process started by multiprocessing (a Dagster step process, forked by a forkserver
+    for its run worker): SIGKILL it once the process that asked for it dies. Its parent in the
+    kernel's sense is the forkserver, which outlives a killed run worker, so PR_SET_PDEATHSIG
+    would never fire; multiprocessing's parent sentinel closes when the run worker dies.
+    SIGKILL, as a Dagster step process only records a SIGTERM. Returns whether it watches."""
+    import multiprocessing
+    import os
+    import threading
+    from multiprocessing.connection import wait
+
+    starter = multiprocessing.parent_process()
+    if starter is None or starter.sentinel is None:
+        return False
+
+    def watch() -> None:
+        wait([starter.sentinel])
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="stop-with-starter", daemon=True).start()
     return True
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from dagster import (
 from pydantic import Field
 
 from model_code.training import atomic_write_bytes
-from model_code.with_parent import stop_with_parent
+from model_code.with_parent import stop_with_starter
 from resources.fields import ImageRef, K8sName
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -201,8 +200,9 @@ class TrainingLauncher(ConfigurableResource):
         from dagster import PipesSubprocessClient
 
         env.setdefault("OMP_NUM_THREADS", str(max(1, step_threads() // nproc)))
-        if multiprocessing.parent_process() is not None:  # a step process of a run worker
-            stop_with_parent()  # killed with it: Dagster's interrupt stops torchrun below
+        # a step process dies with its run worker; torchrun, under model_code.with_parent, then
+        # gets its own SIGTERM and stops its ranks
+        stop_with_starter()
         with (
             accelerators.lease(device, count=nproc) as lease,
             tempfile.TemporaryDirectory(prefix="torchrun-") as logs,

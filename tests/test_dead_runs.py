@@ -69,6 +69,10 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def _parent(pid: int) -> int:
+    return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def _cmdline(pid: int) -> str:
     try:
         return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -223,7 +227,9 @@ def test_a_killed_cli_run_stops_its_trainer_and_one_command_ends_it_and_frees_it
                 lambda: any("model_code.train_vlm" in _cmdline(p) for p in _descendants(cli.pid)),
                 every_s=0.2,
             )
-            below = _descendants(cli.pid)  # step process, torchrun, rank
+            trainers = [p for p in _descendants(cli.pid) if "model_code." in _cmdline(p)]
+            steps = {_parent(p) for p in trainers if "model_code.with_parent" in _cmdline(p)}
+            below = [*steps, *trainers]  # the step process, torchrun and the rank
         finally:
             cli.kill()  # kill -9: nothing in the CLI process gets to clean up
             cli.wait()
