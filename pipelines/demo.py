@@ -62,7 +62,7 @@ def stop_leftovers(instance) -> list[str]:
 
     from pipelines.free_dead_runs import _alive, executing_pid
 
-    stopped = []
+    stopped, pids = [], []
     running = [
         r
         for r in instance.get_runs(
@@ -79,8 +79,10 @@ def stop_leftovers(instance) -> list[str]:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(group, signal.SIGKILL)
             stopped.append(run.run_id)
-    if stopped:
-        time.sleep(1.0)  # let the kernel reap them before free_dead_runs looks
+            pids.append(pid)
+    deadline = time.time() + 30.0  # killed: gone (or zombies) before free_dead_runs looks
+    while any(_alive(pid) for pid in pids) and time.time() < deadline:
+        time.sleep(0.2)
     return stopped
 
 

@@ -254,3 +254,39 @@ def test_a_killed_cli_run_stops_its_trainer_and_one_command_ends_it_and_frees_it
         assert run_id in ended
         assert instance.get_run_by_id(run_id).status == DagsterRunStatus.FAILURE
         assert not gpu().active_run_ids
+
+
+def test_a_run_whose_process_is_a_zombie_is_ended():
+    """A killed run worker whose parent died too is a zombie until init reaps it (~2 s here):
+    free_dead_runs must count it dead, or a demo rerun finds the old runs alive, leaves them
+    STARTED and its backfill queues behind them for good."""
+    from dagster import DagsterInstance, DagsterRunStatus
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from pipelines.free_dead_runs import free_dead_runs
+
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    os.kill(worker.pid, signal.SIGKILL)
+    deadline = time.time() + 10
+    while Path(f"/proc/{worker.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.time() < deadline, "the killed child never became a zombie"
+        time.sleep(0.05)
+    try:
+        with DagsterInstance.ephemeral() as instance:
+            run = instance.add_run(
+                DagsterRun(
+                    job_name="__ASSET_JOB", run_id="dead0000", status=DagsterRunStatus.STARTED
+                )
+            )
+            instance.report_engine_event(f"Executing steps in process (pid: {worker.pid})", run)
+            alive = instance.add_run(
+                DagsterRun(
+                    job_name="__ASSET_JOB", run_id="live0000", status=DagsterRunStatus.STARTED
+                )
+            )
+            instance.report_engine_event(f"Executing steps in process (pid: {os.getpid()})", alive)
+            assert free_dead_runs(instance) == ["dead0000"]
+            assert instance.get_run_by_id("dead0000").status == DagsterRunStatus.FAILURE
+            assert instance.get_run_by_id("live0000").status == DagsterRunStatus.STARTED
+    finally:
+        worker.wait()
