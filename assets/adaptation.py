@@ -24,12 +24,12 @@ from assets.common import (
     trainer_fields,
 )
 from assets.partitions import PAPER_GROUP
-from model_code.train_configs import (
+from model_code.training.configs import (
     ImageVLMTrainConfig,
     LanguageAdaptationTrainConfig,
     VisualAdaptationTrainConfig,
 )
-from model_code.trainer import numeric_metrics
+from model_code.training.job import numeric_metrics
 from resources.devices import Accelerators
 from resources.fields import OptionalDir, OptionalFile
 from resources.launcher import TrainingLauncher
@@ -92,7 +92,7 @@ def _launch_stage(
     launcher: TrainingLauncher,
     accelerators: Accelerators,
 ) -> MaterializeResult:
-    """One stage of model_code.train_vlm, through the launcher (torchrun under Pipes). The
+    """One stage of model_code.training.train_vlm, through the launcher (torchrun under Pipes). The
     stage and its folder are `name`'s unless the job names them (the adaptation orders)."""
     import hashlib
 
@@ -111,7 +111,7 @@ def _launch_stage(
         tracking=tracking,
         store=store,
         accelerators=accelerators,
-        module="model_code.train_vlm",
+        module="model_code.training.train_vlm",
         name=name,
         job=job,
     )
@@ -132,7 +132,7 @@ def image_vlm(
     from dataclasses import asdict
 
     if config.pretrained_path:
-        from model_code.train_vlm import import_pretrained
+        from model_code.training.train_vlm import import_pretrained
 
         folder = store.checkpoint("image_vlm")
         return checkpoint_result(
@@ -160,13 +160,15 @@ def video_caption_data(
     or a local MSR-VTT/VATEX-style annotation file with its videos."""
     import pandas as pd
 
-    from model_code import annotations, corpus, shards
+    from model_code.data import annotations, corpus, shards
+    from model_code.data.ingest import ingest, rejects_bytes
+    from model_code.data.manifest import VideoSource
 
     out = store.path("video_caption_data")
     if config.annotations:
         videos = annotations.read_msrvtt(config.annotations, config.videos_dir, limit=config.clips)
-        sources = [shards.VideoSource(v.path, alt_text=v.captions[0]) for v in videos]
-        clips, rejects = shards.ingest(sources, clip_source.ingest_config())
+        sources = [VideoSource(v.path, alt_text=v.captions[0]) for v in videos]
+        clips, rejects = ingest(sources, clip_source.ingest_config())
         by_path = {v.path: v for v in videos}
         rows = [
             {"key": c.key, "caption": by_path[c.meta["source"]].captions[0], "attributes": None}
@@ -186,7 +188,7 @@ def video_caption_data(
     shards.write_shard(out / "clips.tar", clips)
     df = pd.DataFrame(rows, columns=["key", "caption", "attributes"])
     store.write_parquet(out / "captions.parquet", df)
-    store.write_bytes(out / "rejects.parquet", shards.rejects_bytes(rejects))
+    store.write_bytes(out / "rejects.parquet", rejects_bytes(rejects))
     from dagster import DataVersion
 
     return MaterializeResult(
@@ -203,7 +205,7 @@ def video_caption_data(
 
 
 def _version(store: ArtifactStore, name: str) -> str:
-    from model_code.lineage import read_lineage
+    from model_code.models.lineage import read_lineage
 
     return read_lineage(store.checkpoint(name))["version"]
 
@@ -236,7 +238,7 @@ def instruction_data(
     counting, yes/no, short caption), made from the video captions."""
     import pandas as pd
 
-    from model_code import instructions
+    from model_code.data import instructions
 
     df = pd.read_parquet(store.path("video_caption_data", "captions.parquet"))
     records = [
@@ -297,7 +299,7 @@ def instruction_tuned_lm(
 def _composed(store: ArtifactStore, name: str, parts: tuple[str, ...]) -> MaterializeResult:
     """checkpoints/<name>: the image VLM with the trained parts put in place (model_code.
     train_vlm.compose), as one Hugging Face folder written once; its lineage names them all."""
-    from model_code.train_vlm import compose, write_vlm_folder
+    from model_code.training.train_vlm import compose, write_vlm_folder
 
     parents = {part: _version(store, part) for part in ("image_vlm", *parts)}
     vlm = compose(store.checkpoint("image_vlm"), *[store.checkpoint(p) for p in parts])
@@ -331,10 +333,11 @@ def _compare(
     accelerators: Accelerators,
     extra: dict | None = None,
 ) -> MaterializeResult:
-    """Each VLM folder on the benchmark clips (model_code.captioner_eval.compare_vlms, one row
+    """Each VLM folder on the benchmark clips (model_code.evaluation.captioner_eval.compare_vlms,
+    one row
     per folder, named in column `label`): <name>.json and <name>.md under the data root, an
     MLflow run, and the table, sample captions and figures as metadata."""
-    from model_code.captioner_eval import compare_vlms
+    from model_code.evaluation.captioner_eval import compare_vlms
 
     with accelerators.device() as device:  # leased while the models run
         comparison = compare_vlms(folders, store.path("benchmark"), device, label)
@@ -412,12 +415,12 @@ def adaptation_order_vlm(
     accelerators: Accelerators,
 ) -> MaterializeResult:
     """The image VLM adapted in this partition's order by the recipe's stage programs
-    (model_code.train_vlm.order_jobs), with the settings adapted_encoder and
+    (model_code.training.train_vlm.order_jobs), with the settings adapted_encoder and
     instruction_tuned_lm were trained with, on the same captions and instructions: one whole
     Hugging Face folder per order, checkpoints/adaptation_order/<order> (language_then_vision's
     first stage writes its part beside it)."""
-    from model_code.lineage import read_lineage
-    from model_code.train_vlm import order_jobs
+    from model_code.models.lineage import read_lineage
+    from model_code.training.train_vlm import order_jobs
 
     order = context.partition_key
     stages = {

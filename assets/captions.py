@@ -2,7 +2,6 @@
 the paper's per-frame baseline with the image VLM."""
 
 import json
-import os
 
 from dagster import (
     AssetCheckResult,
@@ -25,6 +24,13 @@ from assets.partitions import (
     clip_partitions,
     shard_backfill_policy,
     source_group,
+)
+from model_code.runtime import settings
+from resources.caption_sources import (
+    CAPTIONERS,
+    caption_folder,
+    captioner_version,
+    current_captions,
 )
 from resources.catalog import Catalog
 from resources.devices import Accelerators
@@ -107,7 +113,7 @@ class SampledCaptioningConfig(CaptioningConfig):
 
 def caption_quality(captions: list[str], config: CaptioningConfig) -> AssetCheckResult:
     """Fail loudly on empty or degenerate captions, near-total duplication or a tiny vocabulary."""
-    from model_code.caption_metrics import caption_statistics
+    from model_code.evaluation.caption_metrics import caption_statistics
 
     stats = caption_statistics(captions)
     failures = []
@@ -133,29 +139,6 @@ def caption_quality(captions: list[str], config: CaptioningConfig) -> AssetCheck
     )
 
 
-def teacher_version(folder: str) -> str:
-    """The captioner version of an off-the-shelf teacher: teacher-<hash of its weights>."""
-    from model_code.lineage import folder_hash
-
-    return f"teacher-{folder_hash(folder)}"
-
-
-def captioner_version(checkpoint: str, store: ArtifactStore, folder: str | None = None) -> str:
-    """The captioner version every caption row carries: <checkpoint>-<its weights' version>
-    for a vidistill checkpoint (from its lineage), teacher-<hash of its weights> for an outside
-    `folder`."""
-    from model_code.lineage import read_lineage
-
-    if folder is not None:
-        return teacher_version(folder)
-    return f"{checkpoint}-{read_lineage(store.checkpoint(checkpoint))['version']}"
-
-
-def caption_folder(source: str, version: str) -> str:
-    """captions/<this>/<partition>.parquet: one folder per caption source and captioner version."""
-    return f"{source}-{version}"
-
-
 def caption_partitions(
     context: AssetExecutionContext,
     checkpoint: str,
@@ -171,8 +154,8 @@ def caption_partitions(
     atomically; undecodable clips become rejects."""
     import pandas as pd
 
-    from model_code import shards
-    from model_code.captioning import CaptionRun, caption_shards
+    from model_code.data.ingest import rejects_bytes
+    from model_code.inference.captioning import CaptionRun, caption_shards
 
     version = captioner_version(checkpoint, store, folder)
     folder = store.checkpoint(checkpoint) if folder is None else folder
@@ -221,7 +204,7 @@ def caption_partitions(
                 store.path(
                     "caption_rejects", caption_folder(source, version), f"{partition}.parquet"
                 ),
-                shards.rejects_bytes([{**r, "source": partition} for r in result.rejects]),
+                rejects_bytes([{**r, "source": partition} for r in result.rejects]),
             )
             total_rejects += len(result.rejects)
             wait_s, generate_s = wait_s + result.wait_s, generate_s + result.generate_s
@@ -329,17 +312,6 @@ def per_shard_captions(name: str, deps: list, code_version: str) -> dict:
     }
 
 
-CAPTIONERS: dict[str, tuple[str, str]] = {
-    "frame_captions": ("image_vlm", "middle"),
-    "stage1_captions": ("visual_adapted_vlm", "clip"),
-    "stage1_sampled": ("visual_adapted_vlm", "clip"),
-    "pseudo_captions": ("video_vlm", "clip"),
-    "pseudo_sampled": ("video_vlm", "clip"),
-}
-"""Caption source -> (the checkpoint that writes it, what it is shown: the clip's frames or its
-middle frame as a still). The ladder's rungs, each an asset of its own."""
-
-
 def _captioner(name: str, upstream, config_class: type[CaptioningConfig], doc: str):
     checkpoint, frame_mode = CAPTIONERS[name]
 
@@ -397,7 +369,7 @@ CAPTIONER_ASSETS = {
 
 class TeacherCaptioningConfig(CaptioningConfig):
     teacher_path: OptionalDir = Field(
-        default=os.environ.get("VIDISTILL_TEACHER", ""),
+        default_factory=settings.TEACHER.get,
         description="local Qwen2-VL / Qwen2.5-VL folder (default $VIDISTILL_TEACHER)",
     )
 
@@ -421,44 +393,6 @@ def teacher_captions(
     )
 
 
-def _teacher_version(catalog: Catalog) -> str:
-    """The teacher's captioner version: that of $VIDISTILL_TEACHER, else the only one there is."""
-    if os.environ.get("VIDISTILL_TEACHER"):
-        return teacher_version(os.environ["VIDISTILL_TEACHER"])
-    versions = catalog.query(
-        "SELECT DISTINCT captioner_version v FROM captions WHERE captioner_version LIKE 'teacher-%'"
-    )["v"].tolist()
-    if len(versions) != 1:
-        raise ValueError(
-            f"{len(versions)} teachers' captions in the catalog ({versions}): set "
-            "$VIDISTILL_TEACHER to the teacher whose captions to train on"
-        )
-    return versions[0]
-
-
-def current_captions(source: str, catalog: Catalog, store: ArtifactStore):
-    """(key, partition, sample, caption, version) of every clip captioned for `source` by the
-    captioner it stands for now (its checkpoint's current version; for teacher_captions the
-    teacher of $VIDISTILL_TEACHER), in (partition, key, sample) order; ValueError if none."""
-    if source == "teacher_captions":
-        version = _teacher_version(catalog)
-    else:
-        version = captioner_version(CAPTIONERS[source][0], store)
-    df = (
-        catalog.query(
-            "SELECT key, partition, coalesce(sample, 0) AS sample, caption, captioner_version AS "
-            "version FROM captions WHERE source = ? AND captioner_version = ? "
-            "ORDER BY partition, key, sample",
-            [source, version],
-        )
-        if catalog.has("captions")
-        else None
-    )
-    if df is None or df.empty:
-        raise ValueError(f"no {source} by {version} in the catalog: materialize {source} first")
-    return df
-
-
 @asset(
     group_name="captions",
     deps=[
@@ -478,9 +412,9 @@ def caption_statistics(
     """Alt-text vs every caption source captioned so far: length, distinct n-grams, how often
     they mention motion — the paper's caption-statistics comparison, over the whole catalog —
     and, for sources with several captions per clip, how much a clip's captions differ."""
-    from model_code.caption_metrics import caption_statistics as stats_of
-    from model_code.caption_metrics import within_clip_diversity
-    from model_code.plots import bars_png
+    from model_code.evaluation.caption_metrics import caption_statistics as stats_of
+    from model_code.evaluation.caption_metrics import within_clip_diversity
+    from model_code.evaluation.plots import bars_png
 
     rows = []
     if not catalog.has("clips"):

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 from dagster import Config, DataVersion, MaterializeResult, MetadataValue
 
-CONFIG_DEFAULTS_VARIABLE = "VIDISTILL_CONFIG_DEFAULTS"
+from model_code.runtime import settings
+
+CONFIG_DEFAULTS_VARIABLE = settings.CONFIG_DEFAULTS.name
 
 
 def config_defaults() -> dict[str, dict[str, Any]]:
@@ -19,7 +20,7 @@ def config_defaults() -> dict[str, dict[str, Any]]:
     $VIDISTILL_CONFIG_DEFAULTS (none when unset): the defaults every launch without run config
     takes, the UI's "Materialize all" and the automation sensor's runs included. Read when the
     asset modules load, since Dagster fixes a config schema's defaults then."""
-    path = os.environ.get(CONFIG_DEFAULTS_VARIABLE, "")
+    path = settings.CONFIG_DEFAULTS.get()
     if not path:
         return {}
     try:
@@ -118,7 +119,7 @@ def file_version(path: str | Path) -> str:
 
 def checkpoint_result(folder: Path, lineage: dict, extra: dict | None = None) -> MaterializeResult:
     """Metadata + DataVersion of a checkpoint folder, from its lineage.json record."""
-    from model_code.trainer import checkpoint_metadata
+    from model_code.training.job import checkpoint_metadata
 
     metadata = checkpoint_metadata(folder, lineage, extra)
     metadata["path"] = MetadataValue.path(str(folder))
@@ -130,12 +131,12 @@ def launchpad_config(
     trainer_config: type, name: str, exclude: tuple[str, ...] = (), **extra: tuple[type, Any]
 ) -> type[Config]:
     """A Dagster Config class with one field per field of a trainer's dataclass
-    (model_code.train_configs): its type, default, bounds, choices and help, so the launchpad
+    (model_code.training.configs): its type, default, bounds, choices and help, so the launchpad
     and the trainer's CLI share the one set of defaults. `extra` adds asset-only fields as
     (type, pydantic Field); `exclude` leaves out trainer fields the asset sets itself."""
     from pydantic import Field, create_model
 
-    from model_code.train_configs import DEVICE, field_specs
+    from model_code.training.configs import DEVICE, field_specs
     from resources.fields import OptionalDirOrNone
 
     fields: dict[str, Any] = {}

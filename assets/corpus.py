@@ -46,7 +46,9 @@ def clip_shard_plan(context: AssetExecutionContext, clip_source: ClipSource) -> 
 
 def build_shard(partition: str, clip_source: ClipSource, store: ArtifactStore) -> dict:
     """Write clips/{partition}.tar, its rejects and its clip index; return counts for metadata."""
-    from model_code import corpus, shards
+    from model_code.data import corpus, shards
+    from model_code.data.ingest import account_for_inputs, clip_index, ingest, rejects_bytes
+    from model_code.data.manifest import VideoSource
 
     plan = clip_source.plan()
     if partition not in plan:
@@ -58,18 +60,18 @@ def build_shard(partition: str, clip_source: ClipSource, store: ArtifactStore) -
         )
         clips, rejects, inputs = shards.embedded_clips(specs), [], len(specs)
     else:
-        sources = [shards.VideoSource(**s) for s in entry["sources"]]
-        clips, rejects = shards.ingest(sources, clip_source.ingest_config())
+        sources = [VideoSource(**s) for s in entry["sources"]]
+        clips, rejects = ingest(sources, clip_source.ingest_config())
         inputs = len(sources)  # manifest rows: several may be segments of one video
     shard = store.shard(partition)
     shards.write_shard(shard, clips)
-    index = shards.clip_index(clips, partition)
+    index = clip_index(clips, partition)
     store.write_parquet(store.path("clip_index", f"{partition}.parquet"), index)
     store.write_bytes(
         store.path("rejects", f"{partition}.parquet"),
-        shards.rejects_bytes([{**r, "partition": partition} for r in rejects]),
+        rejects_bytes([{**r, "partition": partition} for r in rejects]),
     )
-    used, unused = shards.account_for_inputs(partition, inputs, clips, rejects)
+    used, unused = account_for_inputs(partition, inputs, clips, rejects)
     return {
         "partition": partition,
         "inputs": inputs,

@@ -32,7 +32,7 @@ from assets.common import (
 )
 from assets.partitions import PAPER_GROUP, seed_partitions
 from assets.retrieval import CAPTION_ASSETS, dual_encoder_key, retrieval_benchmark
-from model_code.train_configs import DualEncoderTrainConfig
+from model_code.training.configs import DualEncoderTrainConfig
 from resources.catalog import Catalog
 from resources.devices import Accelerators
 from resources.launcher import TrainingLauncher
@@ -119,7 +119,7 @@ def scaling_dual_encoder(
     import hashlib
 
     from assets.retrieval import refuse_failed_captions, train_dual_encoder_on, training_pairs
-    from model_code.scaling import nested_subset
+    from model_code.evaluation.scaling import nested_subset
 
     keys_by_dimension = context.partition_key.keys_by_dimension
     fraction_partition, seed = keys_by_dimension["fraction"], int(keys_by_dimension["seed"])
@@ -185,8 +185,8 @@ def latest_checkpoints(instance, key: AssetKey) -> dict[str, Path]:
 def _score(folder: Path, store: ArtifactStore, *, source: str, fraction: float, seed: int) -> dict:
     """One point of the curve: the checkpoint's lineage (clips, pairs, batch, version) and its
     benchmark scores."""
-    from model_code import benchmark
-    from model_code.lineage import read_lineage
+    from model_code.evaluation import heldout
+    from model_code.models.lineage import read_lineage
 
     try:
         lineage = read_lineage(folder)
@@ -203,7 +203,7 @@ def _score(folder: Path, store: ArtifactStore, *, source: str, fraction: float, 
         "seed": seed,
         "batch_size": int(lineage["training_config"]["batch_size"]),
         "model_version": lineage["version"],
-        "metrics": benchmark.score_dual_encoder(folder, store.path("benchmark")),
+        "metrics": heldout.score_dual_encoder(folder, store.path("benchmark")),
     }
 
 
@@ -224,7 +224,7 @@ def scaling_curve(
     materialization of each), plus each seed of dual_encoder/alt_text on all of its clips, as
     the dashed baseline (paper: 1% of pseudo-captioned clips matches all the alt-text). Every
     checkpoint is scored afresh; with several seeds a point is their mean ± std."""
-    from model_code.scaling import curve_summary, plot_curve
+    from model_code.evaluation.scaling import curve_summary, plot_curve
 
     scaled = latest_checkpoints(context.instance, scaling_dual_encoder.key)
     if not scaled:

@@ -1,9 +1,9 @@
 """Partitions and groups shared by the asset modules: one partition per clip shard, one per
 training seed, and which group (recipe or evidence) each caption source's assets sit in."""
 
-import os
-
 from dagster import AutomationCondition, BackfillPolicy, DynamicPartitionsDefinition
+
+from model_code.runtime import settings
 
 clip_partitions = DynamicPartitionsDefinition(name="clip_shards")
 """One partition per webdataset clip shard; registered as shards appear in the source."""
@@ -67,5 +67,5 @@ def shard_backfill_policy() -> BackfillPolicy:
     `--partition-range` needs). One a run: per-partition metadata, data versions and retries,
     and runs spread over many machines. Many a run: process start-up and model loading are
     paid once, but a failure reruns the range and metadata is summed over it."""
-    n = int(os.environ.get("VIDISTILL_PARTITIONS_PER_RUN", "1"))
+    n = settings.PARTITIONS_PER_RUN.whole_number()
     return BackfillPolicy.single_run() if n == 0 else BackfillPolicy.multi_run(n)

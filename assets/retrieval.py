@@ -17,12 +17,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from assets.captions import (
-    CAPTIONER_ASSETS,
-    current_captions,
-    failed_quality_checks,
-    teacher_captions,
-)
+from assets.captions import CAPTIONER_ASSETS, failed_quality_checks, teacher_captions
 from assets.common import (
     LaunchConfig,
     file_version,
@@ -34,7 +29,8 @@ from assets.common import (
 )
 from assets.corpus import clip_shards
 from assets.partitions import CAPTION_SOURCES, seed_partitions, source_group
-from model_code.train_configs import DualEncoderTrainConfig
+from model_code.training.configs import DualEncoderTrainConfig
+from resources.caption_sources import current_captions
 from resources.catalog import Catalog
 from resources.devices import Accelerators
 from resources.fields import OptionalDir, OptionalFile, OptionalPath
@@ -87,7 +83,9 @@ def retrieval_benchmark(
 ) -> MaterializeResult:
     """Held-out clips with reference captions in the MSR-VTT layout, plus zero-shot classes
     (on the embedded corpus: motion and shape)."""
-    from model_code import annotations, benchmark, shards
+    from model_code.data import annotations, shards
+    from model_code.data.ingest import rejects_bytes
+    from model_code.evaluation import heldout
 
     out = store.path("benchmark")
     if config.annotations:
@@ -98,22 +96,18 @@ def retrieval_benchmark(
             limit=config.clips,
             protocol=config.protocol,
         )
-        clips, rejects, refs, classes = benchmark.from_annotated(
-            videos, clip_source.ingest_config()
-        )
+        clips, rejects, refs, classes = heldout.from_annotated(videos, clip_source.ingest_config())
     else:
-        clips, rejects, refs, classes = benchmark.embedded(
-            clip_source.corpus_config(), config.clips
-        )
+        clips, rejects, refs, classes = heldout.embedded(clip_source.corpus_config(), config.clips)
         protocol = "embedded"  # one ground-truth caption per clip
     if config.classes:
         names, items = annotations.read_labelled(config.classes)
-        more, bad, labelled = benchmark.labelled_task(names, items, clip_source.ingest_config())
+        more, bad, labelled = heldout.labelled_task(names, items, clip_source.ingest_config())
         clips, rejects, classes = clips + more, rejects + bad, {**classes, **labelled}
     shards.write_shard(out / "clips.tar", clips)
     store.write_bytes(out / "annotations.json", annotations.msrvtt_json(refs, protocol))
     store.write_bytes(out / "classes.json", json.dumps(classes).encode())
-    store.write_bytes(out / "rejects.parquet", shards.rejects_bytes(rejects))
+    store.write_bytes(out / "rejects.parquet", rejects_bytes(rejects))
     return MaterializeResult(
         metadata={
             "path": MetadataValue.path(str(out)),
@@ -194,7 +188,7 @@ def train_dual_encoder_on(
     `settings`, into the checkpoint folder `out`, through the launcher (torchrun under Pipes):
     the pairs go to training_inputs/<files>.parquet, the resumable state to
     training_state/<files>; `data` joins the lineage's data record, `extra` the metadata."""
-    from model_code import benchmark
+    from model_code.evaluation import heldout
 
     store = resources["store"]
     partitions = sorted(pairs["partition"].unique())
@@ -208,14 +202,14 @@ def train_dual_encoder_on(
         "shards": [str(store.shard(p)) for p in partitions],
         "out": str(out),
         "state": str(store.path("training_state", files)),
-        "extra_texts": benchmark.class_prompt_texts(classes),
+        "extra_texts": heldout.class_prompt_texts(classes),
         "parents": {"captions": sorted(pairs["version"].unique())},
         "data": {**data, "partitions": partitions},
     }
     return train_through_launcher(
         context,
         **resources,
-        module="model_code.train_dual_encoder",
+        module="model_code.training.train_dual_encoder",
         name=run_name,
         job=job,
         params={**data, "pairs": len(pairs)},
@@ -279,7 +273,7 @@ def _dual_encoder(source: str):
 
     dual_encoder.__doc__ = (
         f"A CLIP-style video-text dual encoder trained contrastively on {source} "
-        "(model_code.train_dual_encoder through the launcher: torchrun under Pipes), one "
+        "(model_code.training.train_dual_encoder through the launcher: torchrun under Pipes), one "
         "checkpoint per seed partition."
     )
     return dual_encoder
@@ -298,8 +292,8 @@ def _benchmark_scores(source: str):
     ) -> MaterializeResult:
         import pandas as pd
 
-        from model_code import benchmark
-        from model_code.lineage import read_lineage
+        from model_code.evaluation import heldout
+        from model_code.models.lineage import read_lineage
 
         seed = int(context.partition_key)
         folder = store.dual_encoder(source, seed)
@@ -308,7 +302,7 @@ def _benchmark_scores(source: str):
                 f"no dual encoder of {source} with seed {seed} at {folder}: "
                 f"materialize dual_encoder/{source} [{seed}] first"
             )
-        scores = benchmark.score_dual_encoder(folder, store.path("benchmark"))
+        scores = heldout.score_dual_encoder(folder, store.path("benchmark"))
         version = read_lineage(folder)["version"]
         protocol = json.loads(store.path("benchmark", "annotations.json").read_text()).get(
             "protocol", "all_captions"
@@ -385,8 +379,8 @@ def ablation_table(
     the paper's headline, with its spread."""
     import pandas as pd
 
-    from model_code.benchmark import seed_summary
-    from model_code.plots import bars_png
+    from model_code.evaluation.heldout import seed_summary
+    from model_code.evaluation.plots import bars_png
 
     rows = latest_scores(context.instance)
     if not rows:
@@ -457,10 +451,10 @@ def video_index(
     """Embeddings of every corpus clip by the pseudo-caption dual encoder of seed 0 (that one
     partition: other seeds do not make it stale), in DuckDB, for text-to-video search
     (`vidistill search`, `vidistill serve`)."""
-    from model_code import shards
-    from model_code.dual_encoder import DualEncoder, embed_videos
-    from model_code.lineage import read_lineage
-    from model_code.video_index import write_index
+    from model_code.data import shards
+    from model_code.inference.video_index import write_index
+    from model_code.models.dual_encoder import DualEncoder, embed_videos
+    from model_code.models.lineage import read_lineage
 
     folder = store.dual_encoder("pseudo_captions", INDEX_SEED)
     model = DualEncoder.from_pretrained(folder)
@@ -486,6 +480,9 @@ def video_index(
             "path": MetadataValue.path(str(path)),
             "clips": len(clips),
             "dim": int(emb.shape[1]),
-            "query": f'python -m model_code.video_index {path} {folder} "a red circle moves left"',
+            "query": (
+                f"python -m model_code.inference.video_index {path} {folder} "
+                '"a red circle moves left"'
+            ),
         }
     )

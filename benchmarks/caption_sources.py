@@ -23,20 +23,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model_code import corpus, video
-from model_code.benchmark import embedded_classes, score_model, zero_shot_prompts
-from model_code.train_dual_encoder import (
-    DualEncoderTrainConfig,
-    train_dual_encoder,
-)
-from model_code.training import seed_everything
+from model_code.data import corpus, video
+from model_code.evaluation.heldout import embedded_classes, score_model, zero_shot_prompts
+from model_code.training.common import seed_everything
+from model_code.training.train_dual_encoder import DualEncoderTrainConfig, train_dual_encoder
 
 DEMO_TRAIN = DualEncoderTrainConfig(log_every=50)  # the defaults are the tuned demo settings
 DEMO_SOURCES = ("alt_text", "still_caption", "ground_truth")
 
 
 def render_split(split: str, n: int, num_frames: int = 8, seed: int = 0):
-    """Clips of the embedded corpus, straight from model_code.corpus (no shards): (specs,
+    """Clips of the embedded corpus, straight from model_code.data.corpus (no shards): (specs,
     uint8 [n, num_frames, H, W, 3]) with frames sampled evenly."""
     cfg = corpus.CorpusConfig(seed=seed)
     specs = corpus.split_specs(split, cfg, 0, n)
@@ -53,7 +50,8 @@ def caption_for(source: str, spec) -> str:
 
 
 def score_on_benchmark(model, specs, clips: np.ndarray) -> dict[str, float]:
-    """The pipeline's scoring (model_code.benchmark.score_model) on rendered benchmark clips:
+    """The pipeline's scoring (model_code.evaluation.heldout.score_model) on rendered benchmark
+    clips:
     ground-truth captions as queries, zero-shot motion and shape of the one-object clips."""
     sentences = [{"video_id": s.key, "caption": caption_for("ground_truth", s)} for s in specs]
     return score_model(model, [s.key for s in specs], clips, sentences, embedded_classes(specs))
@@ -71,7 +69,7 @@ def run_demo(
     """Train one dual encoder per caption source on the corpus split, score each on the
     benchmark split. The paper's claim in miniature: captions that say what happens in the
     video (ground truth here, pseudo-captions in the pipeline) beat alt-text and still captions."""
-    from model_code.dual_encoder import build_dual_encoder
+    from model_code.models.dual_encoder import build_dual_encoder
 
     t = time.perf_counter()
     train_specs, train_clips = render_split("corpus", n_train, num_frames)

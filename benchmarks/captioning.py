@@ -42,10 +42,11 @@ def run_mode(args: argparse.Namespace) -> dict:
     """Caption args.clips benchmark clips in one mode; the figures as a dict."""
     import torch
 
-    from model_code.captioning import caption_batches
-    from model_code.corpus import CorpusConfig, ground_truth_caption, render_clip, split_specs
-    from model_code.instructions import pretraining_texts
-    from model_code.vlm import TinyVLMConfig, VideoVLM, build_tiny_image_vlm
+    from model_code.data.corpus import CorpusConfig, ground_truth_caption, render_clip, split_specs
+    from model_code.data.instructions import pretraining_texts
+    from model_code.inference.captioning import caption_batches
+    from model_code.models.tiny_vlm import TinyVLMConfig, build_tiny_image_vlm
+    from model_code.models.video_vlm import VideoVLM
 
     torch.manual_seed(0)
     specs = split_specs("benchmark", CorpusConfig(), 0, args.clips)
@@ -105,8 +106,8 @@ def _partition_setup(root: Path, clips: int, checkpoint: str) -> None:
     """A shard of `clips` embedded clips and a video_vlm checkpoint under the data root."""
     import shutil
 
-    from model_code import corpus, shards
-    from model_code.lineage import write_lineage
+    from model_code.data import corpus, shards
+    from model_code.models.lineage import write_lineage
 
     specs = corpus.split_specs("corpus", _corpus(clips), 0, clips)
     shards.write_shard(root / "clips" / f"{PARTITION}.tar", shards.embedded_clips(specs))
@@ -116,8 +117,8 @@ def _partition_setup(root: Path, clips: int, checkpoint: str) -> None:
         return
     import torch
 
-    from model_code.instructions import pretraining_texts
-    from model_code.vlm import TinyVLMConfig, build_tiny_image_vlm
+    from model_code.data.instructions import pretraining_texts
+    from model_code.models.tiny_vlm import TinyVLMConfig, build_tiny_image_vlm
 
     torch.manual_seed(0)
     texts = pretraining_texts(
@@ -128,7 +129,7 @@ def _partition_setup(root: Path, clips: int, checkpoint: str) -> None:
 
 
 def _corpus(clips: int):
-    from model_code import corpus
+    from model_code.data import corpus
 
     config = corpus.CorpusConfig()
     config.split_sizes["corpus"] = max(clips, config.split_sizes["corpus"])
@@ -140,8 +141,8 @@ def _plain_script(root: Path, batch_size: int) -> dict:
     t0 = time.perf_counter()
     import pandas as pd
 
-    from model_code.captioning import CaptionRun, caption_shards
-    from model_code.training import atomic_write_bytes
+    from model_code.inference.captioning import CaptionRun, caption_shards
+    from model_code.runtime.files import atomic_write_bytes
 
     run = CaptionRun()
     n = 0

@@ -76,7 +76,9 @@ def _minimal_pyav(tar_path: str, num: int) -> list[np.ndarray]:
 
 
 def child(spec: dict) -> dict:
-    from model_code import corpus, shards
+    from model_code.data import corpus, shards
+    from model_code.data.ingest import IngestConfig, ingest_source
+    from model_code.data.manifest import VideoSource
 
     arm, frames, frames_out, import_s = spec["arm"], None, None, 0.0
     if arm in ("sample", "stream"):  # one-off per process, paid by every arm alike: timed apart
@@ -103,12 +105,10 @@ def child(spec: dict) -> dict:
         with shards.ClipStream([spec["tar"]], 8, workers=spec["workers"]) as stream:
             n = sum(1 for _ in stream)
     elif arm == "ingest":
-        cfg = shards.IngestConfig(
-            clip_seconds=2.0, size=224, fps=4, max_clips_per_video=spec["max_clips"]
-        )
+        cfg = IngestConfig(clip_seconds=2.0, size=224, fps=4, max_clips_per_video=spec["max_clips"])
         n = frames_out = 0
         for path in spec["videos"]:
-            clips, rejects = shards.ingest_source(shards.VideoSource(path), cfg)
+            clips, rejects = ingest_source(VideoSource(path), cfg)
             assert not rejects, rejects
             n += len(clips)
             frames_out += sum(c.meta["frames"] for c in clips)
@@ -137,7 +137,7 @@ def child(spec: dict) -> dict:
         "rss_at_import_mib": rss_at_import,
         "import_s": import_s,
         "frames_out": frames_out,
-        "module": str(Path(shards.__file__).parents[1]),
+        "module": str(Path(shards.__file__).parents[2]),
     }
 
 
@@ -168,7 +168,7 @@ def run_child(spec: dict, code: Path) -> dict:
 
 
 def make_video(path: Path, size: str, seconds: int, fps: int, fast: bool = False) -> None:
-    from model_code import video
+    from model_code.data import video
 
     preset = ["-preset", "ultrafast"] if fast else []
     subprocess.run(

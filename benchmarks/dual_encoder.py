@@ -7,7 +7,7 @@
 Arms (--data), each timed in its own child process, interleaved (A, B, C, A, B, C, ...):
 
   synthetic  uint8 frames already in memory as one tensor: the train step alone, the baseline
-  streaming  model_code.pair_data.ShardPairs over webdataset shards, through the
+  streaming  model_code.data.pair_data.ShardPairs over webdataset shards, through the
              DataLoader that pair_batches builds (--stream-workers DataLoader workers, default
              2, as the retrieval asset sets); every pass decodes the clips again
   memory     shards.frames_by_key (decoded once, up front, by its decode processes), then a list
@@ -58,13 +58,13 @@ STALL_S = 0.05  # a wait longer than this counts as a stall
 
 
 def corpus_specs(n_shards: int, clips_per_shard: int):
-    from model_code import corpus
+    from model_code.data import corpus
 
     return corpus.split_specs("corpus", corpus.CorpusConfig(), 0, n_shards * clips_per_shard)
 
 
 def corpus_captions(specs) -> dict[str, list[str]]:
-    from model_code import corpus
+    from model_code.data import corpus
 
     return {s.key: [corpus.ground_truth_caption(s)] for s in specs}
 
@@ -76,7 +76,7 @@ def shard_paths(folder: Path, n_shards: int) -> list[str]:
 def build_shards(folder: Path, n_shards: int, clips_per_shard: int) -> tuple[list[str], float]:
     """The embedded corpus as webdataset shards (as the clip_shards asset writes them); shards
     already there are kept. (paths, seconds spent writing)."""
-    from model_code import corpus, shards
+    from model_code.data import corpus, shards
 
     t = time.perf_counter()
     paths = shard_paths(folder, n_shards)
@@ -97,7 +97,7 @@ def batches_per_pass(
     clips i::n over the workers); the DistributedSampler path drops one per pass."""
     if arm == "memory":
         return n_pairs // batch_size
-    from model_code.shards import shard_members
+    from model_code.data.shards import shard_members
 
     readers = max(1, workers)
     per_reader = [0] * readers
@@ -117,12 +117,17 @@ def run_arm(a: argparse.Namespace) -> dict:
     import numpy as np
     import torch
 
-    from model_code import shards
-    from model_code.contrastive import contrastive_loss
-    from model_code.dual_encoder import build_dual_encoder
-    from model_code.pair_data import ShardPairs, pair_batches
-    from model_code.train_dual_encoder import DualEncoderTrainConfig
-    from model_code.training import autocast, cosine_with_warmup, pick_device, seed_everything
+    from model_code.data import shards
+    from model_code.data.pair_data import ShardPairs, pair_batches
+    from model_code.models.dual_encoder import build_dual_encoder
+    from model_code.training.common import (
+        autocast,
+        cosine_with_warmup,
+        pick_device,
+        seed_everything,
+    )
+    from model_code.training.contrastive import contrastive_loss
+    from model_code.training.train_dual_encoder import DualEncoderTrainConfig
 
     torch.set_num_threads(a.threads)
     device = pick_device(a.device)

@@ -6,12 +6,12 @@ loaded, against a fresh CLI process per query (how search worked before the serv
 
 Arms, interleaved per query (A, B, A, B, ...), each query of --queries --repeats times:
 
-  service  GET /api/search?q=...&k=K through pipelines.search_app's app (starlette TestClient,
+  service  GET /api/search?q=...&k=K through pipelines.search.app's app (starlette TestClient,
            in this process: ASGI without sockets). create_app's start-up loaded the dual encoder
            and the index once, before the timing; a request is query checks, one text-tower
            pass, one matrix-vector product, the catalog's notes and the JSON.
-  cli      `python -m model_code.video_index <index> <model> <query> -k K` as a new process:
-           Python start, torch/transformers import, model and index load, one query.
+  cli      `python -m model_code.inference.video_index <index> <model> <query> -k K` as a new
+           process: Python start, torch/transformers import, model and index load, one query.
 
 Both arms must return the same top-k keys (checked on every pair). The service's one-off
 start-up (app + model + index load, in this process) is reported on its own.
@@ -67,9 +67,9 @@ def build_small_index(root: Path, clips: int) -> None:
     import pandas as pd
     import torch
 
-    from model_code import corpus, shards
-    from model_code.dual_encoder import build_dual_encoder, embed_videos
-    from model_code.video_index import write_index
+    from model_code.data import corpus, shards
+    from model_code.inference.video_index import write_index
+    from model_code.models.dual_encoder import build_dual_encoder, embed_videos
     from resources.storage import ArtifactStore
 
     store = ArtifactStore(root=str(root))
@@ -103,13 +103,14 @@ def build_small_index(root: Path, clips: int) -> None:
 
 
 def cli_query(index: Path, model: Path, query: str, k: int, env: dict) -> tuple[float, list[str]]:
-    """Seconds for one fresh `python -m model_code.video_index` and the keys it printed."""
+    """Seconds for one fresh `python -m model_code.inference.video_index` and the keys it
+    printed."""
     t = time.perf_counter()
     out = subprocess.run(
         [
             sys.executable,
             "-m",
-            "model_code.video_index",
+            "model_code.inference.video_index",
             str(index),
             str(model),
             query,
@@ -142,7 +143,8 @@ def main() -> None:
     import torch
     from starlette.testclient import TestClient
 
-    from pipelines.search_app import SearchService, create_app
+    from pipelines.search.app import create_app
+    from pipelines.search.service import SearchService
 
     torch.set_num_threads(args.threads)
     root, tmp = Path(args.data_root), None

@@ -25,7 +25,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def make_videos(folder: Path, n: int) -> list[Path]:
-    from model_code import video
+    from model_code.data import video
 
     ff = video.ffmpeg_binary()
     colours = ["red", "lime", "blue", "white", "yellow", "navy"]
@@ -94,12 +94,13 @@ def cpu() -> float:
 
 
 def run(paths: list[Path], split: str) -> tuple[float, float, int]:
-    from model_code import shards
+    from model_code.data.ingest import IngestConfig, ingest
+    from model_code.data.manifest import VideoSource
 
-    cfg = shards.IngestConfig(clip_seconds=2.0, size=64, fps=8, split=split, max_clips_per_video=32)
-    sources = [shards.VideoSource(str(p)) for p in paths]
+    cfg = IngestConfig(clip_seconds=2.0, size=64, fps=8, split=split, max_clips_per_video=32)
+    sources = [VideoSource(str(p)) for p in paths]
     t, c = time.perf_counter(), cpu()
-    clips, rejects = shards.ingest(sources, cfg, threads=1)
+    clips, rejects = ingest(sources, cfg, threads=1)
     wall, used = time.perf_counter() - t, cpu() - c
     assert not rejects, rejects
     return len(clips) / wall, len(clips) / used, len(clips)

@@ -24,7 +24,7 @@ def folder_bytes(folder: Path) -> int:
 
 
 def measure(name: str, config) -> None:
-    from model_code.vlm import build_tiny_image_vlm
+    from model_code.models.tiny_vlm import build_tiny_image_vlm
 
     vlm = build_tiny_image_vlm(["a red circle moves left"], config)
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,7 +49,7 @@ def measure(name: str, config) -> None:
 
 
 def main() -> None:
-    from model_code.vlm import TinyVLMConfig
+    from model_code.models.tiny_vlm import TinyVLMConfig
 
     measure("default tiny VLM (the demo's)", TinyVLMConfig())
     measure(

@@ -3,12 +3,11 @@
     .venv/bin/python benchmarks/training_ranks.py [--ranks 2] [--repeats 3] [--steps 40]
 
 Both arms run the same trainer program (`torchrun --standalone --nproc_per_node R -m
-model_code.train_dual_encoder --job ...`) on the same job: embedded clips in a webdataset shard,
-decoded once into memory, the same global batch. The cores are shared out: 1 rank gets
+model_code.training.train_dual_encoder --job ...`) on the same job: embedded clips in a webdataset
+shard, decoded once into memory, the same global batch. The cores are shared out: 1 rank gets
 --threads torch threads, R ranks get threads/R each. Arms alternate (1, R, 1, R, ...); the table
-gives medians of the program's wall time (torch import, decode and process-group start
-included) and of the training loop's clips/s as rank 0 reports it.
-"""
+gives medians of the program's wall time (torch import, decode and process-group start included) and
+of the training loop's clips/s as rank 0 reports it."""
 
 from __future__ import annotations
 
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def make_job(folder: Path, clips: int, steps: int, batch: int) -> Path:
     import pandas as pd
 
-    from model_code import corpus, shards
+    from model_code.data import corpus, shards
 
     specs = corpus.split_specs("corpus", corpus.CorpusConfig(), 0, clips)
     shards.write_shard(folder / "clips.tar", shards.embedded_clips(specs))
@@ -63,7 +62,7 @@ def run(job: Path, ranks: int, threads: int) -> tuple[float, float]:
             "--standalone",
             f"--nproc_per_node={ranks}",
             "-m",
-            "model_code.train_dual_encoder",
+            "model_code.training.train_dual_encoder",
             "--job",
             str(job),
         ],

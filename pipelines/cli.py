@@ -34,13 +34,13 @@ def _data_root() -> str:
 
 
 def _search(args) -> int:
-    from pipelines.search_app import search_cli
+    from pipelines.search.app import search_cli
 
     return search_cli(args.query, k=args.k, json_out=args.json, data_root=args.data) or 0
 
 
 def _serve(args) -> int:
-    from pipelines.search_app import serve
+    from pipelines.search.app import serve
 
     serve(data_root=args.data, host=args.host, port=args.port)
     return 0

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from dagster import BetaWarning, PreviewWarning
 
-from model_code.environment import set_environment_defaults
+from model_code.runtime import settings
+from model_code.runtime.environment import set_environment_defaults
 
 warnings.filterwarnings("ignore", category=BetaWarning)
 warnings.filterwarnings("ignore", category=PreviewWarning)
@@ -23,7 +24,7 @@ from dagster import (
 
 from assets import adaptation, captions, corpus, evidence, retrieval
 from assets.common import check_config_defaults
-from pipelines.jobs import JOBS, whole_number
+from pipelines.jobs import JOBS
 from pipelines.sensors import new_clip_shards, shard_automation
 from pipelines.staleness import stale_captions
 from resources.catalog import Catalog
@@ -38,12 +39,12 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 def data_root() -> str:
     """The artifact root: $VIDISTILL_DATA_ROOT, else data/ in the project (git-ignored)."""
-    return os.environ.get("VIDISTILL_DATA_ROOT") or str(PROJECT_ROOT / "data")
+    return settings.DATA_ROOT.get() or str(PROJECT_ROOT / "data")
 
 
-def _whole_numbers(**variables: str) -> dict[str, int]:
-    """{field: $VARIABLE} for each variable that is set (pipelines.jobs.whole_number)."""
-    values = {field: whole_number(variable) for field, variable in variables.items()}
+def _whole_numbers(**variables: settings.Setting) -> dict[str, int]:
+    """{field: its variable's value} for each variable that is set."""
+    values = {field: variable.whole_number() for field, variable in variables.items()}
     return {field: value for field, value in values.items() if value is not None}
 
 
@@ -56,22 +57,20 @@ def make_resources(root: str | None = None) -> dict:
         # manifest), cut as $VIDISTILL_SPLIT says; the plan, the sensor, the UI's launches, the
         # CLI and the demo all read it from here
         "clip_source": ClipSource(
-            source=os.environ.get("VIDISTILL_SOURCE") or "embedded",
-            split=os.environ.get("VIDISTILL_SPLIT") or "fixed",
+            source=settings.SOURCE.get(),
+            split=settings.SPLIT.get(),
             **_whole_numbers(
-                corpus_clips="VIDISTILL_CORPUS_CLIPS", clips_per_shard="VIDISTILL_CLIPS_PER_SHARD"
+                corpus_clips=settings.CORPUS_CLIPS, clips_per_shard=settings.CLIPS_PER_SHARD
             ),
         ),
-        "tracking": MlflowTracking(
-            root=root, tracking_uri=os.environ.get("VIDISTILL_TRACKING_URI", "")
-        ),
+        "tracking": MlflowTracking(root=root, tracking_uri=settings.TRACKING_URI.get()),
         "accelerators": Accelerators(),
         # training under torchrun through Pipes: here by default, or a pod per training
         "launcher": TrainingLauncher(
-            backend=os.environ.get("VIDISTILL_TRAINING_BACKEND", "subprocess"),
-            image=os.environ.get("VIDISTILL_IMAGE", ""),
-            namespace=os.environ.get("VIDISTILL_NAMESPACE", "dagster"),
-            data_volume_claim=os.environ.get("VIDISTILL_DATA_CLAIM", ""),
+            backend=settings.TRAINING_BACKEND.get(),
+            image=settings.IMAGE.get(),
+            namespace=settings.NAMESPACE.get(),
+            data_volume_claim=settings.DATA_CLAIM.get(),
         ),
     }
 

@@ -46,7 +46,7 @@ def quiet(log_path) -> None:
 def run_threads(instance) -> int:
     """Torch threads for each run: the cores shared by the runs the queue lets run at once
     (two 1-thread processes beat one 2-thread process on these small models: every step on
-    2 threads took 18.8 min against 14.3, README.md, "Where the demo's time goes")."""
+    2 threads took 18.8 min against 14.3, docs/benchmarks.md, "Where the demo's time goes")."""
     runs = instance.get_concurrency_config().run_queue_config.max_concurrent_runs or 1
     return max(1, (os.cpu_count() or 1) // max(1, runs))
 
@@ -60,7 +60,8 @@ def stop_leftovers(instance) -> list[str]:
 
     from dagster import DagsterRunStatus, RunsFilter
 
-    from pipelines.free_dead_runs import _alive, executing_pid
+    from model_code.runtime.processes import alive
+    from pipelines.free_dead_runs import executing_pid
 
     stopped, pids = [], []
     running = [
@@ -72,7 +73,7 @@ def stop_leftovers(instance) -> list[str]:
     ]
     for run in running:
         pid = executing_pid(instance, run.run_id)
-        if pid is None or not _alive(pid):
+        if pid is None or not alive(pid):
             continue
         group = os.getpgid(pid)
         if group != os.getpgid(0):
@@ -81,7 +82,7 @@ def stop_leftovers(instance) -> list[str]:
             stopped.append(run.run_id)
             pids.append(pid)
     deadline = time.time() + 30.0  # killed: gone (or zombies) before free_dead_runs looks
-    while any(_alive(pid) for pid in pids) and time.time() < deadline:
+    while any(alive(pid) for pid in pids) and time.time() < deadline:
         time.sleep(0.2)
     return stopped
 
@@ -224,7 +225,8 @@ def main(argv: list[str] | None = None) -> None:
         RECIPE_GROUPS,
         TEACHER_GROUP,
     )
-    from model_code.environment import machine_line, machine_summary
+    from model_code.runtime import settings
+    from model_code.runtime.environment import machine_line, machine_summary
     from pipelines.definitions import defs
     from pipelines.free_dead_runs import free_dead_runs
     from pipelines.local import prepare_home, prepare_instance
@@ -241,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     seeds = PAPER_SEEDS if args.paper else DEFAULT_SEEDS
     groups = RECIPE_GROUPS
     if args.paper:
-        groups += (PAPER_GROUP,) + ((TEACHER_GROUP,) if os.environ.get("VIDISTILL_TEACHER") else ())
+        groups += (PAPER_GROUP,) + ((TEACHER_GROUP,) if settings.TEACHER.is_set() else ())
     added = prepare_instance(instance, defs.resources["clip_source"], seeds)
     if added["shards"] or added["seeds"]:
         say(
@@ -292,7 +294,7 @@ def print_tables(store, paper: bool) -> None:
         say(store.path("adaptation_order.md").read_text())
     say(
         "\nSingle-seed figures move with the machine (its CPU's kernels change the training "
-        "numerics): compare sources over seeds (vidistill demo --paper), as the README's "
+        "numerics): compare sources over seeds (vidistill demo --paper), as docs/results.md's "
         "reference table does."
     )
 

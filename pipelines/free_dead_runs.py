@@ -13,31 +13,15 @@ failed and frees their concurrency slots. Run it on the machine that ran them.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import socket
+
+from model_code.runtime.processes import alive
 
 # the in-process executor's and the multiprocess executor's engine events
 _EXECUTING = re.compile(
     r"Executing steps (?:in process|using multiprocess executor: parent process) \(pid: (\d+)\)"
 )
-
-
-def _alive(pid: int) -> bool:
-    """Whether the process runs. A killed process whose parent died too stays a zombie until
-    the machine's init reaps it (1.9 s in these containers): a zombie is dead."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: alive
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            state = stat.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return True  # not Linux, or gone a moment ago: os.kill's answer stands
-    return state not in ("Z", "X")
 
 
 def executing_pid(instance, run_id: str) -> int | None:
@@ -59,7 +43,7 @@ def dead_runs(instance) -> list[tuple[str, int]]:
     )
     for run in running:
         pid = executing_pid(instance, run.run_id)
-        if pid is not None and not _alive(pid):
+        if pid is not None and not alive(pid):
             found.append((run.run_id, pid))
     return found
 

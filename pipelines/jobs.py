@@ -7,27 +7,15 @@ GPU counts are read when the code location loads: $VIDISTILL_GPUS_PER_RUN for a 
 
 from __future__ import annotations
 
-import os
-
 from dagster import AssetSelection, define_asset_job
 
 from assets.partitions import clip_partitions, seed_partitions
+from model_code.runtime import settings
 
 
-def whole_number(variable: str, default: int | None = None) -> int | None:
-    """$variable as a whole number (0 or more), `default` when unset; anything else is an error
-    naming the variable."""
-    value = os.environ.get(variable)
-    if value is None:
-        return default
-    if not value.isdigit():
-        raise ValueError(f"${variable} must be a whole number (0 or more), not {value!r}")
-    return int(value)
-
-
-def gpu_count(variable: str, default: int = 1) -> int:
-    """GPUs a run asks for, from $variable (default `default`)."""
-    return whole_number(variable, default)
+def gpu_count(variable: settings.Setting) -> int:
+    """GPUs a run asks for, from its variable (default 1)."""
+    return variable.whole_number()
 
 
 def gpu_request(gpus: int) -> dict[str, dict]:
@@ -44,7 +32,7 @@ shard_job = define_asset_job(
     "shard_and_caption",
     selection=PER_SHARD_ASSETS,
     partitions_def=clip_partitions,
-    tags=gpu_request(gpu_count("VIDISTILL_GPUS_PER_RUN")),
+    tags=gpu_request(gpu_count(settings.GPUS_PER_RUN)),
     description="One clip shard and its captions: one run (one pod) per partition.",
 )
 
@@ -53,7 +41,7 @@ dual_encoder_job = define_asset_job(
     selection=AssetSelection.key_prefixes(["dual_encoder"], ["benchmark_scores"])
     & AssetSelection.groups("retrieval"),
     partitions_def=seed_partitions,
-    tags=gpu_request(gpu_count("VIDISTILL_TRAIN_GPUS")),
+    tags=gpu_request(gpu_count(settings.TRAIN_GPUS)),
     description="The recipe's dual encoders (one per caption source) of one seed, trained and "
     "scored.",
 )
@@ -61,7 +49,7 @@ dual_encoder_job = define_asset_job(
 adaptation_job = define_asset_job(
     "video_adaptation",
     selection=AssetSelection.groups("adaptation"),
-    tags=gpu_request(gpu_count("VIDISTILL_TRAIN_GPUS")),
+    tags=gpu_request(gpu_count(settings.TRAIN_GPUS)),
     description="The image VLM, both adaptation stages and their evaluation (the "
     "adaptation-order ablation, which trains both stages twice more, is in the paper group).",
 )

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from model_code.with_parent import stop_with_parent
+from model_code.runtime import settings
+from model_code.runtime.with_parent import stop_with_parent
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DAGSTER = [sys.executable, "-m", "dagster"]
@@ -34,7 +35,10 @@ def prepare_home(home: str | Path | None = None) -> Path:
     pools, run monitoring) unless it has its own."""
     import shutil
 
-    home = Path(home or os.environ["DAGSTER_HOME"])
+    home = home or settings.DAGSTER_HOME.get()
+    if not home:
+        raise ValueError("set $DAGSTER_HOME: the folder of the Dagster instance to run on")
+    home = Path(home)
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
         shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")

@@ -12,11 +12,11 @@ from pydantic import Field
 from resources.fields import NonEmpty
 
 if TYPE_CHECKING:
-    from model_code.devices import DeviceLease
+    from model_code.runtime.devices import DeviceLease
 
 
 class Accelerators(ConfigurableResource):
-    """Device leases on this machine (model_code/devices.py): a step that runs a model takes
+    """Device leases on this machine (model_code/runtime/devices.py): a step that runs a model takes
     one of the CUDA devices no other step holds and pins itself to it; the `gpu` pool only
     decides how many such steps run at once. Lock files live in a folder local to the machine
     (not the data root, which may be shared by several machines)."""
@@ -33,7 +33,7 @@ class Accelerators(ConfigurableResource):
     def lease(self, requested: str = "auto", count: int = 1) -> Iterator[DeviceLease]:
         """For "auto", `count` devices no other step holds (none on a machine without CUDA),
         held until the block ends; a device the user named is not leased."""
-        from model_code.devices import DeviceLease, lease_devices
+        from model_code.runtime.devices import DeviceLease, lease_devices
 
         if requested != "auto":
             yield DeviceLease([])

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-from model_code.train_configs import DEVICE
+from model_code.training.configs import DEVICE
 
 
 def _optional_file(value: str) -> str:

@@ -19,8 +19,9 @@ from dagster import (
 )
 from pydantic import Field
 
-from model_code.training import atomic_write_bytes
-from model_code.with_parent import stop_with_starter
+from model_code.runtime import settings
+from model_code.runtime.files import atomic_write_bytes
+from model_code.runtime.with_parent import stop_with_starter
 from resources.fields import ImageRef, K8sName
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -36,8 +37,12 @@ def torchrun_command(
 ) -> list[str]:
     """`torchrun --standalone --nproc_per_node N [--log-dir D] -m module --job job_file`;
     stops_with_parent: torchrun (and so its ranks) stops when this process, which starts it,
-    dies (model_code.with_parent), for a launch from a step process that can be killed."""
-    guard = ["model_code.with_parent", "--parent", str(os.getpid())] if stops_with_parent else []
+    dies (model_code.runtime.with_parent), for a launch from a step process that can be killed."""
+    guard = (
+        ["model_code.runtime.with_parent", "--parent", str(os.getpid())]
+        if stops_with_parent
+        else []
+    )
     command = [python, "-m", *guard]
     command += ["torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     if log_dir:
@@ -105,7 +110,7 @@ def step_threads() -> int:
     with the threads an in-process one would have."""
     if "torch" in sys.modules:
         return sys.modules["torch"].get_num_threads()
-    value = os.environ.get("OMP_NUM_THREADS", "")
+    value = settings.OMP_NUM_THREADS.get()
     return int(value) if value.isdigit() and int(value) > 0 else os.cpu_count() or 1
 
 
@@ -139,7 +144,7 @@ def rank_errors(log_dir: str | Path) -> list[dict]:
 
 
 class TrainingLauncher(ConfigurableResource):
-    """Runs a trainer program (model_code.train_vlm, model_code.train_dual_encoder) under
+    """Runs a trainer program (model_code.training.train_vlm or train_dual_encoder) under
     `torchrun --nproc_per_node N` through Dagster Pipes: rank 0's logs and its checkpoint's
     materialization come back to the step; a rank that fails fails the step with its error.
 
@@ -200,8 +205,8 @@ class TrainingLauncher(ConfigurableResource):
         from dagster import PipesSubprocessClient
 
         env.setdefault("OMP_NUM_THREADS", str(max(1, step_threads() // nproc)))
-        # a step process dies with its run worker; torchrun, under model_code.with_parent, then
-        # gets its own SIGTERM and stops its ranks
+        # a step process dies with its run worker; torchrun, under model_code.runtime.with_parent,
+        # then gets its own SIGTERM and stops its ranks
         stop_with_starter()
         with (
             accelerators.lease(device, count=nproc) as lease,

@@ -71,14 +71,14 @@ class ClipSource(ConfigurableResource):
         return self.source == "embedded"
 
     def corpus_config(self):
-        from model_code.corpus import CorpusConfig
+        from model_code.data.corpus import CorpusConfig
 
         config = CorpusConfig(seed=self.seed, frames=self.frames, size=self.size, fps=self.fps)
         config.split_sizes["corpus"] = self.corpus_clips
         return config
 
     def ingest_config(self):
-        from model_code.shards import IngestConfig
+        from model_code.data.ingest import IngestConfig
 
         return IngestConfig(
             clip_seconds=self.clip_seconds,
@@ -104,7 +104,7 @@ class ClipSource(ConfigurableResource):
                 }
                 for i in range(0, total, n)
             }
-        from model_code.shards import read_manifest
+        from model_code.data.manifest import read_manifest
 
         sources = read_manifest(self.source, outside_allowed=self.paths_outside_manifest)
         stem = re.sub(r"[^a-z0-9]+", "-", Path(self.source).stem.lower()).strip("-") or "videos"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dagster import ConfigurableResource
 
-from model_code.training import atomic_write_bytes
+from model_code.runtime.files import atomic_write_bytes
 from resources.fields import NonEmpty
 
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=+-]*")

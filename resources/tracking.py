@@ -9,7 +9,7 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from model_code.trainer import numeric_metrics
+from model_code.training.job import numeric_metrics
 from resources.fields import NonEmpty, TrackingUri
 
 

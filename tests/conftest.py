@@ -1,6 +1,6 @@
 import pytest
 
-from model_code.environment import set_environment_defaults
+from model_code.runtime.environment import set_environment_defaults
 
 set_environment_defaults()  # before torch loads
 

@@ -2,7 +2,7 @@
 
 import sys
 
-from model_code.trainer import read_job, run_job
+from model_code.training.job import read_job, run_job
 
 
 def train(job: dict, report) -> None:

@@ -20,7 +20,7 @@ PLANTED = [  # (source, seed, scored_at, t2v_R1)
 
 
 def test_ablation_table_gives_mean_and_spread_over_seeds(tmp_path):
-    from model_code.benchmark import seed_summary
+    from model_code.evaluation.heldout import seed_summary
 
     resources = make_resources(str(tmp_path / "data"))
     store = resources["store"]

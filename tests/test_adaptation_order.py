@@ -1,4 +1,5 @@
-"""The adaptation-order ablation: one switch (model_code.train_vlm.order_jobs) runs the stage
+"""The adaptation-order ablation: one switch (model_code.training.train_vlm.order_jobs) runs the
+stage
 programs vision-then-language, language-then-vision or jointly, each freezing the half it
 should; adaptation_order_vlm trains one of the two other orders a partition, with the stages'
 settings, and adaptation_order puts video_vlm and the orders materialized side by side."""
@@ -13,10 +14,11 @@ import torch
 from dagster import AssetKey, instance_for_test, materialize
 from tiny_runs import FEW
 
-from model_code import corpus, instructions, shards
-from model_code.lineage import read_lineage, write_lineage
-from model_code.train_vlm import order_jobs, train
-from model_code.vlm import TinyVLMConfig, VideoVLM, build_tiny_image_vlm
+from model_code.data import corpus, instructions, shards
+from model_code.models.lineage import read_lineage, write_lineage
+from model_code.models.tiny_vlm import TinyVLMConfig, build_tiny_image_vlm
+from model_code.models.video_vlm import VideoVLM
+from model_code.training.train_vlm import order_jobs, train
 from pipelines.definitions import defs, make_resources
 
 TINY = TinyVLMConfig(

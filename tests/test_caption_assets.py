@@ -8,7 +8,7 @@ from dagster import instance_for_test, materialize
 from tiny_runs import TINY_VLM, caption_partition
 
 from assets.captions import CaptioningConfig, caption_quality
-from model_code import corpus, shards
+from model_code.data import corpus, shards
 from pipelines.definitions import defs, make_resources
 
 PERMISSIVE = {
@@ -23,8 +23,8 @@ PERMISSIVE = {
 
 
 def _tiny_video_vlm(folder) -> None:
-    from model_code.lineage import write_lineage
-    from model_code.vlm import TinyVLMConfig, build_tiny_image_vlm
+    from model_code.models.lineage import write_lineage
+    from model_code.models.tiny_vlm import TinyVLMConfig, build_tiny_image_vlm
 
     config = TinyVLMConfig(**TINY_VLM)
     vlm = build_tiny_image_vlm(["a red circle moves left"], config)
@@ -147,8 +147,8 @@ def test_one_greedy_sample_is_the_greedy_caption_and_k_needs_sampling():
     import pytest
     from pydantic import ValidationError
 
-    from model_code.captioning import sample_captions
-    from model_code.vlm import TinyVLMConfig, build_tiny_image_vlm
+    from model_code.inference.captioning import sample_captions
+    from model_code.models.tiny_vlm import TinyVLMConfig, build_tiny_image_vlm
 
     vlm = build_tiny_image_vlm(
         ["a red circle moves left"],
@@ -173,7 +173,7 @@ def test_one_greedy_sample_is_the_greedy_caption_and_k_needs_sampling():
 
 
 def test_the_per_frame_baseline_sees_each_clips_middle_frame_only():
-    from model_code.captioning import middle_frame
+    from model_code.inference.captioning import middle_frame
 
     clips = (
         np.zeros((2, 8, 4, 4, 3), dtype=np.uint8)

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from model_code.caption_metrics import (
+from model_code.evaluation.caption_metrics import (
     attribute_accuracy,
     bleu4,
     caption_statistics,

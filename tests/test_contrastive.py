@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model_code.contrastive import contrastive_loss, gather_features, sigmoid_loss
+from model_code.training.contrastive import contrastive_loss, gather_features, sigmoid_loss
 
 
 def _embeddings(n: int = 5, d: int = 8, seed: int = 0):

@@ -1,7 +1,7 @@
 import numpy as np
 
-from model_code import corpus
-from model_code.corpus import CorpusConfig, ShapeObject, clip_spec, render_clip
+from model_code.data import corpus
+from model_code.data.corpus import CorpusConfig, ShapeObject, clip_spec, render_clip
 
 
 def _centroid(frame: np.ndarray, colour: str) -> tuple[float, float, int]:

@@ -63,8 +63,8 @@ def train_once(loss: str, out: Path) -> None:
     """Build the same model on every rank, train 2 steps on a global batch of 8, and (rank 0)
     save the per-step losses and the final weights; every rank saves the rows of its first
     step (out-rank<r>.json)."""
-    from model_code.dual_encoder import build_dual_encoder
-    from model_code.train_dual_encoder import DualEncoderTrainConfig, train_dual_encoder
+    from model_code.models.dual_encoder import build_dual_encoder
+    from model_code.training.train_dual_encoder import DualEncoderTrainConfig, train_dual_encoder
 
     pairs = _pairs()
     torch.manual_seed(0)
@@ -85,9 +85,9 @@ def train_once(loss: str, out: Path) -> None:
 def stage1_once(out: Path) -> None:
     """One step of VLM stage 1 (visual adaptation) on a global batch of 4 of 12 clips; every
     rank saves the rows it trained on (out-rank<r>.json)."""
-    from model_code.adaptation import visual_adaptation
-    from model_code.train_configs import VisualAdaptationTrainConfig
-    from model_code.vlm import TinyVLMConfig, build_tiny_image_vlm
+    from model_code.models.tiny_vlm import TinyVLMConfig, build_tiny_image_vlm
+    from model_code.training.configs import VisualAdaptationTrainConfig
+    from model_code.training.vlm_stages import visual_adaptation
 
     rng = np.random.default_rng(0)
     clips = rng.integers(0, 256, size=(12, TINY_VLM["num_frames"], 64, 64, 3), dtype=np.uint8)
@@ -104,7 +104,7 @@ def _gather_grad_check() -> dict:
     equal one process's gradients on the concatenated batch."""
     import torch.distributed as dist
 
-    from model_code.contrastive import contrastive_loss, sigmoid_loss
+    from model_code.training.contrastive import contrastive_loss, sigmoid_loss
 
     rank, world = dist.get_rank(), dist.get_world_size()
     g = torch.Generator().manual_seed(0)

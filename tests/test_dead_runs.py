@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from dagster_ui import DAGSTER, ROOT, dagster_dev
 
-from model_code.lineage import folder_hash, read_lineage
+from model_code.models.lineage import folder_hash, read_lineage
 from pipelines.free_dead_runs import executing_pid
 
 LAUNCH = """
@@ -132,7 +132,7 @@ def test_a_run_killed_while_publishing_leaves_no_half_checkpoint_and_frees_its_s
             lambda: [
                 p
                 for p in _descendants(worker)
-                if "model_code.train_vlm" in _cmdline(p)
+                if "model_code.training.train_vlm" in _cmdline(p)
                 and "torch.distributed.run" not in _cmdline(p)
             ],
             every_s=0.2,
@@ -224,11 +224,15 @@ def test_a_killed_cli_run_stops_its_trainer_and_one_command_ends_it_and_frees_it
             (run_id,) = _wait("the CLI run to hold the gpu slot", lambda: gpu().active_run_ids)
             _wait(
                 "its training rank",
-                lambda: any("model_code.train_vlm" in _cmdline(p) for p in _descendants(cli.pid)),
+                lambda: any(
+                    "model_code.training.train_vlm" in _cmdline(p) for p in _descendants(cli.pid)
+                ),
                 every_s=0.2,
             )
             trainers = [p for p in _descendants(cli.pid) if "model_code." in _cmdline(p)]
-            steps = {_parent(p) for p in trainers if "model_code.with_parent" in _cmdline(p)}
+            steps = {
+                _parent(p) for p in trainers if "model_code.runtime.with_parent" in _cmdline(p)
+            }
             below = [*steps, *trainers]  # the step process, torchrun and the rank
         finally:
             cli.kill()  # kill -9: nothing in the CLI process gets to clean up

@@ -5,11 +5,11 @@ import sys
 
 import pytest
 
-from model_code.devices import NoFreeDevice, lease_devices
+from model_code.runtime.devices import NoFreeDevice, lease_devices
 
 HOLD = """
 import sys, time
-from model_code.devices import lease_devices
+from model_code.runtime.devices import lease_devices
 lease = lease_devices(sys.argv[1], count=int(sys.argv[2]), total=2, timeout_s=float(sys.argv[3]))
 print(lease.device, lease.env().get("CUDA_VISIBLE_DEVICES"), flush=True)
 time.sleep(600)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from tiny_runs import TINY_DUAL_ENCODER as TINY
 
-from model_code.dual_encoder import (
+from model_code.models.dual_encoder import (
     DualEncoder,
     build_dual_encoder,
     embed_classes,
@@ -13,7 +13,7 @@ from model_code.dual_encoder import (
     embed_videos,
     preprocess_frames,
 )
-from model_code.train_dual_encoder import DualEncoderTrainConfig, train_dual_encoder
+from model_code.training.train_dual_encoder import DualEncoderTrainConfig, train_dual_encoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -89,7 +89,7 @@ def test_a_pickle_only_folder_is_refused(model, tmp_path):
 
 
 def test_a_folder_without_weights_is_refused_by_both_loaders(model, tmp_path):
-    from model_code.vlm import VideoVLM
+    from model_code.models.video_vlm import VideoVLM
 
     model.config.save_pretrained(tmp_path)
     for load in (DualEncoder.from_pretrained, VideoVLM.from_pretrained):
@@ -183,9 +183,9 @@ def test_training_reports_how_long_it_waited_for_data():
 def test_cli_trains_from_shards_and_writes_a_loadable_folder(tmp_path):
     import pandas as pd
 
-    from model_code import corpus, shards
-    from model_code.lineage import read_lineage
-    from model_code.train_dual_encoder import main
+    from model_code.data import corpus, shards
+    from model_code.models.lineage import read_lineage
+    from model_code.training.train_dual_encoder import main
 
     specs = corpus.split_specs("corpus", corpus.CorpusConfig(), 0, 8)
     shard = tmp_path / "clips" / "p0.tar"
@@ -220,7 +220,7 @@ def test_cli_trains_from_shards_and_writes_a_loadable_folder(tmp_path):
 
 
 def _captioned_shard(tmp_path, n: int):
-    from model_code import corpus, shards
+    from model_code.data import corpus, shards
 
     specs = corpus.split_specs("corpus", corpus.CorpusConfig(), 0, n)
     shard = tmp_path / "clips.tar"
@@ -229,8 +229,8 @@ def _captioned_shard(tmp_path, n: int):
 
 
 def test_streaming_pairs_flow_from_the_first_clip(tmp_path, monkeypatch):
-    from model_code import shards
-    from model_code.pair_data import ShardPairs
+    from model_code.data import shards
+    from model_code.data.pair_data import ShardPairs
 
     shard, captions = _captioned_shard(tmp_path, 24)
     decoded = []
@@ -244,8 +244,8 @@ def test_streaming_pairs_flow_from_the_first_clip(tmp_path, monkeypatch):
 
 
 def test_streaming_readers_split_the_clips_and_reshuffle_each_pass(tmp_path, monkeypatch):
-    import model_code.pair_data as train
-    from model_code.pair_data import ShardPairs
+    import model_code.data.pair_data as train
+    from model_code.data.pair_data import ShardPairs
 
     shard, captions = _captioned_shard(tmp_path, 10)
 
@@ -268,7 +268,7 @@ def test_streaming_readers_split_the_clips_and_reshuffle_each_pass(tmp_path, mon
 def test_streaming_pairs_through_three_dataloader_workers_are_reproducible(tmp_path):
     from torch.utils.data import DataLoader
 
-    from model_code.pair_data import ShardPairs
+    from model_code.data.pair_data import ShardPairs
 
     shard, captions = _captioned_shard(tmp_path, 10)
 
@@ -288,7 +288,7 @@ def test_streaming_pairs_through_three_dataloader_workers_are_reproducible(tmp_p
 def test_a_clip_with_several_captions_is_shown_with_each_over_the_passes(tmp_path):
     """One caption a visit, drawn by seed: every caption of a clip comes up over the passes,
     in memory and streamed, and the same seed draws the same captions again."""
-    from model_code.pair_data import ClipCaptions, ShardPairs
+    from model_code.data.pair_data import ClipCaptions, ShardPairs
 
     shard, single = _captioned_shard(tmp_path, 4)
     captions = {k: [f"{c} take {i}" for i in range(3)] for k, (c,) in single.items()}
@@ -331,7 +331,7 @@ def test_the_cli_writes_a_checkpoint_with_its_lineage(tmp_path):
 
     import pandas as pd
 
-    from model_code import corpus, shards
+    from model_code.data import corpus, shards
 
     specs = corpus.split_specs("corpus", corpus.CorpusConfig(), 0, 8)
     shards.write_shard(tmp_path / "p0.tar", shards.embedded_clips(specs))
@@ -343,7 +343,7 @@ def test_the_cli_writes_a_checkpoint_with_its_lineage(tmp_path):
         [
             sys.executable,
             "-m",
-            "model_code.train_dual_encoder",
+            "model_code.training.train_dual_encoder",
             "--pairs",
             str(tmp_path / "pairs.parquet"),
             "--shards",

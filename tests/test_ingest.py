@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model_code import shards, video
+from model_code.data import video
+from model_code.data.ingest import IngestConfig, clip_windows, ingest, ingest_source
+from model_code.data.manifest import VideoSource, read_manifest
 
 
 def _ffmpeg(*args: str) -> None:
@@ -106,11 +108,11 @@ def test_ingest_of_mixed_folder_keeps_good_videos_and_rejects_bad_ones(mixed_fol
     manifest = tmp_path / "manifest.jsonl"
     rows = [{"path": str(folder / name), "alt_text": f"alt {name}"} for name in expected]
     manifest.write_text("\n".join(json.dumps(r) for r in rows))
-    sources = shards.read_manifest(manifest)
+    sources = read_manifest(manifest)
     assert len(sources) == len(expected)
 
-    cfg = shards.IngestConfig(clip_seconds=1.0, size=64, fps=8)
-    clips, rejects = shards.ingest(sources, cfg)
+    cfg = IngestConfig(clip_seconds=1.0, size=64, fps=8)
+    clips, rejects = ingest(sources, cfg)
 
     used = {Path(c.meta["source"]).name for c in clips}
     rejected = {Path(r["source"]).name: r["reason"] for r in rejects}
@@ -131,7 +133,7 @@ def test_ingest_of_mixed_folder_keeps_good_videos_and_rejects_bad_ones(mixed_fol
 
 def test_folder_source_finds_videos_in_name_order(mixed_folder):
     folder, _ = mixed_folder
-    names = [Path(s.path).name for s in shards.read_manifest(folder)]
+    names = [Path(s.path).name for s in read_manifest(folder)]
     assert names == sorted(names) and "a.mp4" in names and "b.webm" in names
 
 
@@ -140,13 +142,13 @@ def test_manifest_csv_paths_are_relative_to_the_manifest(mixed_folder, tmp_path)
     pd.DataFrame({"path": ["a.mp4"], "start": [0.5], "end": [2.5]}).to_csv(
         folder / "m.csv", index=False
     )
-    (source,) = shards.read_manifest(folder / "m.csv")
+    (source,) = read_manifest(folder / "m.csv")
     assert source.path == str(folder / "a.mp4") and (source.start, source.end) == (0.5, 2.5)
-    clips, rejects = shards.ingest_source(source, shards.IngestConfig(clip_seconds=1.0))
+    clips, rejects = ingest_source(source, IngestConfig(clip_seconds=1.0))
     assert [c.meta["start"] for c in clips] == [0.5, 1.5] and not rejects
     with pytest.raises(ValueError, match="no 'path' column"):
         pd.DataFrame({"file": ["a.mp4"]}).to_csv(tmp_path / "bad.csv", index=False)
-        shards.read_manifest(tmp_path / "bad.csv")
+        read_manifest(tmp_path / "bad.csv")
 
 
 def _numbered_video(path: Path, seconds: float, fps: int, size: str = "160x96") -> None:
@@ -168,10 +170,10 @@ def _shown_index(frame: np.ndarray) -> int:
 def test_one_pass_ingest_cuts_todays_windows_with_the_frames_at_their_times(tmp_path):
     src = tmp_path / "numbered.mp4"
     _numbered_video(src, seconds=7.0, fps=10)
-    cfg = shards.IngestConfig(clip_seconds=2.0, size=64, fps=8)
-    source = shards.VideoSource(str(src), start=0.6, end=6.5)
-    clips, rejects = shards.ingest_source(source, cfg)
-    expected = shards.clip_windows(video.probe(src), source, cfg)
+    cfg = IngestConfig(clip_seconds=2.0, size=64, fps=8)
+    source = VideoSource(str(src), start=0.6, end=6.5)
+    clips, rejects = ingest_source(source, cfg)
+    expected = clip_windows(video.probe(src), source, cfg)
     assert not rejects
     assert [(c.meta["start"], c.meta["end"]) for c in clips] == expected
     assert expected == [(0.6, 2.6), (2.6, 4.6), (4.6, 6.5)]
@@ -213,9 +215,10 @@ def test_ingest_of_a_long_720p_video_holds_a_few_windows_not_the_video(tmp_path)
     )
     script = (
         "import sys\n"
-        "from model_code import shards\n"
-        "cfg = shards.IngestConfig(clip_seconds=2.0, max_clips_per_video=30)\n"
-        "clips, rejects = shards.ingest_source(shards.VideoSource(sys.argv[1]), cfg)\n"
+        "from model_code.data.ingest import IngestConfig, ingest_source\n"
+        "from model_code.data.manifest import VideoSource\n"
+        "cfg = IngestConfig(clip_seconds=2.0, max_clips_per_video=30)\n"
+        "clips, rejects = ingest_source(VideoSource(sys.argv[1]), cfg)\n"
         "assert len(clips) == 30 and not rejects, (len(clips), rejects)\n"
         "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])\n"
     )

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from model_code.corpus import CorpusConfig, ground_truth_caption, split_specs
-from model_code.instructions import (
+from model_code.data.corpus import CorpusConfig, ground_truth_caption, split_specs
+from model_code.data.instructions import (
     CAPTION_PROMPT,
     IMAGE_PROMPT,
     QUESTION_TYPES,
@@ -120,7 +120,7 @@ def test_pretraining_texts_hold_still_and_video_language():
 def test_instructions_with_a_tiny_local_llm(tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from model_code.text import build_word_tokenizer
+    from model_code.models.text import build_word_tokenizer
 
     tokenizer = build_word_tokenizer(["video description question answer a red circle moves"])
     torch.manual_seed(0)  # a random LM: seeded so what it writes is the same every run

@@ -381,10 +381,11 @@ def test_gpu_jobs_render_to_kubernetes_jobs_with_image_gpu_env_and_data(job_name
 
 
 def test_gpu_counts_come_from_the_environment(monkeypatch):
+    from model_code.runtime.settings import TRAIN_GPUS
     from pipelines.jobs import gpu_count, gpu_request
 
     monkeypatch.setenv("VIDISTILL_TRAIN_GPUS", "4")
-    assert gpu_request(gpu_count("VIDISTILL_TRAIN_GPUS")) == {
+    assert gpu_request(gpu_count(TRAIN_GPUS)) == {
         "dagster-k8s/config": {
             "container_config": {"resources": {"limits": {"nvidia.com/gpu": "4"}}}
         }
@@ -392,7 +393,7 @@ def test_gpu_counts_come_from_the_environment(monkeypatch):
     assert gpu_request(0) == {}
     monkeypatch.setenv("VIDISTILL_TRAIN_GPUS", "two")
     with pytest.raises(ValueError, match=r"\$VIDISTILL_TRAIN_GPUS must be a whole number"):
-        gpu_count("VIDISTILL_TRAIN_GPUS")
+        gpu_count(TRAIN_GPUS)
 
 
 def test_the_code_location_the_chart_serves_is_ours():
@@ -434,7 +435,7 @@ def test_training_pods_are_chosen_by_configuration_and_request_a_gpu_per_rank(mo
     assert launcher.backend == "k8s"
     job_file = Path("/data/training_jobs/dual_encoder[alt_text]-r1.json")
     args = launcher.k8s_args(
-        "model_code.train_dual_encoder", job_file, 2, {"MLFLOW_RUN_ID": "abc"}, "/data"
+        "model_code.training.train_dual_encoder", job_file, 2, {"MLFLOW_RUN_ID": "abc"}, "/data"
     )
     pod = build_pod_body(
         "train-1", args["image"], args["command"], args["env"], None, args["base_pod_spec"]
@@ -448,7 +449,7 @@ def test_training_pods_are_chosen_by_configuration_and_request_a_gpu_per_rank(mo
         "--standalone",
         "--nproc_per_node=2",
         "-m",
-        "model_code.train_dual_encoder",
+        "model_code.training.train_dual_encoder",
         "--job",
         str(job_file),
     ]

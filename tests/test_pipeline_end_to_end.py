@@ -81,7 +81,7 @@ def _is_png(path) -> bool:
 def test_vlm_checkpoints_load_with_plain_transformers_and_name_their_parts(pipeline):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from model_code.lineage import read_lineage
+    from model_code.models.lineage import read_lineage
 
     resources, _, _ = pipeline
     store = resources["store"]
@@ -132,7 +132,7 @@ def test_stage_outputs_hold_only_the_weights_they_trained(pipeline):
     import torch
     from safetensors.torch import load_file
 
-    from model_code.vlm import VideoVLM
+    from model_code.models.video_vlm import VideoVLM
 
     encoder, lm = names("adapted_encoder"), names("instruction_tuned_lm")
     assert encoder and all(
@@ -191,7 +191,7 @@ def test_ablation_table_has_a_row_per_caption_source(pipeline):
 def test_retraining_a_dual_encoder_gives_the_same_weights(pipeline):
     import torch
 
-    from model_code.lineage import folder_hash
+    from model_code.models.lineage import folder_hash
 
     resources, instance, _ = pipeline
     folder = resources["store"].dual_encoder("alt_text", 0)
@@ -202,8 +202,8 @@ def test_retraining_a_dual_encoder_gives_the_same_weights(pipeline):
 
 
 def test_video_index_answers_a_text_query(pipeline):
-    from model_code.dual_encoder import DualEncoder, embed_texts
-    from model_code.video_index import search
+    from model_code.inference.video_index import search
+    from model_code.models.dual_encoder import DualEncoder, embed_texts
 
     resources, _, _ = pipeline
     store = resources["store"]
@@ -222,9 +222,9 @@ def test_video_index_finds_each_clip_by_its_own_embedding(pipeline):
     encoder: a clip's frames, embedded here independently, find that very clip first, and every
     score is the cosine the model gives the pair (a key/row mix-up, another checkpoint or stale
     embeddings would all put another clip first or move the scores)."""
-    from model_code.dual_encoder import DualEncoder, embed_texts, embed_videos
-    from model_code.shards import load_clips
-    from model_code.video_index import search
+    from model_code.data.shards import load_clips
+    from model_code.inference.video_index import search
+    from model_code.models.dual_encoder import DualEncoder, embed_texts, embed_videos
 
     resources, _, partitions = pipeline
     store = resources["store"]
@@ -265,7 +265,7 @@ def _stale(instance, name: str) -> dict:
 def test_each_seed_is_a_partition_with_its_own_checkpoint_and_version(pipeline):
     from dagster import AssetKey
 
-    from model_code.lineage import read_lineage
+    from model_code.models.lineage import read_lineage
 
     resources, instance, _ = pipeline
     store = resources["store"]

@@ -1,4 +1,5 @@
-"""Held-out video QA (model_code.qa): its questions are fixed by the clips' attributes and
+"""Held-out video QA (model_code.evaluation.qa): its questions are fixed by the clips' attributes
+and
 answerable from them; its scores follow the stated rule (SQuAD's normalisation, exact match,
 token F1 >= 0.5 for a soft match)."""
 
@@ -7,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from model_code import corpus
-from model_code.qa import (
+from model_code.data import corpus
+from model_code.evaluation.qa import (
     QA_TYPES,
     answer_questions,
     build_questions,

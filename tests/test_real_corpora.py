@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model_code import shards, video
+from model_code.data import video
+from model_code.data.ingest import IngestConfig, ingest, ingest_source
+from model_code.data.manifest import VideoSource, read_manifest
 
 
 def _ffmpeg(*args: str) -> None:
@@ -97,11 +99,11 @@ def test_segments_of_one_video_are_rows_of_their_own(clip6, tmp_path):
 def test_paths_outside_the_manifest_folder_are_a_setting(clip6, tmp_path):
     manifest = tmp_path / "m.csv"
     pd.DataFrame({"path": [str(clip6)]}).to_csv(manifest, index=False)
-    (source,) = shards.read_manifest(manifest, outside_allowed=False)
+    (source,) = read_manifest(manifest, outside_allowed=False)
     assert "outside the manifest's folder" in source.error
     report, rejects = _build(manifest, tmp_path / "data", paths_outside_manifest=False)
     assert report["inputs_rejected"] == 1 and "outside" in rejects["reason"][0]
-    (allowed,) = shards.read_manifest(manifest)
+    (allowed,) = read_manifest(manifest)
     assert allowed.error == ""
 
 
@@ -110,9 +112,9 @@ def test_a_dangling_link_in_a_folder_is_a_reject(clip6, tmp_path):
     folder.mkdir()
     (folder / "good.mp4").symlink_to(clip6)
     (folder / "gone.mp4").symlink_to(tmp_path / "deleted.mp4")
-    sources = shards.read_manifest(folder)
+    sources = read_manifest(folder)
     assert [Path(s.path).name for s in sources] == ["gone.mp4", "good.mp4"]
-    clips, rejects = shards.ingest(sources, shards.IngestConfig(clip_seconds=2.0))
+    clips, rejects = ingest(sources, IngestConfig(clip_seconds=2.0))
     assert len(clips) == 3 and len(rejects) == 1
     assert "dangling symlink" in rejects[0]["reason"] and rejects[0]["row"] == 0
 
@@ -217,10 +219,10 @@ def test_shot_changes_are_found_at_the_cuts(three_scenes):
 
 
 def test_clips_split_at_shots_never_cross_a_cut(three_scenes):
-    source = shards.VideoSource(str(three_scenes))
-    fixed, _ = shards.ingest_source(source, shards.IngestConfig(clip_seconds=2.0, size=32))
-    shots, rejects = shards.ingest_source(
-        source, shards.IngestConfig(clip_seconds=2.0, size=32, split="shots", min_clip_seconds=0.4)
+    source = VideoSource(str(three_scenes))
+    fixed, _ = ingest_source(source, IngestConfig(clip_seconds=2.0, size=32))
+    shots, rejects = ingest_source(
+        source, IngestConfig(clip_seconds=2.0, size=32, split="shots", min_clip_seconds=0.4)
     )
     assert not rejects
 
@@ -319,7 +321,7 @@ def test_the_benchmark_scores_exactly_the_protocols_pairs(msrvtt, tmp_path, prot
 
 
 def test_1k_a_without_the_csv_sentences_is_refused_by_name(msrvtt):
-    from model_code import annotations
+    from model_code.data import annotations
 
     ids = msrvtt / "ids.txt"
     ids.write_text("video0\nvideo1\n")
@@ -404,8 +406,8 @@ def _benchmark(tmp_path, config) -> tuple[dict, Path]:
 
 @pytest.mark.parametrize("classes", ["ucf", "labels.csv"])
 def test_vatex_retrieval_and_labelled_zero_shot_classes(formats, tmp_path, classes):
-    from model_code.benchmark import score_dual_encoder
-    from model_code.dual_encoder import build_dual_encoder
+    from model_code.evaluation.heldout import score_dual_encoder
+    from model_code.models.dual_encoder import build_dual_encoder
 
     meta, folder = _benchmark(
         tmp_path,

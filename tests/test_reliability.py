@@ -5,6 +5,7 @@ import json
 import os
 import random
 import string
+from importlib import import_module
 from pathlib import Path
 
 import pytest
@@ -137,7 +138,7 @@ BAD.update(
 )
 BAD[("SampledCaptioningConfig", "captions_per_clip")] = [0, 1001]
 BAD[("TeacherCaptioningConfig", "teacher_path")] = [MISSING_PATH]
-TRAINING = {  # the trainers' fields (model_code.train_configs), in every launchpad config
+TRAINING = {  # the trainers' fields (model_code.training.configs), in every launchpad config
     "steps": [-5, 0],
     "batch_size": [0],
     "lr": [0.0, -1e-3],
@@ -237,7 +238,7 @@ def test_a_bad_launchpad_value_fails_the_run_before_the_step_does_anything(tmp_p
 
 
 def test_the_trainers_refuse_bad_values_by_name_without_dagster():
-    from model_code.train_configs import TRAIN_CONFIGS, from_dict
+    from model_code.training.configs import TRAIN_CONFIGS, from_dict
 
     for cls in TRAIN_CONFIGS.values():
         for field in cls.__dataclass_fields__:
@@ -256,7 +257,7 @@ class Interrupted(Exception):
 def _killed_at(step: int):
     """A reporter that 'kills' the run when it reports `step` (as kill -9 would, minus the
     process: no cleanup of the training state happens either way)."""
-    from model_code.trainer import Reporter
+    from model_code.training.job import Reporter
 
     class KilledAt(Reporter):
         def metrics(self, at: int, metrics: dict) -> None:
@@ -268,7 +269,7 @@ def _killed_at(step: int):
 
 def _recording():
     """A reporter that keeps the steps it was told about: where a (re)run's reports begin."""
-    from model_code.trainer import Reporter
+    from model_code.training.job import Reporter
 
     class Recording(Reporter):
         def __init__(self):
@@ -284,7 +285,7 @@ def _recording():
 def _dual_encoder_job(folder: Path, **config) -> dict:
     import pandas as pd
 
-    from model_code import corpus, shards
+    from model_code.data import corpus, shards
 
     specs = corpus.split_specs("corpus", corpus.CorpusConfig(), 0, 16)
     if not (folder / "clips.tar").exists():
@@ -328,7 +329,7 @@ def test_a_killed_dual_encoder_training_resumes_after_its_last_save_to_the_same_
     also start at the step after the state saved before the kill."""
     import torch
 
-    from model_code.train_dual_encoder import train
+    from model_code.training.train_dual_encoder import train
 
     torch.set_num_threads(1)
     job = _dual_encoder_job(tmp_path, **config)
@@ -354,7 +355,7 @@ def _stage_job(folder: Path, stage: str) -> dict:
     import pandas as pd
     from test_training_launch import _stage1_inputs
 
-    from model_code.instructions import CAPTION_PROMPT
+    from model_code.data.instructions import CAPTION_PROMPT
 
     job = _stage1_inputs(folder)
     job["config"].update(steps=6, checkpoint_every=3)
@@ -376,7 +377,7 @@ def _stage_job(folder: Path, stage: str) -> dict:
 def test_a_killed_vlm_stage_resumes_after_its_last_save_to_the_same_weights(tmp_path, stage):
     import torch
 
-    from model_code.train_vlm import train
+    from model_code.training.train_vlm import train
 
     torch.set_num_threads(1)
     job = _stage_job(tmp_path, stage)
@@ -396,7 +397,7 @@ def test_a_killed_vlm_stage_resumes_after_its_last_save_to_the_same_weights(tmp_
 
 
 def test_a_diverged_training_fails_and_leaves_the_published_checkpoint(tmp_path, monkeypatch):
-    import model_code.train_dual_encoder as trainer
+    import model_code.training.train_dual_encoder as trainer
 
     published = tmp_path / "out"
     published.mkdir()
@@ -409,7 +410,7 @@ def test_a_diverged_training_fails_and_leaves_the_published_checkpoint(tmp_path,
 
 
 def test_lineage_is_strict_json_even_with_a_nan_metric(tmp_path):
-    from model_code.lineage import write_lineage
+    from model_code.models.lineage import write_lineage
 
     (tmp_path / "model.safetensors").write_bytes(b"w")
     write_lineage(tmp_path, kind="dual_encoder", metrics={"loss": float("nan"), "steps": 3})
@@ -444,7 +445,7 @@ def test_a_rerun_ends_the_mlflow_run_of_a_killed_attempt(tmp_path):
     ],
 )
 def test_a_broken_lineage_file_is_named(tmp_path, text, message):
-    from model_code.lineage import read_lineage
+    from model_code.models.lineage import read_lineage
 
     (tmp_path / "lineage.json").write_text(text)
     with pytest.raises(ValueError, match=message):
@@ -453,7 +454,7 @@ def test_a_broken_lineage_file_is_named(tmp_path, text, message):
 
 @pytest.fixture(scope="module")
 def vlm_folder(tmp_path_factory):
-    from model_code.vlm import TinyVLMConfig, build_tiny_image_vlm
+    from model_code.models.tiny_vlm import TinyVLMConfig, build_tiny_image_vlm
 
     folder = tmp_path_factory.mktemp("vlm")
     config = TinyVLMConfig(**TINY_VLM)
@@ -476,7 +477,7 @@ def vlm_folder(tmp_path_factory):
 def test_broken_video_settings_are_named(vlm_folder, tmp_path, edit, message):
     import shutil
 
-    from model_code.vlm import VideoVLM
+    from model_code.models.video_vlm import VideoVLM
 
     folder = tmp_path / "vlm"
     shutil.copytree(vlm_folder, folder)
@@ -487,8 +488,9 @@ def test_broken_video_settings_are_named(vlm_folder, tmp_path, edit, message):
 
 
 def test_video_settings_name_pooled_tokens_and_old_checkpoints_still_load(tmp_path):
-    from model_code.lineage import VideoSettings
-    from model_code.vlm import TinyVLMConfig, VideoVLM, build_tiny_image_vlm
+    from model_code.models.lineage import VideoSettings
+    from model_code.models.tiny_vlm import TinyVLMConfig, build_tiny_image_vlm
+    from model_code.models.video_vlm import VideoVLM
 
     config = TinyVLMConfig(
         **TINY_VLM,
@@ -513,7 +515,7 @@ def test_video_settings_name_pooled_tokens_and_old_checkpoints_still_load(tmp_pa
 def test_a_checkpoint_of_another_model_family_is_named(vlm_folder, tmp_path):
     import shutil
 
-    from model_code.vlm import VideoVLM
+    from model_code.models.video_vlm import VideoVLM
 
     folder = tmp_path / "vlm"
     shutil.copytree(vlm_folder, folder)
@@ -530,7 +532,7 @@ def test_links_and_bad_keys_are_rejects_and_the_rest_of_the_shard_is_read(tmp_pa
     import io
     import tarfile
 
-    from model_code import corpus, shards
+    from model_code.data import corpus, shards
 
     good = tmp_path / "good.tar"
     shards.write_shard(
@@ -567,7 +569,7 @@ def test_a_publish_removes_what_a_killed_writer_left_and_nothing_else(tmp_path):
     import subprocess
     import sys
 
-    from model_code.training import _OWNER, atomic_dir, atomic_file
+    from model_code.runtime.files import _OWNER, atomic_dir, atomic_file
 
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
@@ -594,8 +596,8 @@ def test_a_publish_removes_what_a_killed_writer_left_and_nothing_else(tmp_path):
 def test_published_files_respect_the_umask(tmp_path):
     import stat
 
-    from model_code.dual_encoder import build_dual_encoder
-    from model_code.training import atomic_dir
+    from model_code.models.dual_encoder import build_dual_encoder
+    from model_code.runtime.files import atomic_dir
 
     old = os.umask(0o022)
     try:
@@ -613,17 +615,20 @@ def test_published_files_respect_the_umask(tmp_path):
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: __import__("model_code.shards").shards.IngestConfig(size=0), r"IngestConfig.size"),
         (
-            lambda: __import__("model_code.shards").shards.IngestConfig(clip_seconds=0),
+            lambda: import_module("model_code.data.ingest").IngestConfig(size=0),
+            r"IngestConfig.size",
+        ),
+        (
+            lambda: import_module("model_code.data.ingest").IngestConfig(clip_seconds=0),
             r"clip_seconds",
         ),
         (
-            lambda: __import__("model_code.corpus").corpus.CorpusConfig(frames=0),
+            lambda: import_module("model_code.data.corpus").CorpusConfig(frames=0),
             r"CorpusConfig.frames",
         ),
         (
-            lambda: __import__("model_code.corpus").corpus.CorpusConfig(size=63),
+            lambda: import_module("model_code.data.corpus").CorpusConfig(size=63),
             r"CorpusConfig.size",
         ),
     ],
@@ -642,7 +647,7 @@ def test_model_code_configs_used_directly_refuse_bad_values_by_name(make, messag
     ],
 )
 def test_a_broken_job_file_is_named(tmp_path, text, message):
-    from model_code.trainer import read_job
+    from model_code.training.job import read_job
 
     (tmp_path / "job.json").write_text(text)
     with pytest.raises((ValueError, TypeError), match=message):
@@ -650,7 +655,8 @@ def test_a_broken_job_file_is_named(tmp_path, text, message):
 
 
 def test_a_stage_part_of_another_family_or_shape_is_refused(vlm_folder, tmp_path):
-    from model_code.vlm import TinyVLMConfig, VideoVLM, build_tiny_image_vlm
+    from model_code.models.tiny_vlm import TinyVLMConfig, build_tiny_image_vlm
+    from model_code.models.video_vlm import VideoVLM
 
     base = VideoVLM.from_pretrained(vlm_folder, device="cpu")
     other = build_tiny_image_vlm(
@@ -682,7 +688,7 @@ def test_a_stage_part_of_another_family_or_shape_is_refused(vlm_folder, tmp_path
     ],
 )
 def test_malformed_benchmark_files_are_named(tmp_path, name, text, message):
-    from model_code import annotations
+    from model_code.data import annotations
 
     (tmp_path / name).write_text(text)
     with pytest.raises(ValueError, match=message):

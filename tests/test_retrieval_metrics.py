@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from model_code.retrieval_metrics import (
+from model_code.evaluation.retrieval_metrics import (
     retrieval_metrics,
     text_to_video_ranks,
     video_to_text_ranks,

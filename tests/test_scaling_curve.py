@@ -19,7 +19,7 @@ from dagster import (
 )
 from tiny_runs import materialize_two_shards
 
-from model_code.scaling import curve_summary, nested_subset, plot_curve
+from model_code.evaluation.scaling import curve_summary, nested_subset, plot_curve
 from pipelines.definitions import defs, make_resources
 
 ASSETS = list(defs.assets)

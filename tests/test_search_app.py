@@ -9,10 +9,11 @@ import torch
 from starlette.testclient import TestClient
 from tiny_runs import TINY_DUAL_ENCODER
 
-from model_code import corpus, shards
-from model_code.dual_encoder import build_dual_encoder, embed_videos
-from model_code.video_index import write_index
-from pipelines.search_app import MAX_K, MAX_QUERY_CHARS, byte_range, create_app, search_cli
+from model_code.data import corpus, shards
+from model_code.inference.video_index import write_index
+from model_code.models.dual_encoder import build_dual_encoder, embed_videos
+from pipelines.search.app import create_app, search_cli
+from pipelines.search.inputs import MAX_K, MAX_QUERY_CHARS, byte_range
 from resources.storage import ArtifactStore
 
 pytestmark = pytest.mark.usefixtures("one_thread")

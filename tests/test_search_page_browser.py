@@ -14,10 +14,10 @@ import pytest
 import torch
 from browser import headless_chromium
 
-from model_code import corpus, shards
-from model_code.dual_encoder import build_dual_encoder, embed_videos
-from model_code.train_dual_encoder import DualEncoderTrainConfig, train_dual_encoder
-from model_code.video_index import write_index
+from model_code.data import corpus, shards
+from model_code.inference.video_index import write_index
+from model_code.models.dual_encoder import build_dual_encoder, embed_videos
+from model_code.training.train_dual_encoder import DualEncoderTrainConfig, train_dual_encoder
 from resources.storage import ArtifactStore
 
 PARTITION = "embedded-0000"
@@ -92,7 +92,7 @@ def _data_root(root: Path) -> tuple[Path, list]:
 def _serve(root: Path) -> tuple[str, object]:
     import uvicorn
 
-    from pipelines.search_app import create_app
+    from pipelines.search.app import create_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -9,7 +9,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from model_code import corpus, shards
+from model_code.data import corpus, shards
+from model_code.data.ingest import CLIP_INDEX_COLUMNS, account_for_inputs, clip_index
 
 
 def _clips(n: int) -> list[shards.Clip]:
@@ -57,7 +58,7 @@ def test_a_write_killed_midway_leaves_no_partial_shard(tmp_path):
     target = tmp_path / "clips" / "p.tar"
     script = f"""
 import itertools, time
-from model_code import corpus, shards
+from model_code.data import corpus, shards
 clips = shards.embedded_clips(corpus.split_specs("corpus", corpus.CorpusConfig(), 0, 2))
 def slow():
     for c in itertools.cycle(clips):
@@ -122,24 +123,24 @@ def test_links_in_a_shard_are_rejects_with_their_reason(tmp_path):
 def test_decode_workers_of_a_caption_step_never_load_torch(tmp_path):
     shards.write_shard(tmp_path / "a.tar", _clips(2))
     script = f"""
-from model_code import shards
+from model_code.data import shards
 stream = shards.ClipStream([{str(tmp_path / "a.tar")!r}], 2, workers=1)
 import torch  # a caption step loads its model once its stream exists
 loaded = stream._pool.submit(eval, "set(__import__('sys').modules)").result(timeout=60)
-print(sorted(loaded & {{"torch", "transformers", "model_code.shards"}}))
+print(sorted(loaded & {{"torch", "transformers", "model_code.data.shards"}}))
 print(len(list(stream)))
 """
     out = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=os.getcwd()
     ).stdout.split("\n")
-    assert out[:2] == ["['model_code.shards']", "2"]
+    assert out[:2] == ["['model_code.data.shards']", "2"]
 
 
 def test_every_input_is_used_or_rejected_and_a_lost_one_stops_the_shard():
     clips = _clips(2)
-    assert shards.account_for_inputs("p0", 3, clips, [{"key": "gone", "reason": "x"}]) == (2, 1)
+    assert account_for_inputs("p0", 3, clips, [{"key": "gone", "reason": "x"}]) == (2, 1)
     with pytest.raises(RuntimeError, match="p0: 3 inputs but 2 used \\+ 0 rejected"):
-        shards.account_for_inputs("p0", 3, clips, [])
-    index = shards.clip_index(clips, "p0")
-    assert list(index.columns) == shards.CLIP_INDEX_COLUMNS
+        account_for_inputs("p0", 3, clips, [])
+    index = clip_index(clips, "p0")
+    assert list(index.columns) == CLIP_INDEX_COLUMNS
     assert index["key"].tolist() == [c.key for c in clips] and set(index["partition"]) == {"p0"}

@@ -8,8 +8,8 @@ import pytest
 from dagster import instance_for_test
 from tiny_runs import caption_partition, dual_encoder_op
 
-from model_code import corpus, shards
-from model_code.teacher import QwenTeacher, build_tiny_teacher, save_teacher
+from model_code.data import corpus, shards
+from model_code.models.teacher import QwenTeacher, build_tiny_teacher, save_teacher
 
 PERMISSIVE = {
     "batch_size": 3,
@@ -32,7 +32,7 @@ def teacher_folder(tmp_path_factory):
 
 
 def test_teacher_captions_batched_equal_one_by_one_and_survive_save_and_load(teacher_folder):
-    from model_code.captioning import load_captioner
+    from model_code.inference.captioning import load_captioner
 
     specs = corpus.split_specs("corpus", corpus.CorpusConfig(), 0, 3)
     clips = np.stack([corpus.render_clip(s)[[0, 5, 10, 15]] for s in specs])
@@ -45,9 +45,9 @@ def test_teacher_captions_batched_equal_one_by_one_and_survive_save_and_load(tea
 
 
 def test_teacher_captions_partition_and_a_dual_encoder_source(teacher_folder, tmp_path):
-    from assets.captions import teacher_version
     from assets.retrieval import training_pairs
     from pipelines.definitions import make_resources
+    from resources.caption_sources import teacher_version
 
     resources = make_resources(str(tmp_path / "data"))
     store = resources["store"]

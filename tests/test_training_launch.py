@@ -17,7 +17,7 @@ from dagster import AssetExecutionContext, asset, instance_for_test, materialize
 from safetensors.torch import load_file
 from tiny_runs import TINY_VLM, dual_encoder_op, materialize_two_shards
 
-from model_code.vlm import VideoVLM
+from model_code.models.video_vlm import VideoVLM
 from pipelines.definitions import defs, make_resources
 from resources.devices import Accelerators
 from resources.launcher import TrainingLauncher
@@ -72,7 +72,7 @@ def _train_dual_encoder(corpus, source: str, nproc: int, seed: str = "0", **reso
 
 
 def _in_process(job: dict, out: Path) -> dict[str, torch.Tensor]:
-    from model_code.train_dual_encoder import train
+    from model_code.training.train_dual_encoder import train
 
     train({**job, "out": str(out), "state": None, "config": {**job["config"], "nproc_per_node": 1}})
     return load_file(out / "model.safetensors")
@@ -127,7 +127,7 @@ def test_a_training_step_trains_on_the_device_it_leased_and_says_which(
     ranks run, launch them seeing only it, and name it in the metadata."""
     from dagster._core.pipes import subprocess as pipes_subprocess
 
-    from model_code import devices
+    from model_code.runtime import devices
 
     monkeypatch.setattr(devices, "cuda_device_count", lambda: 2)
     locks = tmp_path / "locks"
@@ -150,7 +150,9 @@ def test_a_training_step_trains_on_the_device_it_leased_and_says_which(
             accelerators=Accelerators(lock_dir=str(locks), timeout_s=5),
         )
     ((command, env),) = launches
-    assert "torch.distributed.run" in command and "model_code.train_dual_encoder" in command
+    assert (
+        "torch.distributed.run" in command and "model_code.training.train_dual_encoder" in command
+    )
     assert env.get("CUDA_VISIBLE_DEVICES") == "1"
     assert materialization.metadata["devices"].value == "cuda:1"
     assert job["config"]["device"] == "auto"  # the ranks take the one device they can see
@@ -194,7 +196,7 @@ def test_launchpad_defaults_are_the_trainers_and_bad_values_name_the_field(tmp_p
 
     from assets.adaptation import LanguageAdaptationConfig
     from assets.retrieval import DualEncoderLaunchConfig
-    from model_code.train_configs import (
+    from model_code.training.configs import (
         DualEncoderTrainConfig,
         LanguageAdaptationTrainConfig,
         from_dict,
@@ -238,9 +240,9 @@ def _stage1_inputs(folder: Path) -> dict:
     """A tiny image VLM and a dozen captioned clips: an adapted_encoder job."""
     import pandas as pd
 
-    from model_code import corpus, shards
-    from model_code.lineage import write_lineage
-    from model_code.vlm import TinyVLMConfig, build_tiny_image_vlm
+    from model_code.data import corpus, shards
+    from model_code.models.lineage import write_lineage
+    from model_code.models.tiny_vlm import TinyVLMConfig, build_tiny_image_vlm
 
     specs = corpus.split_specs("adapt", corpus.CorpusConfig(), 0, 12)
     captions = [corpus.ground_truth_caption(s) for s in specs]
@@ -277,7 +279,7 @@ def _torchrun(job: dict, folder: Path, nproc: int) -> tuple[dict[str, torch.Tens
             "--standalone",
             f"--nproc_per_node={nproc}",
             "-m",
-            "model_code.train_vlm",
+            "model_code.training.train_vlm",
             "--job",
             str(path),
         ],
@@ -321,15 +323,15 @@ def test_the_composed_video_vlm_is_the_model_trained_in_one_piece(tmp_path, lora
     import numpy as np
     import pandas as pd
 
-    from model_code import shards
-    from model_code.adaptation import language_adaptation, visual_adaptation
-    from model_code.instructions import CAPTION_PROMPT
-    from model_code.train_configs import (
+    from model_code.data import shards
+    from model_code.data.instructions import CAPTION_PROMPT
+    from model_code.training.configs import (
         LanguageAdaptationTrainConfig,
         VisualAdaptationTrainConfig,
         from_dict,
     )
-    from model_code.train_vlm import compose, train
+    from model_code.training.train_vlm import compose, train
+    from model_code.training.vlm_stages import language_adaptation, visual_adaptation
 
     torch.set_num_threads(1)
     job = _stage1_inputs(tmp_path)
@@ -395,7 +397,7 @@ def test_the_composed_video_vlm_is_the_model_trained_in_one_piece(tmp_path, lora
 
 
 def test_only_numbers_become_metrics_and_bools_are_not_numbers():
-    from model_code.trainer import numeric_metrics
+    from model_code.training.job import numeric_metrics
 
     assert numeric_metrics({"loss": 1, "lr": 2.5, "done": True, "source": "x", "n": None}) == {
         "loss": 1.0,
@@ -436,7 +438,7 @@ def test_a_pipes_message_caught_half_written_is_read_whole_once_its_line_ends(tm
 
 
 def test_torchrun_launched_locally_stops_when_the_step_that_started_it_is_killed(tmp_path):
-    """The local launcher runs torchrun under model_code.with_parent: a step process killed
+    """The local launcher runs torchrun under model_code.runtime.with_parent: a step process killed
     with `kill -9` takes torchrun with it (SIGTERM, which torchrun passes to its ranks)
     instead of leaving it training on a device the `gpu` pool gives to the next run."""
     import signal
@@ -447,20 +449,20 @@ def test_torchrun_launched_locally_stops_when_the_step_that_started_it_is_killed
     command = torchrun_command("m", "job.json", 1, stops_with_parent=True)
     assert command[1:6] == [
         "-m",
-        "model_code.with_parent",
+        "model_code.runtime.with_parent",
         "--parent",
         str(os.getpid()),
         "torch.distributed.run",
     ]
-    assert "model_code.with_parent" not in torchrun_command("m", "job.json", 1)  # a pod's
+    assert "model_code.runtime.with_parent" not in torchrun_command("m", "job.json", 1)  # a pod's
     pid_file = tmp_path / "pid"
     step = textwrap.dedent(f"""
         import os, signal, subprocess, sys, time
         # what the child inherits from a step process may leave SIGTERM ignored or blocked
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_BLOCK, {{signal.SIGTERM}})
-        child = subprocess.Popen([sys.executable, "-m", "model_code.with_parent", "--parent",
-                                  str(os.getpid()), "timeit", "-n", "1",
+        child = subprocess.Popen([sys.executable, "-m", "model_code.runtime.with_parent",
+                                  "--parent", str(os.getpid()), "timeit", "-n", "1",
                                   "import time; time.sleep(120)"])
         open({str(pid_file)!r}, "w").write(str(child.pid))
         time.sleep(120)

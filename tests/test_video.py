@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from model_code import corpus, video
+from model_code.data import corpus, video
 
 
 def test_decoded_clip_matches_rendered_frames_at_requested_times(tmp_path):
@@ -56,7 +56,7 @@ def _reference_decode(mp4: bytes, size: tuple[int, int]) -> np.ndarray:
 
 
 def test_in_process_decode_equals_the_ffmpeg_process_on_embedded_clips():
-    from model_code import shards
+    from model_code.data import shards
 
     specs = corpus.split_specs("corpus", corpus.CorpusConfig(), 0, 12)
     for clip in shards.embedded_clips(specs):

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from model_code import corpus
-from model_code.adaptation import TrainConfig, language_adaptation, visual_adaptation
-from model_code.vlm import TinyVLMConfig, VideoVLM, build_tiny_image_vlm
+from model_code.data import corpus
+from model_code.models.tiny_vlm import TinyVLMConfig, build_tiny_image_vlm
+from model_code.models.video_vlm import VideoVLM
+from model_code.training.vlm_stages import TrainConfig, language_adaptation, visual_adaptation
 
 TINY = TinyVLMConfig(
     vision_hidden=32,

@@ -2,10 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from model_code.adaptation import TrainConfig, language_adaptation, visual_adaptation
-from model_code.corpus import CorpusConfig, ground_truth_caption, render_clip, split_specs
-from model_code.instructions import CAPTION_PROMPT
-from model_code.vlm import FAMILIES, TinyVLMConfig, VideoVLM, build_tiny_image_vlm
+from model_code.data.corpus import CorpusConfig, ground_truth_caption, render_clip, split_specs
+from model_code.data.instructions import CAPTION_PROMPT
+from model_code.models.families import FAMILIES
+from model_code.models.tiny_vlm import TinyVLMConfig, build_tiny_image_vlm
+from model_code.models.video_vlm import VideoVLM
+from model_code.training.vlm_stages import TrainConfig, language_adaptation, visual_adaptation
 
 TINY = {
     "vision_hidden": 32,

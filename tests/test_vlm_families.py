@@ -10,10 +10,12 @@ import torch
 from dagster import instance_for_test
 from tiny_runs import caption_partition
 
-from model_code import corpus, shards
-from model_code.adaptation import language_adaptation, visual_adaptation
-from model_code.train_configs import TrainConfig
-from model_code.vlm import FAMILIES, TinyVLMConfig, VideoVLM, build_tiny_image_vlm
+from model_code.data import corpus, shards
+from model_code.models.families import FAMILIES
+from model_code.models.tiny_vlm import TinyVLMConfig, build_tiny_image_vlm
+from model_code.models.video_vlm import VideoVLM
+from model_code.training.configs import TrainConfig
+from model_code.training.vlm_stages import language_adaptation, visual_adaptation
 
 FAMILY_NAMES = ["llava", "paligemma", "llava_onevision", "idefics3", "smolvlm"]
 TINY = {
@@ -81,7 +83,7 @@ def test_stages_train_their_half_and_captions_batch_and_load(family, data, tmp_p
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_a_caption_partition_runs_with_each_family(family, tmp_path):
-    from model_code.lineage import write_lineage
+    from model_code.models.lineage import write_lineage
     from pipelines.definitions import make_resources
 
     resources = make_resources(str(tmp_path / "data"))
