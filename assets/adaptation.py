@@ -102,7 +102,7 @@ def _launch_stage(
     job = {
         "stage": name,
         "out": str(store.checkpoint(name)),
-        "state": str(store.path("training_state", f"{name}-{digest[:12]}.pt")),
+        "state": str(store.training_state(f"{name}-{digest[:12]}.pt")),
         **job,
     }
     return train_through_launcher(
@@ -164,7 +164,7 @@ def video_caption_data(
     from model_code.data.ingest import ingest, rejects_bytes
     from model_code.data.manifest import VideoSource
 
-    out = store.path("video_caption_data")
+    out = store.video_caption_data()
     if config.annotations:
         videos = annotations.read_msrvtt(config.annotations, config.videos_dir, limit=config.clips)
         sources = [VideoSource(v.path, alt_text=v.captions[0]) for v in videos]
@@ -224,7 +224,7 @@ def adapted_encoder(
     job = {
         "config": trainer_fields(config, VisualAdaptationTrainConfig),
         "base": str(store.checkpoint("image_vlm")),
-        "caption_data": str(store.path("video_caption_data")),
+        "caption_data": str(store.video_caption_data()),
         "parents": {"image_vlm": _version(store, "image_vlm")},
     }
     return _launch_stage(context, "adapted_encoder", job, store, tracking, launcher, accelerators)
@@ -240,7 +240,7 @@ def instruction_data(
 
     from model_code.data import instructions
 
-    df = pd.read_parquet(store.path("video_caption_data", "captions.parquet"))
+    df = pd.read_parquet(store.video_caption_data("captions.parquet"))
     records = [
         {
             "key": r["key"],
@@ -254,7 +254,7 @@ def instruction_data(
     else:
         rows = instructions.make_instructions(records, seed=config.seed)
     out = pd.DataFrame(rows)
-    path = store.write_parquet(store.path("instruction_data", "instructions.parquet"), out)
+    path = store.write_parquet(store.instruction_data(), out)
     counts = out["type"].value_counts().to_dict()
     from dagster import DataVersion
 
@@ -284,8 +284,8 @@ def instruction_tuned_lm(
         "config": trainer_fields(config, LanguageAdaptationTrainConfig),
         "base": str(store.checkpoint("image_vlm")),
         "encoder": str(store.checkpoint("adapted_encoder")),
-        "caption_data": str(store.path("video_caption_data")),
-        "instructions": str(store.path("instruction_data", "instructions.parquet")),
+        "caption_data": str(store.video_caption_data()),
+        "instructions": str(store.instruction_data()),
         "parents": {
             "image_vlm": _version(store, "image_vlm"),
             "adapted_encoder": _version(store, "adapted_encoder"),
@@ -340,7 +340,7 @@ def _compare(
     from model_code.evaluation.captioner_eval import compare_vlms
 
     with accelerators.device() as device:  # leased while the models run
-        comparison = compare_vlms(folders, store.path("benchmark"), device, label)
+        comparison = compare_vlms(folders, store.benchmark(), device, label)
     rows = comparison.rows
     table = md_table(comparison.headline())
     metadata = {"comparison": table, **(extra or {})}
@@ -360,8 +360,8 @@ def _compare(
     with tracking.run(name) as run:
         run.log_text(text, f"{name}.md")
         run.log_metrics(figures)
-    store.write_bytes(store.path(f"{name}.json"), json.dumps(rows, indent=1).encode())
-    store.write_bytes(store.path(f"{name}.md"), text.encode())
+    store.write_bytes(store.report(f"{name}.json"), json.dumps(rows, indent=1).encode())
+    store.write_bytes(store.report(f"{name}.md"), text.encode())
     return MaterializeResult(metadata={**metadata, **figures})
 
 
@@ -431,8 +431,8 @@ def adaptation_order_vlm(
     jobs = order_jobs(
         order,
         base=store.checkpoint("image_vlm"),
-        caption_data=store.path("video_caption_data"),
-        instructions=store.path("instruction_data", "instructions.parquet"),
+        caption_data=store.video_caption_data(),
+        instructions=store.instruction_data(),
         visual_config=stages["adapted_encoder"]["training_config"],
         language_config=stages["instruction_tuned_lm"]["training_config"],
         out=out,

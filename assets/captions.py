@@ -201,9 +201,7 @@ def caption_partitions(
             df = pd.DataFrame(rows, columns=CAPTION_COLUMNS)
             store.write_parquet(store.captions(caption_folder(source, version), partition), df)
             store.write_bytes(
-                store.path(
-                    "caption_rejects", caption_folder(source, version), f"{partition}.parquet"
-                ),
+                store.caption_rejects(caption_folder(source, version), partition),
                 rejects_bytes([{**r, "source": partition} for r in result.rejects]),
             )
             total_rejects += len(result.rejects)
@@ -231,7 +229,7 @@ def caption_partitions(
             "rejects": total_rejects,
             "samples": md_table(sample_rows, 8),
             "path": MetadataValue.path(
-                str(store.captions(key, one) if one else store.path("captions", key))
+                str(store.captions(key, one) if one else store.captions_folder(key))
             ),
             "device": device,
             "decode_workers": run.decode_workers,
@@ -288,7 +286,7 @@ def _clip_index(store: ArtifactStore, partitions: list[str]) -> dict[str, str]:
 
     out = {}
     for p in partitions:
-        path = store.path("clip_index", f"{p}.parquet")
+        path = store.clip_index(p)
         if path.exists():
             df = pd.read_parquet(path, columns=["key", "alt_text"])
             out.update(zip(df["key"], df["alt_text"]))
@@ -443,9 +441,9 @@ def caption_statistics(
         if catalog.has("captions")
         else []
     )
-    store.write_bytes(store.path("caption_statistics.json"), json.dumps(rows, indent=1).encode())
+    store.write_bytes(store.report("caption_statistics.json"), json.dumps(rows, indent=1).encode())
     plot = store.write_bytes(
-        store.path("caption_statistics.png"),
+        store.report("caption_statistics.png"),
         bars_png(rows, "source", "motion_share", title="share of captions that name a motion"),
     )
     return MaterializeResult(

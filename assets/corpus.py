@@ -66,9 +66,9 @@ def build_shard(partition: str, clip_source: ClipSource, store: ArtifactStore) -
     shard = store.shard(partition)
     shards.write_shard(shard, clips)
     index = clip_index(clips, partition)
-    store.write_parquet(store.path("clip_index", f"{partition}.parquet"), index)
+    store.write_parquet(store.clip_index(partition), index)
     store.write_bytes(
-        store.path("rejects", f"{partition}.parquet"),
+        store.rejects(partition),
         rejects_bytes([{**r, "partition": partition} for r in rejects]),
     )
     used, unused = account_for_inputs(partition, inputs, clips, rejects)

@@ -203,7 +203,7 @@ def _score(folder: Path, store: ArtifactStore, *, source: str, fraction: float, 
         "seed": seed,
         "batch_size": int(lineage["training_config"]["batch_size"]),
         "model_version": lineage["version"],
-        "metrics": heldout.score_dual_encoder(folder, store.path("benchmark")),
+        "metrics": heldout.score_dual_encoder(folder, store.benchmark()),
     }
 
 
@@ -269,10 +269,10 @@ def scaling_curve(
     ]
     table = md_table(shown, len(shown))
     json_path = store.write_bytes(
-        store.path("scaling_curve.json"), json.dumps(rows, indent=1).encode()
+        store.report("scaling_curve.json"), json.dumps(rows, indent=1).encode()
     )
-    store.write_bytes(store.path("scaling_curve.md"), table.value.encode())
-    png = plot_curve(rows, store.path("scaling_curve.png"), baseline=BASELINE_SOURCE)
+    store.write_bytes(store.report("scaling_curve.md"), table.value.encode())
+    png = plot_curve(rows, store.report("scaling_curve.png"), baseline=BASELINE_SOURCE)
     with tracking.run(
         "scaling_curve",
         params={

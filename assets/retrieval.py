@@ -87,7 +87,7 @@ def retrieval_benchmark(
     from model_code.data.ingest import rejects_bytes
     from model_code.evaluation import heldout
 
-    out = store.path("benchmark")
+    out = store.benchmark()
     if config.annotations:
         videos, protocol = annotations.read_annotations(
             config.annotations,
@@ -193,15 +193,15 @@ def train_dual_encoder_on(
     store = resources["store"]
     partitions = sorted(pairs["partition"].unique())
     pairs_path = store.write_parquet(
-        store.path("training_inputs", f"{files}.parquet"), pairs[["key", "caption", "version"]]
+        store.training_inputs(files), pairs[["key", "caption", "version"]]
     )
-    classes = json.loads(store.path("benchmark", "classes.json").read_text())
+    classes = json.loads(store.benchmark("classes.json").read_text())
     job = {
         "config": settings,
         "pairs": str(pairs_path),
         "shards": [str(store.shard(p)) for p in partitions],
         "out": str(out),
-        "state": str(store.path("training_state", files)),
+        "state": str(store.training_state(files)),
         "extra_texts": heldout.class_prompt_texts(classes),
         "parents": {"captions": sorted(pairs["version"].unique())},
         "data": {**data, "partitions": partitions},
@@ -302,15 +302,15 @@ def _benchmark_scores(source: str):
                 f"no dual encoder of {source} with seed {seed} at {folder}: "
                 f"materialize dual_encoder/{source} [{seed}] first"
             )
-        scores = heldout.score_dual_encoder(folder, store.path("benchmark"))
+        scores = heldout.score_dual_encoder(folder, store.benchmark())
         version = read_lineage(folder)["version"]
-        protocol = json.loads(store.path("benchmark", "annotations.json").read_text()).get(
+        protocol = json.loads(store.benchmark("annotations.json").read_text()).get(
             "protocol", "all_captions"
         )
         row = {"source": source, "model_version": version, "protocol": protocol, "seed": seed}
         with tracking.run(f"benchmark_scores[{source}][seed{seed}]", params=row) as run:
             run.log_metrics(scores)
-        path = store.path("scores", f"{source}-seed{seed}.parquet")
+        path = store.scores(source, seed)
         store.write_parquet(path, pd.DataFrame([{**row, **scores}]))
         return MaterializeResult(
             metadata={
@@ -400,9 +400,9 @@ def ablation_table(
         for r in df.to_dict("records")
     ]
     table = md_table(shown, 20)
-    store.write_bytes(store.path("ablation_table.md"), table.value.encode())
+    store.write_bytes(store.report("ablation_table.md"), table.value.encode())
     plot = store.write_bytes(
-        store.path("ablation_table.png"),
+        store.report("ablation_table.png"),
         bars_png(
             df.to_dict("records"),
             "source",
@@ -466,7 +466,7 @@ def video_index(
     captions = current_captions("pseudo_captions", catalog, store)
     captions = captions[captions["sample"] == 0]
     by_key = dict(zip(captions["key"], captions["caption"]))
-    path = store.path("video_index", "index.duckdb")
+    path = store.video_index()
     write_index(
         path,
         clips["key"].tolist(),

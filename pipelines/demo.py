@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     from pipelines.local import prepare_home, prepare_instance
 
     store = defs.resources["store"]
-    log = store.path("demo.log")
+    log = store.report("demo.log")
     if not args.verbose:
         say(f"[demo] Dagster's and the trainers' logs: {log}")
         quiet(log)
@@ -281,17 +281,17 @@ def main(argv: list[str] | None = None) -> None:
 
 def print_tables(store, paper: bool) -> None:
     say("\n== captioner_eval (held-out clips) ==")
-    say(store.path("captioner_eval.md").read_text())
+    say(store.report("captioner_eval.md").read_text())
     say("\n== caption statistics (corpus) ==")
-    _print_json_table(store.path("caption_statistics.json"))
+    _print_json_table(store.report("caption_statistics.json"))
     say("\n== ablation table: dual encoder by caption source (held-out benchmark) ==")
-    say(store.path("ablation_table.md").read_text())
+    say(store.report("ablation_table.md").read_text())
     if paper:
         say("\n== data scaling: t2v R@1 against pseudo-captioned clips ==")
-        say(store.path("scaling_curve.md").read_text())
-        say(f"plot: {store.path('scaling_curve.png')}")
+        say(store.report("scaling_curve.md").read_text())
+        say(f"plot: {store.report('scaling_curve.png')}")
         say("\n== adaptation order (held-out clips) ==")
-        say(store.path("adaptation_order.md").read_text())
+        say(store.report("adaptation_order.md").read_text())
     say(
         "\nSingle-seed figures move with the machine (its CPU's kernels change the training "
         "numerics): compare sources over seeds (vidistill demo --paper), as docs/results.md's "
@@ -306,7 +306,7 @@ def look_next(store) -> None:
         "  vidistill ui        # the Dagster UI: assets, runs, lineage (http://localhost:3000)\n"
         "  vidistill mlflow    # the MLflow UI: curves, tables, plots (http://localhost:5000)\n"
         "  vidistill serve     # the search page (http://127.0.0.1:8080)\n"
-        f"  (.venv/bin/vidistill; the full log: {store.path('demo.log')})"
+        f"  (.venv/bin/vidistill; the full log: {store.report('demo.log')})"
     )
 
 

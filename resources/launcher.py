@@ -183,7 +183,7 @@ class TrainingLauncher(ConfigurableResource):
         """Write the job file (training_jobs/ under the data root), run the trainer on `nproc`
         ranks, and return the checkpoint's materialization as rank 0 reported it (plus `extra`
         metadata)."""
-        job_file = store.path("training_jobs", f"{name}-{context.run_id}.json")
+        job_file = store.training_job(name, context.run_id)
         atomic_write_bytes(job_file, json.dumps(job, indent=1, default=str).encode())
         env = dict(env or {})
         placed = {}

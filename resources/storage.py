@@ -27,11 +27,17 @@ def checked_name(name: str, what: str = "name", limit: int = 200) -> str:
 
 
 class ArtifactStore(ConfigurableResource):
-    """The data root (default `data/` in the project, git-ignored) and the layout under it:
+    """The data root (default `data/` in the project, git-ignored) and the one layout under it:
+    every path an asset, the launcher, the search page or the demo uses is named here.
 
     clips/{partition}.tar · rejects/{partition}.parquet · clip_index/{partition}.parquet ·
-    captions/{source}-{captioner_version}/{partition}.parquet · checkpoints/{asset}/ ·
-    checkpoints/dual_encoder/{source}/seed{N}/ · scores/{source}-seed{N}.parquet · ...
+    captions/{source}-{captioner_version}/{partition}.parquet (and caption_rejects/ alike) ·
+    checkpoints/{asset}/ ·
+    checkpoints/dual_encoder/{source}/seed{N}/ · checkpoints/scaling/{source}-{F}pct-seed{N}/ ·
+    checkpoints/adaptation_order/{order}/ · scores/{source}-seed{N}.parquet · benchmark/ ·
+    video_index/index.duckdb · video_caption_data/ · instruction_data/instructions.parquet ·
+    training_jobs/{asset}-{run id}.json · training_state/{key} · training_inputs/{key}.parquet ·
+    {report}.md / .json / .png at the root (captioner_eval, ablation_table, ...) · demo.log
     """
 
     root: NonEmpty = "data"
@@ -59,11 +65,63 @@ class ArtifactStore(ConfigurableResource):
         return self.checkpoint(f"dual_encoder/{source}/seed{int(seed)}")
 
     def captions(self, captioner_version: str, partition: str) -> Path:
+        """captions/<captioner version key>/<partition>.parquet."""
         return self.path(
             "captions",
             checked_name(captioner_version, "captioner version key"),
             checked_name(partition, "partition key") + ".parquet",
         )
+
+    def captions_folder(self, captioner_version: str) -> Path:
+        """captions/<captioner version key>/: one folder per caption source and version."""
+        return self.path("captions", checked_name(captioner_version, "captioner version key"))
+
+    def caption_rejects(self, captioner_version: str, partition: str) -> Path:
+        """caption_rejects/<captioner version key>/<partition>.parquet: clips that got no
+        caption, with the reason."""
+        return self.path(
+            "caption_rejects",
+            checked_name(captioner_version, "captioner version key"),
+            checked_name(partition, "partition key") + ".parquet",
+        )
+
+    def rejects(self, partition: str) -> Path:
+        return self.path("rejects", checked_name(partition, "partition key") + ".parquet")
+
+    def clip_index(self, partition: str) -> Path:
+        return self.path("clip_index", checked_name(partition, "partition key") + ".parquet")
+
+    def scores(self, source: str, seed: int | str) -> Path:
+        return self.path(
+            "scores", f"{checked_name(source, 'caption source')}-seed{int(seed)}.parquet"
+        )
+
+    def benchmark(self, *files: str) -> Path:
+        """benchmark/ (the held-out clips, references and classes) or a file in it."""
+        return self.path("benchmark", *files)
+
+    def video_index(self) -> Path:
+        return self.path("video_index", "index.duckdb")
+
+    def video_caption_data(self, *files: str) -> Path:
+        return self.path("video_caption_data", *files)
+
+    def instruction_data(self) -> Path:
+        return self.path("instruction_data", "instructions.parquet")
+
+    def training_job(self, name: str, run_id: str) -> Path:
+        return self.path("training_jobs", f"{checked_name(name, 'training name')}-{run_id}.json")
+
+    def training_state(self, key: str) -> Path:
+        """training_state/<key>: a training's resumable state (a file or a folder)."""
+        return self.path("training_state", key)
+
+    def training_inputs(self, key: str) -> Path:
+        return self.path("training_inputs", f"{checked_name(key, 'training key')}.parquet")
+
+    def report(self, name: str) -> Path:
+        """<name> at the root: a summary table or plot (captioner_eval.md, ablation_table.png)."""
+        return self.path(checked_name(name, "report name"))
 
     def write_bytes(self, path: Path, data: bytes) -> Path:
         atomic_write_bytes(path, data)

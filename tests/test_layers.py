@@ -58,3 +58,22 @@ def test_the_search_page_imports_no_asset_module():
         if name.split(".")[0] == "assets"
     }
     assert wrong == set()
+
+
+def test_the_store_alone_lays_out_the_data_root():
+    """Assets, the launcher, the search page and the demo name the place they read or write
+    (`store.shard(p)`, `store.scores(source, seed)`, `store.report("ablation_table.md")`), and
+    resources/storage.py alone turns it into a path: no module joins folder names under the
+    root by itself."""
+    import re
+
+    joined = re.compile(r"\bstore\.path\(\s*[^)\s]")
+    found = [
+        f"{source.relative_to(ROOT)}:{n}"
+        for folder in ("assets", "pipelines", "resources")
+        for source in _modules(folder)
+        if source != ROOT / "resources" / "storage.py"
+        for n, line in enumerate(source.read_text().splitlines(), 1)
+        if joined.search(line)
+    ]
+    assert found == []

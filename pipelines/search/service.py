@@ -79,7 +79,7 @@ class SearchService:
     def __init__(self, data_root: str | Path = "data"):
         self.store = ArtifactStore(root=str(data_root))
         self.catalog = Catalog(root=str(data_root))
-        self.index_path = self.store.path("video_index", "index.duckdb")
+        self.index_path = self.store.video_index()
         self.model_path = self.store.dual_encoder("pseudo_captions", seed=0)
         self._lock = threading.Lock()
         self._search: tuple[tuple, object] | None = None  # (stamp, VideoSearch or SearchError)
