@@ -94,15 +94,12 @@ def _launch_stage(
 ) -> MaterializeResult:
     """One stage of model_code.training.train_vlm, through the launcher (torchrun under Pipes). The
     stage and its folder are `name`'s unless the job names them (the adaptation orders)."""
-    import hashlib
-
-    # the resumable state is keyed by what is trained: a rerun with other settings or inputs
-    # starts afresh, a rerun of the same resumes
-    digest = hashlib.sha256(json.dumps(job, sort_keys=True, default=str).encode()).hexdigest()
+    # the trainer keys the resumable state by what it trains (training.common.state_file): a
+    # rerun with other settings or inputs starts afresh, a rerun of the same resumes
     job = {
         "stage": name,
         "out": str(store.checkpoint(name)),
-        "state": str(store.training_state(f"{name}-{digest[:12]}.pt")),
+        "state": str(store.training_state(name)),
         **job,
     }
     return train_through_launcher(

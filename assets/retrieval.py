@@ -30,6 +30,7 @@ from assets.common import (
 from assets.corpus import clip_shards
 from assets.partitions import CAPTION_SOURCES, seed_partitions, source_group
 from model_code.training.configs import DualEncoderTrainConfig
+from model_code.training.job import DualEncoderJob
 from resources.caption_sources import current_captions
 from resources.catalog import Catalog
 from resources.devices import Accelerators
@@ -196,16 +197,16 @@ def train_dual_encoder_on(
         store.training_inputs(files), pairs[["key", "caption", "version"]]
     )
     classes = json.loads(store.benchmark("classes.json").read_text())
-    job = {
-        "config": settings,
-        "pairs": str(pairs_path),
-        "shards": [str(store.shard(p)) for p in partitions],
-        "out": str(out),
-        "state": str(store.training_state(files)),
-        "extra_texts": heldout.class_prompt_texts(classes),
-        "parents": {"captions": sorted(pairs["version"].unique())},
-        "data": {**data, "partitions": partitions},
-    }
+    job = DualEncoderJob(
+        config=settings,
+        pairs=str(pairs_path),
+        shards=[str(store.shard(p)) for p in partitions],
+        out=str(out),
+        state=str(store.training_state(files)),
+        extra_texts=heldout.class_prompt_texts(classes),
+        parents={"captions": sorted(pairs["version"].unique())},
+        data={**data, "partitions": partitions},
+    ).to_json()
     return train_through_launcher(
         context,
         **resources,

@@ -28,18 +28,19 @@ def make_job(folder: Path, clips: int, steps: int, batch: int) -> Path:
     import pandas as pd
 
     from model_code.data import corpus, shards
+    from model_code.training.job import DualEncoderJob
 
     specs = corpus.split_specs("corpus", corpus.CorpusConfig(), 0, clips)
     shards.write_shard(folder / "clips.tar", shards.embedded_clips(specs))
     pd.DataFrame(
         {"key": [s.key for s in specs], "caption": [corpus.ground_truth_caption(s) for s in specs]}
     ).to_parquet(folder / "pairs.parquet")
-    job = {
-        "config": {"steps": steps, "batch_size": batch, "log_every": steps},
-        "pairs": str(folder / "pairs.parquet"),
-        "shards": [str(folder / "clips.tar")],
-        "out": str(folder / "out"),
-    }
+    job = DualEncoderJob(
+        config={"steps": steps, "batch_size": batch, "log_every": steps},
+        pairs=str(folder / "pairs.parquet"),
+        shards=[str(folder / "clips.tar")],
+        out=str(folder / "out"),
+    ).to_json()
     path = folder / "job.json"
     path.write_text(json.dumps(job))
     return path

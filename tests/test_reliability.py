@@ -381,11 +381,11 @@ def test_a_killed_vlm_stage_resumes_after_its_last_save_to_the_same_weights(tmp_
 
     torch.set_num_threads(1)
     job = _stage_job(tmp_path, stage)
-    train({**job, "out": str(tmp_path / "whole"), "state": str(tmp_path / "a.pt")})
-    killed = {**job, "out": str(tmp_path / "resumed"), "state": str(tmp_path / "b.pt")}
+    train({**job, "out": str(tmp_path / "whole"), "state": str(tmp_path / "a")})
+    killed = {**job, "out": str(tmp_path / "resumed"), "state": str(tmp_path / "b")}
     with pytest.raises(Interrupted):
         train(killed, _killed_at(5))
-    assert (tmp_path / "b.pt").exists()  # the state saved at step 3 outlives the kill
+    assert len(list(tmp_path.glob("b-*.pt"))) == 1  # the state saved at step 3 outlives the kill
     rerun = _recording()
     metrics = train(killed, rerun)
     assert rerun.steps == [4, 5, 6]  # resumed after the save, not retrained from step 1
@@ -393,7 +393,7 @@ def test_a_killed_vlm_stage_resumes_after_its_last_save_to_the_same_weights(tmp_
     assert (tmp_path / "resumed" / "model.safetensors").read_bytes() == (
         tmp_path / "whole" / "model.safetensors"
     ).read_bytes()
-    assert not (tmp_path / "b.pt").exists()
+    assert not list(tmp_path.glob("b-*.pt"))
 
 
 def test_a_diverged_training_fails_and_leaves_the_published_checkpoint(tmp_path, monkeypatch):
@@ -777,3 +777,37 @@ def test_a_bad_corpus_size_in_the_environment_is_refused_naming_it(
     with pytest.raises(ValueError) as error:
         make_resources("data")
     assert message in str(error.value)
+
+
+def test_each_trainer_keys_its_state_by_what_it_trains(monkeypatch, tmp_path):
+    """One rule for both trainers (training.common.state_file): the same job resumes from the
+    same state file, a job with other settings or another output gets a state of its own, and
+    no prefix means no saves."""
+    from model_code.training import train_vlm
+    from model_code.training.common import state_file
+
+    seen = []
+    monkeypatch.setitem(train_vlm.STAGES, "adapted_encoder", lambda job, report: seen.append(job))
+    job = {
+        "stage": "adapted_encoder",
+        "config": {"steps": 6},
+        "out": "o",
+        "state": str(tmp_path / "s"),
+    }
+    for variant in (job, job, {**job, "config": {"steps": 7}}, {**job, "out": "other"}):
+        train_vlm.train(variant)
+    states = [j["state"] for j in seen]
+    assert states[0] == states[1] and len(set(states)) == 3
+    assert all(Path(s).parent == tmp_path and Path(s).name.startswith("s-") for s in states)
+    assert state_file(None, b"x") is None and state_file("p", b"a") != state_file("p", b"b")
+
+
+def test_a_dual_encoder_job_names_a_missing_or_unknown_field():
+    from model_code.training.job import DualEncoderJob
+
+    whole = {"pairs": "p.parquet", "shards": ["c.tar"], "out": "de"}
+    assert DualEncoderJob.from_json(whole).to_json()["shards"] == ["c.tar"]
+    with pytest.raises(ValueError, match="needs out"):
+        DualEncoderJob.from_json({"pairs": "p.parquet", "shards": ["c.tar"]})
+    with pytest.raises(ValueError, match="no field extra_text"):
+        DualEncoderJob.from_json({**whole, "extra_text": ["typo"]})

@@ -109,6 +109,21 @@ def cosine_with_warmup(optimizer, warmup_steps: int, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def state_file(prefix: str | Path | None, *keyed_by: bytes) -> Path | None:
+    """<prefix>-<key>.pt, the resumable state of exactly this training: the key hashes what it
+    trains on and with (`keyed_by`: its settings, its inputs), so a rerun of the same training
+    resumes and one with other settings or inputs starts afresh. None without a prefix (no
+    saves). Every trainer keys its state here."""
+    import hashlib
+
+    if not prefix:
+        return None
+    digest = hashlib.sha256()
+    for part in keyed_by:
+        digest.update(hashlib.sha256(part).digest())
+    return Path(f"{prefix}-{digest.hexdigest()[:12]}.pt")
+
+
 def save_training_state(path: str | Path, model, optimizer, scheduler, step: int) -> None:
     """Model weights, optimizer, schedule and step, as one file swapped in atomically:
     a run killed mid-save leaves the previous state intact."""

@@ -22,6 +22,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Self
 
@@ -137,6 +138,41 @@ class Reporter:
             self.pipes.report_asset_materialization(
                 metadata=metadata, data_version=lineage["version"]
             )
+
+
+@dataclass(frozen=True)
+class DualEncoderJob:
+    """What a dual-encoder training is given, its job file's JSON object: built by the asset
+    (assets/retrieval.py), the trainer's CLI and benchmarks/training_ranks.py, read by
+    model_code.training.train_dual_encoder. A missing or unknown field is an error naming it."""
+
+    pairs: str  # parquet: key, caption (one row a caption; a clip may have several)
+    shards: list[str]  # webdataset tars holding the pairs' clips
+    out: str  # the checkpoint folder, written atomically by rank 0
+    config: dict = field(default_factory=dict)  # DualEncoderTrainConfig fields
+    state: str | None = None  # training-state prefix (training.common.state_file adds the key)
+    extra_texts: list[str] = field(default_factory=list)  # vocabulary: class prompts, queries
+    parents: dict = field(default_factory=dict)  # for lineage.json
+    data: dict = field(default_factory=dict)  # for lineage.json's data record
+
+    @classmethod
+    def from_json(cls, job: dict) -> DualEncoderJob:
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(job) - set(names))
+        if unknown:
+            raise ValueError(f"a dual-encoder job has no field {', '.join(unknown)}: {names}")
+        required = [
+            f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+        ]
+        missing = [n for n in required if job.get(n) in (None, "")]
+        if missing:
+            raise ValueError(f"a dual-encoder job needs {', '.join(missing)}")
+        if not isinstance(job.get("config", {}), dict):
+            raise TypeError("a dual-encoder job's config must be a JSON object")
+        return cls(**{**job, "shards": [str(s) for s in job["shards"]]})
+
+    def to_json(self) -> dict:
+        return asdict(self)
 
 
 def read_job(path: str | Path) -> dict:

@@ -30,9 +30,11 @@ from model_code.training.common import (
     check_publishable,
     seed_everything,
     setup_distributed,
+    state_file,
 )
 from model_code.training.configs import DualEncoderTrainConfig
 from model_code.training.contrastive import contrastive_loss, sigmoid_loss
+from model_code.training.job import DualEncoderJob
 from model_code.training.loop import Task, fit
 
 log = logging.getLogger("vidistill.dual_encoder")
@@ -126,38 +128,27 @@ def read_pairs(path: str | Path):
     return frame.reset_index(drop=True)
 
 
-def _digest(pairs, config: DualEncoderTrainConfig) -> str:
-    """What the training state is keyed by: a rerun on other captions or settings starts afresh."""
-    import hashlib
-
-    import pandas as pd
-
-    return hashlib.sha256(
-        pd.util.hash_pandas_object(pairs[["key", "caption"]]).values.tobytes()
-        + repr(asdict(config)).encode()
-    ).hexdigest()[:12]
-
-
-def train(job: dict, report=None) -> dict:
+def train(job: dict | DualEncoderJob, report=None) -> dict:
     """The dual-encoder program (docs/design.md, step 3): a job's pairs and shards in, a checkpoint
     folder with lineage.json out (rank 0, atomically). The asset, the CLI and torchrun all run
-    this. Job keys: config (DualEncoderTrainConfig fields), pairs (parquet: key, caption),
-    shards (webdataset tars), out (folder), state (training-state path prefix, optional),
-    extra_texts (for the vocabulary: class prompts, queries), parents and data (for lineage)."""
+    this; the job is a DualEncoderJob (or its JSON object)."""
+    import pandas as pd
+
     from model_code.data import shards as shard_io
     from model_code.models.dual_encoder import build_dual_encoder
     from model_code.models.lineage import write_lineage
     from model_code.training.configs import from_dict
     from model_code.training.job import Reporter
 
+    job = job if isinstance(job, DualEncoderJob) else DualEncoderJob.from_json(job)
     report = report or Reporter()
-    config = from_dict(DualEncoderTrainConfig, job.get("config", {}))
-    pairs = read_pairs(job["pairs"])
+    config = from_dict(DualEncoderTrainConfig, job.config)
+    pairs = read_pairs(job.pairs)
     if pairs.empty:
-        raise ValueError(f"{job['pairs']} holds no (key, caption) pairs")
+        raise ValueError(f"{job.pairs} holds no (key, caption) pairs")
     seed_everything(config.seed)  # initial weights from the seed, not from what ran before
     model = build_dual_encoder(
-        pairs["caption"].tolist() + list(job.get("extra_texts", [])),
+        pairs["caption"].tolist() + list(job.extra_texts),
         num_frames=config.num_frames,
         image_size=config.image_size,
         patch_size=config.patch_size,
@@ -165,7 +156,7 @@ def train(job: dict, report=None) -> dict:
         vision_path=config.vision_path,
         text_path=config.text_path,
     )
-    shard_paths = [str(s) for s in job["shards"]]
+    shard_paths = job.shards
     captions = pairs.groupby("key", sort=False)["caption"].apply(list).to_dict()
     if len(captions) <= config.in_memory_clips:  # decode once, train many passes from memory
         frames = shard_io.frames_by_key(shard_paths, num_frames=model.config.num_frames)
@@ -176,31 +167,35 @@ def train(job: dict, report=None) -> dict:
         )
     else:  # stream from the shards, split across DataLoader workers and torchrun ranks
         dataset = ShardPairs(shard_paths, captions, model.config.num_frames, seed=config.seed)
-    state = Path(f"{job['state']}-{_digest(pairs, config)}.pt") if job.get("state") else None
+    state = state_file(
+        job.state,
+        pd.util.hash_pandas_object(pairs[["key", "caption"]]).values.tobytes(),
+        repr(asdict(config)).encode(),
+    )
     metrics = train_dual_encoder(
         model, dataset, config, on_metrics=report.metrics, state_path=state
     )
     if report.rank == 0:
         check_publishable(model, metrics["steps"])
-        with atomic_dir(job["out"]) as tmp:
+        with atomic_dir(job.out) as tmp:
             model.save_pretrained(tmp)
             lineage = write_lineage(
                 tmp,
                 kind="dual_encoder",
-                parents=job.get("parents", {}),
+                parents=job.parents,
                 training_config=asdict(config),
                 metrics=metrics,
                 data={
-                    **job.get("data", {}),
+                    **job.data,
                     "pairs": len(pairs),
                     "clips": int(pairs["key"].nunique()),
                 },
                 mlflow_run_id=report.mlflow_run_id,
             )
-            report.plot_curves(tmp, f"dual_encoder {job.get('data', {}).get('source', '')}")
+            report.plot_curves(tmp, f"dual_encoder {job.data.get('source', '')}")
         if state is not None:
             state.unlink(missing_ok=True)
-        report.checkpoint(job["out"], lineage, {"pairs": len(pairs)})
+        report.checkpoint(job.out, lineage, {"pairs": len(pairs)})
     return metrics
 
 
@@ -230,15 +225,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         job = read_job(args.job)
     elif args.pairs and args.shards and args.out:
         config = train_configs.from_args(DualEncoderTrainConfig, args)
-        job = {
-            "config": asdict(config),
-            "pairs": str(args.pairs),
-            "shards": args.shards,
-            "out": str(args.out),
-            "state": str(args.state) if args.state else None,
-            "extra_texts": args.vocab_extra.read_text().splitlines() if args.vocab_extra else [],
-            "parents": {"pairs": str(args.pairs)},
-        }
+        job = DualEncoderJob(
+            config=asdict(config),
+            pairs=str(args.pairs),
+            shards=args.shards,
+            out=str(args.out),
+            state=str(args.state) if args.state else None,
+            extra_texts=args.vocab_extra.read_text().splitlines() if args.vocab_extra else [],
+            parents={"pairs": str(args.pairs)},
+        ).to_json()
     else:
         parser.error("--job, or --pairs, --shards and --out, are required")
     return run_job(train, job)

@@ -14,7 +14,7 @@ A job is a JSON object (what the adaptation assets write and launch):
     {"stage": "image_vlm" | "adapted_encoder" | "instruction_tuned_lm" | "joint_adaptation",
      "config": {...},              # the stage's dataclass in model_code.training.configs
      "out": "checkpoints/...",     # the checkpoint folder, written atomically by rank 0
-     "state": "training_state/x.pt",   # optional: resumable training state
+     "state": "training_state/x",  # optional: resumable state, keyed per job (x-<key>.pt)
      "corpus": {...},              # image_vlm: the embedded corpus's CorpusConfig
      "base": "checkpoints/image_vlm",    # stages 1 and 2: the image VLM
      "encoder": "checkpoints/adapted_encoder",  # stage 2 (optional): stage 1's part
@@ -36,6 +36,7 @@ and the joint order, share their data loading, samples and publishing, and read 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, replace
@@ -43,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model_code.training.common import state_file
 from model_code.training.configs import (
     ImageVLMTrainConfig,
     JointAdaptationTrainConfig,
@@ -398,6 +400,10 @@ def train(job: dict, report: Reporter | None = None) -> dict:
     """The VLM program: the job's stage, on this rank."""
     if job.get("stage") not in STAGES:
         raise ValueError(f"job stage must be one of {sorted(STAGES)}, not {job.get('stage')!r}")
+    if job.get("state"):  # the state of exactly this job: its settings, inputs and output
+        what = {k: v for k, v in job.items() if k != "state"}
+        keyed_by = json.dumps(what, sort_keys=True, default=str).encode()
+        job = {**job, "state": str(state_file(job["state"], keyed_by))}
     return STAGES[job["stage"]](job, report or Reporter())
 
 
