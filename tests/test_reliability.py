@@ -811,3 +811,37 @@ def test_a_dual_encoder_job_names_a_missing_or_unknown_field():
         DualEncoderJob.from_json({"pairs": "p.parquet", "shards": ["c.tar"]})
     with pytest.raises(ValueError, match="no field extra_text"):
         DualEncoderJob.from_json({**whole, "extra_text": ["typo"]})
+
+
+def test_garbage_never_publishes_and_the_published_checkpoint_stays(tmp_path):
+    """Every trainer publishes through training.job.publish: weights no optimizer step made,
+    or any non-finite weight, are refused, and the checkpoint already there stays as it was."""
+    import torch
+    from safetensors.torch import save_file
+
+    from model_code.training.configs import DualEncoderTrainConfig
+    from model_code.training.job import Reporter, publish
+
+    model = torch.nn.Linear(2, 2)
+    out = tmp_path / "ckpt"
+    common = {
+        "model": model,
+        "save": lambda tmp: save_file(
+            {k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors"
+        ),
+        "report": Reporter(),
+        "kind": "test",
+        "parents": {},
+        "config": DualEncoderTrainConfig(),
+        "data": {},
+    }
+    publish(out, metrics={"steps": 2}, **common)
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(ValueError, match="no optimizer step"):
+        publish(out, metrics={"steps": 0}, **common)
+    with torch.no_grad():
+        model.weight[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        publish(out, metrics={"steps": 3}, **common)
+    assert (out / "model.safetensors").read_bytes() == before and (out / "lineage.json").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no staging folder left behind

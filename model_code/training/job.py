@@ -140,6 +140,45 @@ class Reporter:
             )
 
 
+def publish(
+    out: str | Path,
+    *,
+    model,
+    save: Callable[[Path], None],
+    report: Reporter,
+    kind: str,
+    parents: dict,
+    config,
+    data: dict,
+    metrics: dict,
+    extra: dict | None = None,
+    title: str | None = None,
+) -> dict:
+    """Rank 0's publish, the same for every trainer: refused when the training produced
+    garbage (no optimizer step, a non-finite weight); else `save` writes the model into a
+    staging folder that gets lineage.json and the training curves and replaces `out` in one
+    rename; the materialization goes to Pipes. Returns the lineage."""
+    from model_code.models.lineage import write_lineage
+    from model_code.runtime.files import atomic_dir
+    from model_code.training.common import check_publishable
+
+    check_publishable(model, metrics["steps"])
+    with atomic_dir(out) as tmp:
+        save(tmp)
+        lineage = write_lineage(
+            tmp,
+            kind=kind,
+            parents=parents,
+            training_config=asdict(config),
+            data=data,
+            metrics=metrics,
+            mlflow_run_id=report.mlflow_run_id,
+        )
+        report.plot_curves(tmp, title or kind)
+    report.checkpoint(out, lineage, extra)
+    return lineage
+
+
 @dataclass(frozen=True)
 class DualEncoderJob:
     """What a dual-encoder training is given, its job file's JSON object: built by the asset

@@ -24,17 +24,15 @@ from pathlib import Path
 import torch
 
 from model_code.data.pair_data import ClipCaptions, ShardPairs, pair_batches
-from model_code.runtime.files import atomic_dir
 from model_code.training.common import (
     autocast,
-    check_publishable,
     seed_everything,
     setup_distributed,
     state_file,
 )
 from model_code.training.configs import DualEncoderTrainConfig
 from model_code.training.contrastive import contrastive_loss, sigmoid_loss
-from model_code.training.job import DualEncoderJob
+from model_code.training.job import DualEncoderJob, publish
 from model_code.training.loop import Task, fit
 
 log = logging.getLogger("vidistill.dual_encoder")
@@ -136,7 +134,6 @@ def train(job: dict | DualEncoderJob, report=None) -> dict:
 
     from model_code.data import shards as shard_io
     from model_code.models.dual_encoder import build_dual_encoder
-    from model_code.models.lineage import write_lineage
     from model_code.training.configs import from_dict
     from model_code.training.job import Reporter
 
@@ -176,26 +173,21 @@ def train(job: dict | DualEncoderJob, report=None) -> dict:
         model, dataset, config, on_metrics=report.metrics, state_path=state
     )
     if report.rank == 0:
-        check_publishable(model, metrics["steps"])
-        with atomic_dir(job.out) as tmp:
-            model.save_pretrained(tmp)
-            lineage = write_lineage(
-                tmp,
-                kind="dual_encoder",
-                parents=job.parents,
-                training_config=asdict(config),
-                metrics=metrics,
-                data={
-                    **job.data,
-                    "pairs": len(pairs),
-                    "clips": int(pairs["key"].nunique()),
-                },
-                mlflow_run_id=report.mlflow_run_id,
-            )
-            report.plot_curves(tmp, f"dual_encoder {job.data.get('source', '')}")
+        publish(
+            job.out,
+            model=model,
+            save=model.save_pretrained,
+            report=report,
+            kind="dual_encoder",
+            parents=job.parents,
+            config=config,
+            data={**job.data, "pairs": len(pairs), "clips": int(pairs["key"].nunique())},
+            metrics=metrics,
+            extra={"pairs": len(pairs)},
+            title=f"dual_encoder {job.data.get('source', '')}",
+        )
         if state is not None:
             state.unlink(missing_ok=True)
-        report.checkpoint(job.out, lineage, {"pairs": len(pairs)})
     return metrics
 
 

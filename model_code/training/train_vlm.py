@@ -53,7 +53,7 @@ from model_code.training.configs import (
     from_dict,
     joint_from_stages,
 )
-from model_code.training.job import Reporter, quiet_libraries, read_job, run_job
+from model_code.training.job import Reporter, publish, quiet_libraries, read_job, run_job
 
 SAMPLES = 6  # clips captioned for the materialization's sample table
 ORDERS = ("vision_then_language", "language_then_vision", "joint")
@@ -104,33 +104,27 @@ def _publish(
     part: str | None = None,
     adapter: dict | None = None,
 ) -> dict:
-    """Rank 0: the checkpoint folder (the whole VLM, or only the `part` trained), atomically,
-    with its lineage; reported to Pipes."""
-    from model_code.models.lineage import write_lineage
+    """Rank 0: the checkpoint folder (the whole VLM, or only the `part` trained), published as
+    every trainer publishes (training.job.publish)."""
     from model_code.runtime.files import atomic_dir
     from model_code.training.common import check_publishable
 
-    check_publishable(vlm.model, metrics["steps"])
     if part is not None and job.get("full_out"):
+        check_publishable(vlm.model, metrics["steps"])
         with atomic_dir(job["full_out"]) as tmp:
             vlm.save_pretrained(tmp)
-    with atomic_dir(job["out"]) as tmp:
-        if part is None:
-            vlm.save_pretrained(tmp)
-        else:
-            vlm.save_part(tmp, part, adapter)
-        lineage = write_lineage(
-            tmp,
-            kind=job.get("kind", job["stage"]),
-            parents=_parents(job),
-            training_config=asdict(config),
-            data=job.get("data", {}),
-            metrics=metrics,
-            mlflow_run_id=report.mlflow_run_id,
-        )
-        report.plot_curves(tmp, job.get("kind", job["stage"]))
-    report.checkpoint(job["out"], lineage, {"sample_captions": samples})
-    return lineage
+    return publish(
+        job["out"],
+        model=vlm.model,
+        save=vlm.save_pretrained if part is None else lambda tmp: vlm.save_part(tmp, part, adapter),
+        report=report,
+        kind=job.get("kind", job["stage"]),
+        parents=_parents(job),
+        config=config,
+        data=job.get("data", {}),
+        metrics=metrics,
+        extra={"sample_captions": samples},
+    )
 
 
 def train_image_vlm(job: dict, report: Reporter) -> dict:
