@@ -105,15 +105,11 @@ def _publish(
     adapter: dict | None = None,
 ) -> dict:
     """Rank 0: the checkpoint folder (the whole VLM, or only the `part` trained), published as
-    every trainer publishes (training.job.publish)."""
+    every trainer publishes (training.job.publish); then, if the job asks, the whole VLM after
+    the stage too (already past publish's guard, so not checked twice)."""
     from model_code.runtime.files import atomic_dir
-    from model_code.training.common import check_publishable
 
-    if part is not None and job.get("full_out"):
-        check_publishable(vlm.model, metrics["steps"])
-        with atomic_dir(job["full_out"]) as tmp:
-            vlm.save_pretrained(tmp)
-    return publish(
+    lineage = publish(
         job["out"],
         model=vlm.model,
         save=vlm.save_pretrained if part is None else lambda tmp: vlm.save_part(tmp, part, adapter),
@@ -125,6 +121,10 @@ def _publish(
         metrics=metrics,
         extra={"sample_captions": samples},
     )
+    if part is not None and job.get("full_out"):
+        with atomic_dir(job["full_out"]) as tmp:
+            vlm.save_pretrained(tmp)
+    return lineage
 
 
 def train_image_vlm(job: dict, report: Reporter) -> dict:
